@@ -1,0 +1,10 @@
+"""resnetlab: deep residual networks (He et al., 2015), exact.
+
+Build any ResNet of the paper, look inside it, compare it, train it and reproduce the
+paper's experiments. Start with :func:`create_model` and :func:`summarize`.
+"""
+
+from resnetlab.models import create_model, list_models
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "create_model", "list_models"]

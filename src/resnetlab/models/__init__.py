@@ -1,0 +1,45 @@
+"""Models: specs, blocks, the one ResNet, VGG, the registry and the named zoo."""
+
+from resnetlab.models import zoo as _zoo  # noqa: F401  (registers the named models)
+from resnetlab.models.blocks import (
+    BasicBlock,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+    ZeroPadShortcut,
+)
+from resnetlab.models.registry import (
+    ModelEntry,
+    UnknownModelError,
+    build,
+    create_model,
+    get_entry,
+    list_models,
+    model_entries,
+    model_spec,
+    register_model,
+)
+from resnetlab.models.resnet import ResNet
+from resnetlab.models.spec import ResNetSpec, VGGSpec
+from resnetlab.models.vgg import VGG
+
+__all__ = [
+    "VGG",
+    "BasicBlock",
+    "Bottleneck",
+    "ModelEntry",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "ResNet",
+    "ResNetSpec",
+    "UnknownModelError",
+    "VGGSpec",
+    "ZeroPadShortcut",
+    "build",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "model_entries",
+    "model_spec",
+    "register_model",
+]

@@ -1,0 +1,278 @@
+"""Residual units and shortcuts (He et al. 2015 §3; pre-activation: He et al. 2016).
+
+Attribute names follow torchvision (``conv1``, ``bn1``, …, ``downsample``) so state dicts
+load key-for-key. Every ReLU is its own module so a summary shows one row per call.
+"""
+
+from __future__ import annotations
+
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resnetlab.models.spec import Placement, Shortcut
+
+
+def conv(in_ch: int, out_ch: int, kernel_size: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A bias-free k×k conv with "same" padding (BN follows, so a bias would be redundant)."""
+    return nn.Conv2d(
+        in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2,
+        groups=groups, bias=False,
+    )  # fmt: skip
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A (He et al. 2015 §3.3): identity with the extra channels zero-padded.
+
+    Subsamples by ``stride`` (taking every ``stride``-th pixel, as the paper's CIFAR nets do)
+    and appends ``out_channels - in_channels`` zero channels. It has no parameters; it is a
+    plain module (no lambda), so it pickles, scripts and exports to ONNX.
+
+    Shape: ``(N, C_in, H, W) → (N, C_out, ceil(H/stride), ceil(W/stride))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(
+                f"option A cannot reduce channels ({in_channels} → {out_channels}); use B or C"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_channels - self.in_channels
+        if extra > 0:
+            # F.pad pads from the last dim backwards: (W_l, W_r, H_t, H_b, C_front, C_back).
+            x = F.pad(x, [0, 0, 0, 0, 0, extra])
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+def make_shortcut(
+    option: Shortcut, in_ch: int, out_ch: int, stride: int, *, norm: bool
+) -> nn.Module | None:
+    """The shortcut of one block, or ``None`` for a pure identity.
+
+    ``norm=False`` gives a bare 1×1 conv for pre-activation units, whose input is already
+    normalised (He et al. 2016).
+    """
+    changes_shape = stride != 1 or in_ch != out_ch
+    if option == "A":
+        return ZeroPadShortcut(in_ch, out_ch, stride) if changes_shape else None
+    if option == "B" and not changes_shape:
+        return None
+    projection = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+    if not norm:
+        return nn.Sequential(projection)
+    return nn.Sequential(projection, nn.BatchNorm2d(out_ch))
+
+
+class BasicBlock(nn.Module):
+    """Two k×k convs: conv-BN-ReLU-conv-BN, (+ shortcut), ReLU. Paper Fig. 2 / Fig. 5 left.
+
+    With ``residual=False`` it is the plain twin: the same layers, no addition.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        kernel_size: int = 3,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        out_ch = planes
+        self.conv1 = conv(in_ch, planes, kernel_size, stride=stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = conv(planes, out_ch, kernel_size)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.residual = residual
+        self.downsample = (
+            make_shortcut(shortcut, in_ch, out_ch, stride, norm=True) if residual else None
+        )
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def last_norm(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu2(out)
+
+
+class Bottleneck(nn.Module):
+    """1×1 (reduce) → k×k → 1×1 (expand ×4), BN after each, (+ shortcut), ReLU. Fig. 5 right.
+
+    ``placement`` decides which conv carries the stride of a downsampling block:
+    ``v1`` the first 1×1 (paper), ``v1.5`` the k×k (torchvision). ``groups`` and
+    ``width_per_group`` give ResNeXt and wide variants with torchvision's width formula.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        kernel_size: int = 3,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+        placement: Placement = "v1",
+        groups: int = 1,
+        width_per_group: int = 64,
+    ) -> None:
+        super().__init__()
+        inner = int(planes * (width_per_group / 64.0)) * groups
+        out_ch = planes * self.expansion
+        stride_1x1, stride_kxk = (stride, 1) if placement == "v1" else (1, stride)
+        self.conv1 = conv(in_ch, inner, 1, stride=stride_1x1)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = conv(inner, inner, kernel_size, stride=stride_kxk, groups=groups)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = conv(inner, out_ch, 1)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.residual = residual
+        self.downsample = (
+            make_shortcut(shortcut, in_ch, out_ch, stride, norm=True) if residual else None
+        )
+        self.relu3 = nn.ReLU(inplace=True)
+
+    def last_norm(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu3(out)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation unit (He et al. 2016, Fig. 1b): BN-ReLU-conv-BN-ReLU-conv, + shortcut.
+
+    A shortcut that is not a pure identity takes the pre-activated input, as in the paper's
+    reference code; a pure identity takes the raw input.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        kernel_size: int = 3,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = conv(in_ch, planes, kernel_size, stride=stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = conv(planes, planes, kernel_size)
+        self.residual = residual
+        self.downsample = (
+            make_shortcut(shortcut, in_ch, planes, stride, norm=False) if residual else None
+        )
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv2
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.relu1(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu2(self.bn2(out)))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(pre))
+        return out
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck (He et al. 2016): BN-ReLU-1×1, BN-ReLU-k×k, BN-ReLU-1×1."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        kernel_size: int = 3,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+        placement: Placement = "v1",
+        groups: int = 1,
+        width_per_group: int = 64,
+    ) -> None:
+        super().__init__()
+        inner = int(planes * (width_per_group / 64.0)) * groups
+        out_ch = planes * self.expansion
+        stride_1x1, stride_kxk = (stride, 1) if placement == "v1" else (1, stride)
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = conv(in_ch, inner, 1, stride=stride_1x1)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = conv(inner, inner, kernel_size, stride=stride_kxk, groups=groups)
+        self.bn3 = nn.BatchNorm2d(inner)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.conv3 = conv(inner, out_ch, 1)
+        self.residual = residual
+        self.downsample = (
+            make_shortcut(shortcut, in_ch, out_ch, stride, norm=False) if residual else None
+        )
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv3
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.relu1(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu2(self.bn2(out)))
+        out = self.conv3(self.relu3(self.bn3(out)))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(pre))
+        return out
+
+
+Block = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck
+SHORTCUT_TYPES = (ZeroPadShortcut,)
+
+
+def is_shortcut(name: str, module: nn.Module) -> bool:
+    """True for a shortcut branch (not counted in a network's depth, as in the paper)."""
+    return isinstance(module, SHORTCUT_TYPES) or name.rsplit(".", 1)[-1] == "downsample"
+
+
+__all__ = [
+    "BasicBlock",
+    "Block",
+    "Bottleneck",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "ZeroPadShortcut",
+    "conv",
+    "is_shortcut",
+    "make_shortcut",
+]

@@ -1,0 +1,103 @@
+"""A small explicit model registry: ``create_model(name, **overrides)``, ``list_models``.
+
+Duplicate names raise; an unknown name raises :class:`UnknownModelError` naming the
+closest registered names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from torch import nn
+
+from resnetlab.models.resnet import ResNet
+from resnetlab.models.spec import ResNetSpec, VGGSpec
+from resnetlab.models.vgg import VGG
+
+Spec = ResNetSpec | VGGSpec
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is not registered."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its name, its spec, which family it belongs to and a one-line
+    description with the source it follows."""
+
+    name: str
+    spec: Spec
+    family: str
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, spec: Spec, *, family: str, description: str) -> ModelEntry:
+    """Register ``spec`` under ``name``; a name can be registered only once."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    entry = ModelEntry(name, spec, family, description)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(_unknown_message(name)) from None
+
+
+def _unknown_message(name: str) -> str:
+    close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown model {name!r}{hint} (`resnetlab models` lists them all)"
+
+
+def model_spec(name: str, **overrides: Any) -> Spec:
+    """The spec of a registered model with ``overrides`` applied (validated)."""
+    spec = get_entry(name).spec
+    allowed = {f.name for f in fields(spec)}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{name} has no option {', '.join(map(repr, unknown))}; "
+            f"options are: {', '.join(sorted(allowed))}"
+        )
+    return replace(spec, **overrides)
+
+
+def build(spec: Spec) -> nn.Module:
+    """Build the network a spec describes."""
+    if isinstance(spec, VGGSpec):
+        return VGG(spec)
+    return ResNet(spec)
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("resnet50", num_classes=10)``.
+
+    Overrides are fields of the model's spec (:class:`~resnetlab.models.spec.ResNetSpec` or
+    :class:`~resnetlab.models.spec.VGGSpec`): ``num_classes``, ``in_channels``,
+    ``shortcut``, ``placement``, ``kernel_size``, ``width``, ``head``, … Build under
+    ``torch.device("meta")`` to inspect a model without allocating its weights.
+    """
+    return build(model_spec(name, **overrides))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``"resnet*"``), in registry
+    order (families together, shallow to deep)."""
+    return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
+
+
+def model_entries(pattern: str = "*") -> list[ModelEntry]:
+    return [_REGISTRY[n] for n in list_models(pattern)]
+
+

@@ -1,0 +1,205 @@
+"""The one parametric ResNet. Every named ResNet (ImageNet, CIFAR, plain, pre-activation,
+wide, ResNeXt) is a :class:`~resnetlab.models.spec.ResNetSpec` handed to :class:`ResNet`.
+
+Layout and attribute names follow torchvision (``conv1``, ``bn1``, ``maxpool``,
+``layer1``…, ``fc``), so a torchvision/timm checkpoint loads with ``strict=True`` into the
+matching model (see :mod:`resnetlab.models.compat`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from torch import Tensor, nn
+
+from resnetlab.models.blocks import (
+    BasicBlock,
+    Block,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+)
+from resnetlab.models.spec import ResNetSpec
+
+
+class MLPHead(nn.Sequential):
+    """Seed 004's Keras head after global average pooling:
+    Dropout(p) → Linear(hidden) → ReLU → Dropout(p) → Linear(num_classes)."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, dropout: float) -> None:
+        super().__init__(
+            nn.Dropout(dropout),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+
+class ResNet(nn.Module):
+    """A residual network built from a spec.
+
+    Input ``(N, in_channels, H, W)``, float; output logits ``(N, num_classes)``. ImageNet
+    models reduce the resolution 32×, CIFAR models 4×; any input large enough for that works.
+    """
+
+    def __init__(self, spec: ResNetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        stem_ch = spec.scaled(spec.stem_width)
+
+        if spec.stem == "imagenet":
+            self.conv1 = nn.Conv2d(spec.in_channels, stem_ch, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(spec.in_channels, stem_ch, 3, stride=1, padding=1, bias=False)
+        # A pre-activation CIFAR net leaves BN-ReLU to its first unit (He et al. 2016, §3).
+        stem_norm = not (spec.preact and spec.stem == "cifar")
+        self.bn1 = nn.BatchNorm2d(stem_ch) if stem_norm else None
+        self.relu = nn.ReLU(inplace=True) if stem_norm else None
+        self.maxpool = (
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if spec.stem == "imagenet" else None
+        )
+
+        in_ch = stem_ch
+        self.stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(spec.layers)))
+        for i, (name, blocks, planes) in enumerate(
+            zip(self.stage_names, spec.layers, spec.widths, strict=True)
+        ):
+            stage, in_ch = self._make_stage(in_ch, spec.scaled(planes), blocks, 1 if i == 0 else 2)
+            self.add_module(name, stage)
+        self.num_features = in_ch
+
+        # Pre-activation nets end their last unit without BN-ReLU; add it before pooling.
+        self.final_norm = nn.BatchNorm2d(in_ch) if spec.preact else None
+        self.final_relu = nn.ReLU(inplace=True) if spec.preact else None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten(1)
+        self.fc: nn.Module
+        if spec.head == "mlp":
+            self.drop = None
+            self.fc = MLPHead(in_ch, spec.head_hidden, spec.num_classes, spec.head_dropout)
+        else:
+            self.drop = nn.Dropout(spec.head_dropout) if spec.head_dropout > 0 else None
+            self.fc = nn.Linear(in_ch, spec.num_classes)
+        self._init_weights()
+
+    def _make_stage(
+        self, in_ch: int, planes: int, blocks: int, stride: int
+    ) -> tuple[nn.Sequential, int]:
+        spec = self.spec
+        units: list[Block] = []
+        for i in range(blocks):
+            common = {
+                "stride": stride if i == 0 else 1,
+                "kernel_size": spec.kernel_size,
+                "shortcut": spec.shortcut,
+                "residual": spec.residual,
+            }
+            unit: Block
+            if spec.block == "basic":
+                cls_b = PreActBasicBlock if spec.preact else BasicBlock
+                unit = cls_b(in_ch, planes, **common)  # type: ignore[arg-type]
+                in_ch = planes
+            else:
+                cls_n = PreActBottleneck if spec.preact else Bottleneck
+                unit = cls_n(
+                    in_ch, planes, placement=spec.placement, groups=spec.groups,
+                    width_per_group=spec.width_per_group, **common,  # type: ignore[arg-type]
+                )  # fmt: skip
+                in_ch = planes * cls_n.expansion
+            units.append(unit)
+        return nn.Sequential(*units), in_ch
+
+    def _init_weights(self) -> None:
+        # He et al. 2015 (§3.4) initialise convs with "MSRA" init [He et al., 2015b];
+        # fan_out as in torchvision, so our fresh models match theirs statistically.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.spec.zero_init_residual and self.spec.residual:
+            # Each residual branch starts as zero, so every block starts as the identity
+            # (Goyal et al. 2017); pre-activation branches end in a conv, not a BN.
+            for block in self.blocks():
+                if isinstance(block, BasicBlock | Bottleneck):
+                    nn.init.zeros_(block.last_norm().weight)
+                else:
+                    nn.init.zeros_(block.last_conv().weight)
+
+    # ------------------------------------------------------------------ structure
+    def stages(self) -> list[nn.Sequential]:
+        """The residual stages in order (``layer1``, ``layer2``, …)."""
+        return [getattr(self, name) for name in self.stage_names]
+
+    def blocks(self) -> list[Block]:
+        """Every residual unit in order."""
+        return [block for stage in self.stages() for block in stage]  # type: ignore[misc]
+
+    def get_classifier(self) -> nn.Linear:
+        """The last linear layer (the one :meth:`reset_classifier` replaces)."""
+        if isinstance(self.fc, nn.Linear):
+            return self.fc
+        last = self.fc[-1]  # type: ignore[index]
+        assert isinstance(last, nn.Linear)
+        return last
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final linear layer with a freshly initialised one of ``num_classes``
+        outputs (for fine-tuning); everything else, the custom head included, is kept."""
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        old = self.get_classifier()
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        if isinstance(self.fc, nn.Linear):
+            self.fc = new
+        else:
+            self.fc[-1] = new  # type: ignore[index]
+        self.spec = replace(self.spec, num_classes=num_classes)
+
+    # ------------------------------------------------------------------ forward
+    def forward_stem(self, x: Tensor) -> Tensor:
+        x = self.conv1(x)
+        if self.bn1 is not None and self.relu is not None:
+            x = self.relu(self.bn1(x))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        return x
+
+    def forward_stages(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        """Intermediate outputs: ``{"stem": …, "layer1": …, …}``, each ``(N, C, H, W)``.
+
+        The last entry is the final feature map before pooling (after the closing BN-ReLU
+        for pre-activation nets).
+        """
+        feats: OrderedDict[str, Tensor] = OrderedDict()
+        x = self.forward_stem(x)
+        feats["stem"] = x
+        for name, stage in zip(self.stage_names, self.stages(), strict=True):
+            x = stage(x)
+            feats[name] = x
+        if self.final_norm is not None and self.final_relu is not None:
+            feats[self.stage_names[-1]] = self.final_relu(self.final_norm(x))
+        return feats
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The final feature map ``(N, num_features, H/32, W/32)`` (H/4 for CIFAR nets)."""
+        x = self.forward_stem(x)
+        for stage in self.stages():
+            x = stage(x)
+        if self.final_norm is not None and self.final_relu is not None:
+            x = self.final_relu(self.final_norm(x))
+        return x
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        x = self.flatten(self.avgpool(x))
+        if self.drop is not None:
+            x = self.drop(x)
+        out: Tensor = self.fc(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+

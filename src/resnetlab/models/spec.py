@@ -1,0 +1,177 @@
+"""Architecture specs: every named model is one of these frozen dataclasses.
+
+A spec says *what* a network is; :mod:`resnetlab.models.resnet` and
+:mod:`resnetlab.models.vgg` say *how* to build it. Overriding a field
+(``create_model("resnet50", num_classes=10)``) is ``dataclasses.replace`` on the spec,
+so every variant is data and validation happens in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+BlockKind = Literal["basic", "bottleneck"]
+"""``basic``: two k×k convs (ResNet-18/34, CIFAR nets). ``bottleneck``: 1×1 → k×k → 1×1."""
+
+Shortcut = Literal["A", "B", "C"]
+"""He et al. 2015 §3.3 / Table 3. A: zero-padding identity (no parameters); B: 1×1
+projection only where the shape changes; C: projection on every block."""
+
+Placement = Literal["v1", "v1.5"]
+"""Where a downsampling bottleneck puts its stride. ``v1``: on the first 1×1 conv, as the
+paper (and its Caffe models) do. ``v1.5``: on the 3×3 conv, as torchvision and timm do;
+slightly more accurate and ~6% more multiply-adds for ResNet-50."""
+
+Stem = Literal["imagenet", "cifar"]
+"""``imagenet``: 7×7/2 conv → BN → ReLU → 3×3/2 max-pool. ``cifar``: 3×3/1 conv → BN → ReLU."""
+
+Head = Literal["linear", "mlp"]
+"""``linear``: GAP → [Dropout] → Linear(n). ``mlp`` (seed 004's Keras head):
+GAP → Dropout → Linear(hidden) → ReLU → Dropout → Linear(n)."""
+
+BLOCK_EXPANSION: dict[str, int] = {"basic": 1, "bottleneck": 4}
+CONVS_PER_BLOCK: dict[str, int] = {"basic": 2, "bottleneck": 3}
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResNetSpec:
+    """A residual (or plain) network, in the terms of He et al. 2015 and 2016.
+
+    Channel widths are *planes*: a stage of ``bottleneck`` blocks with width 64 outputs
+    64 × 4 = 256 channels. The first stage keeps the resolution; every later stage halves
+    it with a stride-2 conv in its first block.
+    """
+
+    block: BlockKind
+    layers: tuple[int, ...]  # blocks per stage
+    widths: tuple[int, ...]  # planes per stage, before `width` scaling
+    stem: Stem = "imagenet"
+    stem_width: int = 64
+    residual: bool = True  # False: the plain twin, same layers without shortcuts
+    shortcut: Shortcut = "B"
+    placement: Placement = "v1"
+    preact: bool = False  # He et al. 2016 pre-activation units (BN → ReLU → conv)
+    groups: int = 1  # ResNeXt cardinality (grouped k×k conv of the bottleneck)
+    width_per_group: int = 64  # bottleneck inner width = planes × width_per_group/64 × groups
+    kernel_size: int = 3  # the middle (k×k) kernel; seed 004 allows 3 or 5
+    width: float = 1.0  # multiplier on every channel count (stem and stages)
+    num_classes: int = 1000
+    in_channels: int = 3
+    zero_init_residual: bool = False  # last BN of each residual branch starts at γ = 0
+    head: Head = "linear"
+    head_hidden: int = 200  # hidden units of the mlp head (seed 004: Dense(200, relu))
+    dropout: float | None = None  # None: 0.5 for the mlp head (seed 004), 0 for linear
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCK_EXPANSION:
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+        if not self.layers or len(self.layers) != len(self.widths):
+            raise ValueError(
+                f"layers {self.layers} and widths {self.widths} must be non-empty and equally long"
+            )
+        for n in self.layers:
+            _check_positive("blocks per stage", n)
+        for w in self.widths:
+            _check_positive("stage width", w)
+        for name in ("stem_width", "groups", "width_per_group", "num_classes", "in_channels"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("head_hidden", self.head_hidden)
+        if self.shortcut not in ("A", "B", "C"):
+            raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}")
+        if self.placement not in ("v1", "v1.5"):
+            raise ValueError(f"placement must be 'v1' (paper) or 'v1.5', got {self.placement!r}")
+        if self.stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+        if self.head not in ("linear", "mlp"):
+            raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
+        k = self.kernel_size
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer (3, 5, …), got {k!r}")
+        if not (isinstance(self.width, int | float) and self.width > 0):
+            raise ValueError(f"width must be a positive number, got {self.width!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.groups > 1 and self.block != "bottleneck":
+            raise ValueError("groups > 1 (ResNeXt) needs bottleneck blocks")
+
+    # Derived facts, used by the builder and by summaries.
+    @property
+    def expansion(self) -> int:
+        return BLOCK_EXPANSION[self.block]
+
+    @property
+    def head_dropout(self) -> float:
+        if self.dropout is not None:
+            return self.dropout
+        return 0.5 if self.head == "mlp" else 0.0
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers on the main path, counted as the paper does: stem conv + block
+        convs + classifier layers (projection shortcuts are not counted)."""
+        head_layers = 2 if self.head == "mlp" else 1
+        return 1 + CONVS_PER_BLOCK[self.block] * sum(self.layers) + head_layers
+
+    def scaled(self, channels: int) -> int:
+        """Apply the ``width`` multiplier to a channel count (at least one channel)."""
+        return max(1, round(channels * self.width))
+
+    @property
+    def placement_note(self) -> str:
+        """Which stride placement the model uses, in words (every summary prints it)."""
+        if self.block == "basic":
+            return "stride on the first 3×3 conv of a downsampling block (basic blocks)"
+        if self.placement == "v1":
+            return "v1 (paper): stride on the first 1×1 conv of a downsampling bottleneck"
+        return "v1.5 (torchvision): stride on the 3×3 conv of a downsampling bottleneck"
+
+    @property
+    def shortcut_note(self) -> str:
+        if not self.residual:
+            return "none (plain network)"
+        return {
+            "A": "A: identity, zero-padded channels where the shape changes (no parameters)",
+            "B": "B: identity, 1×1 projection where the shape changes",
+            "C": "C: 1×1 projection on every block",
+        }[self.shortcut]
+
+
+VGG_CONFIGS: dict[int, tuple[int | str, ...]] = {
+    # Simonyan & Zisserman 2015, Table 1, configurations A, B, D, E ("M" = 2×2 max-pool).
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (
+        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class VGGSpec:
+    """VGG-11/13/16/19 (Simonyan & Zisserman 2015), torchvision's layout and keys."""
+
+    depth: int
+    batch_norm: bool = False
+    num_classes: int = 1000
+    in_channels: int = 3
+    dropout: float = 0.5  # in the two 4096-unit classifier layers
+
+    def __post_init__(self) -> None:
+        if self.depth not in VGG_CONFIGS:
+            raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth!r}")
+        _check_positive("num_classes", self.num_classes)
+        _check_positive("in_channels", self.in_channels)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def config(self) -> tuple[int | str, ...]:
+        return VGG_CONFIGS[self.depth]
