@@ -4,7 +4,15 @@ Build any ResNet of the paper, look inside it, compare it, train it and reproduc
 paper's experiments. Start with :func:`create_model` and :func:`summarize`.
 """
 
-from resnetlab.models import create_model, list_models
+from resnetlab.analysis import compare, summarize
+from resnetlab.models import create_model, list_models, load_torchvision_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = [
+    "__version__",
+    "compare",
+    "create_model",
+    "list_models",
+    "load_torchvision_checkpoint",
+    "summarize",
+]

@@ -8,6 +8,12 @@ from resnetlab.models.blocks import (
     PreActBottleneck,
     ZeroPadShortcut,
 )
+from resnetlab.models.compat import (
+    CheckpointError,
+    load_torchvision_checkpoint,
+    read_state_dict,
+    resnetlab_name,
+)
 from resnetlab.models.registry import (
     ModelEntry,
     UnknownModelError,
@@ -27,6 +33,7 @@ __all__ = [
     "VGG",
     "BasicBlock",
     "Bottleneck",
+    "CheckpointError",
     "ModelEntry",
     "PreActBasicBlock",
     "PreActBottleneck",
@@ -39,7 +46,10 @@ __all__ = [
     "create_model",
     "get_entry",
     "list_models",
+    "load_torchvision_checkpoint",
     "model_entries",
     "model_spec",
+    "read_state_dict",
     "register_model",
+    "resnetlab_name",
 ]

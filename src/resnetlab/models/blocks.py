@@ -6,19 +6,25 @@ load key-for-key. Every ReLU is its own module so a summary shows one row per ca
 
 from __future__ import annotations
 
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnetlab.models.spec import Placement, Shortcut
 
 
-def conv(in_ch: int, out_ch: int, kernel_size: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+def conv(
+    in_ch: int, out_ch: int, kernel_size: int, *, stride: int = 1, groups: int = 1
+) -> nn.Conv2d:
     """A bias-free k×k conv with "same" padding (BN follows, so a bias would be redundant)."""
     return nn.Conv2d(
-        in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2,
-        groups=groups, bias=False,
-    )  # fmt: skip
+        in_ch,
+        out_ch,
+        kernel_size,
+        stride=stride,
+        padding=kernel_size // 2,
+        groups=groups,
+        bias=False,
+    )
 
 
 class ZeroPadShortcut(nn.Module):
@@ -110,7 +116,8 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu2(out)
+        result: Tensor = self.relu2(out)
+        return result
 
 
 class Bottleneck(nn.Module):
@@ -163,7 +170,8 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu3(out)
+        result: Tensor = self.relu3(out)
+        return result
 
 
 class PreActBasicBlock(nn.Module):
@@ -204,7 +212,8 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(self.relu2(self.bn2(out)))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(pre))
-        return out
+        result: Tensor = out
+        return result
 
 
 class PreActBottleneck(nn.Module):
@@ -253,7 +262,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(self.relu3(self.bn3(out)))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(pre))
-        return out
+        result: Tensor = out
+        return result
 
 
 Block = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck

@@ -99,5 +99,3 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def model_entries(pattern: str = "*") -> list[ModelEntry]:
     return [_REGISTRY[n] for n in list_models(pattern)]
-
-

@@ -104,9 +104,13 @@ class ResNet(nn.Module):
             else:
                 cls_n = PreActBottleneck if spec.preact else Bottleneck
                 unit = cls_n(
-                    in_ch, planes, placement=spec.placement, groups=spec.groups,
-                    width_per_group=spec.width_per_group, **common,  # type: ignore[arg-type]
-                )  # fmt: skip
+                    in_ch,
+                    planes,
+                    placement=spec.placement,
+                    groups=spec.groups,
+                    width_per_group=spec.width_per_group,
+                    **common,  # type: ignore[arg-type]
+                )
                 in_ch = planes * cls_n.expansion
             units.append(unit)
         return nn.Sequential(*units), in_ch
@@ -140,9 +144,7 @@ class ResNet(nn.Module):
 
     def get_classifier(self) -> nn.Linear:
         """The last linear layer (the one :meth:`reset_classifier` replaces)."""
-        if isinstance(self.fc, nn.Linear):
-            return self.fc
-        last = self.fc[-1]  # type: ignore[index]
+        last = self.fc[-1] if isinstance(self.fc, MLPHead) else self.fc
         assert isinstance(last, nn.Linear)
         return last
 
@@ -153,10 +155,10 @@ class ResNet(nn.Module):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         old = self.get_classifier()
         new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
-        if isinstance(self.fc, nn.Linear):
-            self.fc = new
+        if isinstance(self.fc, MLPHead):
+            self.fc[-1] = new
         else:
-            self.fc[-1] = new  # type: ignore[index]
+            self.fc = new
         self.spec = replace(self.spec, num_classes=num_classes)
 
     # ------------------------------------------------------------------ forward
@@ -202,4 +204,3 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-

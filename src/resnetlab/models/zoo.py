@@ -45,86 +45,119 @@ def _imagenet(depth: int, **kw: object) -> ResNetSpec:
 
 def _cifar(n: int, **kw: object) -> ResNetSpec:
     return ResNetSpec(
-        block="basic", layers=(n, n, n), widths=CIFAR_WIDTHS, stem="cifar", stem_width=16,
-        num_classes=10, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        block="basic",
+        layers=(n, n, n),
+        widths=CIFAR_WIDTHS,
+        stem="cifar",
+        stem_width=16,
+        num_classes=10,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def _register_all() -> None:
     for depth in IMAGENET_LAYERS:
         register_model(
-            f"resnet{depth}", _imagenet(depth), family="imagenet",
+            f"resnet{depth}",
+            _imagenet(depth),
+            family="imagenet",
             description=f"ResNet-{depth}, {PAPER} Table 1, paper stride placement (v1)",
-        )  # fmt: skip
+        )
     for depth in (50, 101, 152):
         register_model(
-            f"resnet{depth}_v1_5", _imagenet(depth, placement="v1.5"), family="imagenet",
-            description=f"ResNet-{depth}, torchvision's v1.5 (stride on the 3×3); loads its weights",
-        )  # fmt: skip
+            f"resnet{depth}_v1_5",
+            _imagenet(depth, placement="v1.5"),
+            family="imagenet",
+            description=f"ResNet-{depth} v1.5 (torchvision: stride on the 3×3); loads its weights",
+        )
     for depth in (18, 34):
         register_model(
-            f"plain{depth}", _imagenet(depth, residual=False), family="plain",
+            f"plain{depth}",
+            _imagenet(depth, residual=False),
+            family="plain",
             description=f"plain-{depth}: ResNet-{depth} without shortcuts, {PAPER} Fig. 3",
-        )  # fmt: skip
+        )
     for depth in CIFAR_DEPTHS:
         register_model(
-            f"resnet{depth}", _cifar((depth - 2) // 6, shortcut="A"), family="cifar",
+            f"resnet{depth}",
+            _cifar((depth - 2) // 6, shortcut="A"),
+            family="cifar",
             description=f"ResNet-{depth} for CIFAR (6n+2, option A), {PAPER} §4.2",
-        )  # fmt: skip
+        )
     for depth in PLAIN_CIFAR_DEPTHS:
         register_model(
-            f"plain{depth}", _cifar((depth - 2) // 6, residual=False), family="plain",
-            description=f"plain-{depth} for CIFAR, ResNet-{depth} without shortcuts, {PAPER} Fig. 6",
-        )  # fmt: skip
+            f"plain{depth}",
+            _cifar((depth - 2) // 6, residual=False),
+            family="plain",
+            description=f"plain-{depth} for CIFAR: ResNet-{depth} minus shortcuts, {PAPER} Fig. 6",
+        )
     for depth in IMAGENET_LAYERS:
         register_model(
-            f"preact_resnet{depth}", _imagenet(depth, preact=True), family="preact",
+            f"preact_resnet{depth}",
+            _imagenet(depth, preact=True),
+            family="preact",
             description=f"pre-activation ResNet-{depth}, {PREACT}",
-        )  # fmt: skip
+        )
     for depth in PREACT_CIFAR_BASIC_DEPTHS:
         register_model(
-            f"preact_resnet{depth}", _cifar((depth - 2) // 6, preact=True), family="preact",
+            f"preact_resnet{depth}",
+            _cifar((depth - 2) // 6, preact=True),
+            family="preact",
             description=f"pre-activation ResNet-{depth} for CIFAR, {PREACT}",
-        )  # fmt: skip
+        )
     for depth in PREACT_CIFAR_BOTTLENECK_DEPTHS:
         n = (depth - 2) // 9
         spec = ResNetSpec(
-            block="bottleneck", layers=(n, n, n), widths=CIFAR_WIDTHS, stem="cifar",
-            stem_width=16, preact=True, num_classes=10,
-        )  # fmt: skip
+            block="bottleneck",
+            layers=(n, n, n),
+            widths=CIFAR_WIDTHS,
+            stem="cifar",
+            stem_width=16,
+            preact=True,
+            num_classes=10,
+        )
         register_model(
-            f"preact_resnet{depth}", spec, family="preact",
+            f"preact_resnet{depth}",
+            spec,
+            family="preact",
             description=f"pre-activation bottleneck ResNet-{depth} for CIFAR (9n+2), {PREACT}",
-        )  # fmt: skip
+        )
     for depth in (50, 101):
         register_model(
-            f"wide_resnet{depth}_2", _imagenet(depth, placement="v1.5", width_per_group=128),
+            f"wide_resnet{depth}_2",
+            _imagenet(depth, placement="v1.5", width_per_group=128),
             family="wide",
             description=f"Wide ResNet-{depth}-2: bottleneck inner width ×2 (torchvision)",
-        )  # fmt: skip
+        )
     register_model(
         "wide_resnet28_10",
         ResNetSpec(
-            block="basic", layers=(4, 4, 4), widths=(160, 320, 640), stem="cifar",
-            stem_width=16, preact=True, num_classes=10,
+            block="basic",
+            layers=(4, 4, 4),
+            widths=(160, 320, 640),
+            stem="cifar",
+            stem_width=16,
+            preact=True,
+            num_classes=10,
         ),
         family="wide",
         description="WRN-28-10 for CIFAR, Zagoruyko & Komodakis 2016 (without dropout)",
-    )  # fmt: skip
+    )
     for depth, groups, wpg in ((50, 32, 4), (101, 32, 8), (101, 64, 4)):
         register_model(
             f"resnext{depth}_{groups}x{wpg}d",
             _imagenet(depth, placement="v1.5", groups=groups, width_per_group=wpg),
             family="resnext",
             description=f"ResNeXt-{depth} ({groups}×{wpg}d), Xie et al. 2017 (torchvision)",
-        )  # fmt: skip
+        )
     for depth in (11, 13, 16, 19):
         for bn in (False, True):
             register_model(
-                f"vgg{depth}{'_bn' if bn else ''}", VGGSpec(depth=depth, batch_norm=bn),
+                f"vgg{depth}{'_bn' if bn else ''}",
+                VGGSpec(depth=depth, batch_norm=bn),
                 family="vgg",
                 description=f"VGG-{depth}{' with BN' if bn else ''}, Simonyan & Zisserman 2015",
-            )  # fmt: skip
+            )
 
 
 _register_all()
