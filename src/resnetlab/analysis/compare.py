@@ -41,12 +41,14 @@ class Comparison:
     rows: tuple[CompareRow, ...]
     title: str = "Comparison"
 
-    def render(self, fmt: Format = "text", *, formulas: bool = False) -> str:
+    def render(self, fmt: Format = "text", *, formulas: bool = False, notes: bool = True) -> str:
+        """The table as text, Markdown (``md``), JSON or CSV; ``formulas`` adds each
+        parameter count as a sum; ``notes=False`` drops the conventions paragraph."""
         if fmt == "json":
             return json.dumps(self.to_dict(), indent=2) + "\n"
         if fmt == "csv":
             return self.to_csv()
-        return self.to_table(markdown=fmt == "md", formulas=formulas)
+        return self.to_table(markdown=fmt == "md", formulas=formulas, notes=notes)
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         head = [
@@ -75,7 +77,9 @@ class Comparison:
         ]
         return head, body
 
-    def to_table(self, *, markdown: bool = False, formulas: bool = False) -> str:
+    def to_table(
+        self, *, markdown: bool = False, formulas: bool = False, notes: bool = True
+    ) -> str:
         head, body = self._cells()
         lines: list[str] = []
         if markdown:
@@ -97,11 +101,8 @@ class Comparison:
             lines.append("")
             bullet = "- " if markdown else "  "
             lines += [f"{bullet}{r.label}: {r.formula}" for r in self.rows]
-        lines += [
-            "",
-            "Depth = conv and linear layers on the main path (shortcuts not counted). "
-            + MACS_CONVENTION,
-        ]
+        if notes:
+            lines += ["", DEPTH_NOTE + " " + MACS_CONVENTION]
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +154,9 @@ class Comparison:
                 ]
             )
         return buf.getvalue()
+
+
+DEPTH_NOTE = "Depth = conv and linear layers on the main path (shortcuts not counted)."
 
 
 def _giga(value: int) -> str:

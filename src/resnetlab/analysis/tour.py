@@ -45,12 +45,20 @@ def tour(out_dir: Path | None = None) -> tuple[str, list[Path]]:
         "1. ResNet-50 (paper placement), input 2×3×224×224: compare with seed 000's table",
         summarize(resnet50, (2, 3, 224, 224), depth=2, title="resnet50").to_text(),
         "2. Seed 003: the parameter counts behind ResNet's efficiency",
-        compare(*seed003.first_layers(), title="First layers: VGG vs ResNet").render(formulas=True),
-        compare(*seed003.blocks(), title="Blocks: plain vs bottleneck").render(formulas=True),
+        compare(*seed003.first_layers(), title="First layers: VGG vs ResNet").render(
+            formulas=True, notes=False
+        ),
+        compare(*seed003.blocks(), title="Blocks: plain vs bottleneck").render(
+            formulas=True, notes=False
+        ),
         "3. Plain vs residual (same layers, shortcuts only add option-B projections), and "
         "where a bottleneck puts its stride",
-        compare("plain18", "resnet18", "plain34", "resnet34", title="Plain vs residual").render(),
-        compare("resnet50", "resnet50_v1_5", title="Stride placement: paper (v1) vs v1.5").render(),
+        compare("plain18", "resnet18", "plain34", "resnet34", title="Plain vs residual").render(
+            notes=False
+        ),
+        compare("resnet50", "resnet50_v1_5", title="Stride placement: paper (v1) vs v1.5").render(
+            notes=False
+        ),
         compare(*CIFAR_MODELS, title="CIFAR-10 nets (paper §4.2), one 32×32 image").render(),
     ]
     charts: list[Path] = []

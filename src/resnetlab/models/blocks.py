@@ -79,7 +79,43 @@ def make_shortcut(
     return nn.Sequential(projection, nn.BatchNorm2d(out_ch))
 
 
-class BasicBlock(nn.Module):
+class ResidualUnit(nn.Module):
+    """What every unit shares: an optional shortcut, added to the residual branch.
+
+    ``residual=False`` gives the plain twin (no shortcut, no addition). The shortcut is
+    registered by :meth:`_add_shortcut` after the branch's layers, so state-dict keys come in
+    torchvision's order (``conv1`` … ``bn3``, then ``downsample``).
+    """
+
+    residual: bool
+    downsample: nn.Module | None
+
+    def _add_shortcut(
+        self, option: Shortcut, in_ch: int, out_ch: int, stride: int, *, residual: bool, norm: bool
+    ) -> None:
+        self.residual = residual
+        self.downsample = (
+            make_shortcut(option, in_ch, out_ch, stride, norm=norm) if residual else None
+        )
+
+    def merge(self, branch: Tensor, x: Tensor, shortcut_input: Tensor) -> Tensor:
+        """``branch + shortcut`` (an identity takes ``x``, a projection ``shortcut_input``)."""
+        if not self.residual:
+            return branch
+        return branch + (x if self.downsample is None else self.downsample(shortcut_input))
+
+
+def bottleneck_dims(
+    planes: int, stride: int, placement: Placement, groups: int, width_per_group: int
+) -> tuple[int, int, int, int]:
+    """``(inner width, output channels, stride of the first 1×1, stride of the k×k)``, with
+    torchvision's width formula ``planes × width_per_group/64 × groups``."""
+    inner = int(planes * (width_per_group / 64.0)) * groups
+    stride_1x1, stride_kxk = (stride, 1) if placement == "v1" else (1, stride)
+    return inner, planes * 4, stride_1x1, stride_kxk
+
+
+class BasicBlock(ResidualUnit):
     """Two k×k convs: conv-BN-ReLU-conv-BN, (+ shortcut), ReLU. Paper Fig. 2 / Fig. 5 left.
 
     With ``residual=False`` it is the plain twin: the same layers, no addition.
@@ -102,10 +138,7 @@ class BasicBlock(nn.Module):
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = conv(planes, out_ch, kernel_size)
         self.bn2 = nn.BatchNorm2d(out_ch)
-        self.residual = residual
-        self.downsample = (
-            make_shortcut(shortcut, in_ch, out_ch, stride, norm=True) if residual else None
-        )
+        self._add_shortcut(shortcut, in_ch, out_ch, stride, residual=residual, norm=True)
         self.relu2 = nn.ReLU(inplace=True)
 
     def last_norm(self) -> nn.BatchNorm2d:
@@ -114,13 +147,11 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        result: Tensor = self.relu2(out)
+        result: Tensor = self.relu2(self.merge(out, x, x))
         return result
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualUnit):
     """1×1 (reduce) → k×k → 1×1 (expand ×4), BN after each, (+ shortcut), ReLU. Fig. 5 right.
 
     ``placement`` decides which conv carries the stride of a downsampling block:
@@ -144,9 +175,9 @@ class Bottleneck(nn.Module):
         width_per_group: int = 64,
     ) -> None:
         super().__init__()
-        inner = int(planes * (width_per_group / 64.0)) * groups
-        out_ch = planes * self.expansion
-        stride_1x1, stride_kxk = (stride, 1) if placement == "v1" else (1, stride)
+        inner, out_ch, stride_1x1, stride_kxk = bottleneck_dims(
+            planes, stride, placement, groups, width_per_group
+        )
         self.conv1 = conv(in_ch, inner, 1, stride=stride_1x1)
         self.bn1 = nn.BatchNorm2d(inner)
         self.relu1 = nn.ReLU(inplace=True)
@@ -155,10 +186,7 @@ class Bottleneck(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.conv3 = conv(inner, out_ch, 1)
         self.bn3 = nn.BatchNorm2d(out_ch)
-        self.residual = residual
-        self.downsample = (
-            make_shortcut(shortcut, in_ch, out_ch, stride, norm=True) if residual else None
-        )
+        self._add_shortcut(shortcut, in_ch, out_ch, stride, residual=residual, norm=True)
         self.relu3 = nn.ReLU(inplace=True)
 
     def last_norm(self) -> nn.BatchNorm2d:
@@ -168,13 +196,11 @@ class Bottleneck(nn.Module):
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        result: Tensor = self.relu3(out)
+        result: Tensor = self.relu3(self.merge(out, x, x))
         return result
 
 
-class PreActBasicBlock(nn.Module):
+class PreActBasicBlock(ResidualUnit):
     """Pre-activation unit (He et al. 2016, Fig. 1b): BN-ReLU-conv-BN-ReLU-conv, + shortcut.
 
     A shortcut that is not a pure identity takes the pre-activated input, as in the paper's
@@ -198,10 +224,7 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = conv(planes, planes, kernel_size)
-        self.residual = residual
-        self.downsample = (
-            make_shortcut(shortcut, in_ch, planes, stride, norm=False) if residual else None
-        )
+        self._add_shortcut(shortcut, in_ch, planes, stride, residual=residual, norm=False)
 
     def last_conv(self) -> nn.Conv2d:
         return self.conv2
@@ -210,13 +233,10 @@ class PreActBasicBlock(nn.Module):
         pre = self.relu1(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.relu2(self.bn2(out)))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(pre))
-        result: Tensor = out
-        return result
+        return self.merge(out, x, pre)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(ResidualUnit):
     """Pre-activation bottleneck (He et al. 2016): BN-ReLU-1×1, BN-ReLU-k×k, BN-ReLU-1×1."""
 
     expansion = 4
@@ -235,9 +255,9 @@ class PreActBottleneck(nn.Module):
         width_per_group: int = 64,
     ) -> None:
         super().__init__()
-        inner = int(planes * (width_per_group / 64.0)) * groups
-        out_ch = planes * self.expansion
-        stride_1x1, stride_kxk = (stride, 1) if placement == "v1" else (1, stride)
+        inner, out_ch, stride_1x1, stride_kxk = bottleneck_dims(
+            planes, stride, placement, groups, width_per_group
+        )
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = conv(in_ch, inner, 1, stride=stride_1x1)
@@ -247,10 +267,7 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(inner)
         self.relu3 = nn.ReLU(inplace=True)
         self.conv3 = conv(inner, out_ch, 1)
-        self.residual = residual
-        self.downsample = (
-            make_shortcut(shortcut, in_ch, out_ch, stride, norm=False) if residual else None
-        )
+        self._add_shortcut(shortcut, in_ch, out_ch, stride, residual=residual, norm=False)
 
     def last_conv(self) -> nn.Conv2d:
         return self.conv3
@@ -260,29 +277,19 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(pre)
         out = self.conv2(self.relu2(self.bn2(out)))
         out = self.conv3(self.relu3(self.bn3(out)))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(pre))
-        result: Tensor = out
-        return result
+        return self.merge(out, x, pre)
 
 
 Block = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck
-SHORTCUT_TYPES = (ZeroPadShortcut,)
-
-
-def is_shortcut(name: str, module: nn.Module) -> bool:
-    """True for a shortcut branch (not counted in a network's depth, as in the paper)."""
-    return isinstance(module, SHORTCUT_TYPES) or name.rsplit(".", 1)[-1] == "downsample"
-
-
 __all__ = [
     "BasicBlock",
     "Block",
     "Bottleneck",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "ResidualUnit",
     "ZeroPadShortcut",
+    "bottleneck_dims",
     "conv",
-    "is_shortcut",
     "make_shortcut",
 ]
