@@ -33,3 +33,11 @@ def meta_model(name: str, **overrides: Any) -> torch.nn.Module:
 
     with torch.device("meta"):
         return create_model(name, **overrides)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoded-data caches go to a per-session temporary folder, never ~/.cache."""
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

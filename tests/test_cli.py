@@ -11,7 +11,18 @@ import pytest
 
 from resnetlab.cli import main
 
-COMMANDS = ["models", "summary", "compare", "params", "plot", "tour"]
+COMMANDS = [
+    "models",
+    "summary",
+    "compare",
+    "params",
+    "plot",
+    "tour",
+    "train",
+    "eval",
+    "predict",
+    "export",
+]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -22,8 +22,12 @@ from resnetlab.analysis.counting import ShapeError
 from resnetlab.analysis.formulas import formulas
 from resnetlab.analysis.summary import FORMATS, summarize
 from resnetlab.analysis.tour import tour
+from resnetlab.cli_train import add_parsers as add_train_parsers
+from resnetlab.data.tensors import DataError
 from resnetlab.fileio import check_writable, write_text_atomic
 from resnetlab.models.registry import build, model_entries, model_spec
+from resnetlab.train.checkpoint import CheckpointError
+from resnetlab.train.config import ConfigError
 
 EXIT_USAGE = 2
 
@@ -376,22 +380,34 @@ def build_parser() -> Parser:
     )
     p.add_argument("--out", type=Path, default=None, help="folder for the charts (default: none)")
     p.set_defaults(func=cmd_tour)
+
+    add_train_parsers(sub, _positive_int)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(words)
+    args.command_line = "resnetlab " + " ".join(words)  # recorded in training reports
     try:
-        args.func(args)
-    except (UsageError, ShapeError, ValueError, OSError) as err:
+        code = args.func(args)
+    except (
+        UsageError,
+        ShapeError,
+        ConfigError,
+        DataError,
+        CheckpointError,
+        ValueError,
+        OSError,
+    ) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"resnetlab {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `resnetlab models | head`
         sys.stderr.close()
         return 0
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+"""The ``train``, ``eval``, ``predict`` and ``export`` subcommands (see :mod:`resnetlab.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from resnetlab.fileio import check_writable, write_text_atomic
+from resnetlab.train.config import RECIPES, ConfigError, parse_override, resolve_config
+
+# Flag → dotted config key: the common settings get their own flags; --set reaches the rest.
+TRAIN_FLAGS: dict[str, str] = {
+    "model": "model.name", "data": "data.source", "epochs": "run.epochs",
+    "iterations": "run.iterations", "batch_size": "data.batch_size", "lr": "optim.lr",
+    "seed": "run.seed", "device": "run.device", "precision": "run.precision",
+    "out": "run.out_dir", "name": "run.name", "time_limit": "run.time_limit_min",
+    "image_size": "data.image_size", "val_fraction": "data.val_fraction",
+    "limit_per_class": "data.limit_per_class", "pretrained": "model.pretrained",
+    "data_root": "data.root",
+}  # fmt: skip
+
+
+def _override(text: str) -> tuple[str, Any]:
+    try:
+        return parse_override(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_parsers(sub: Any, positive_int: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a model",
+        description="Train with a recipe (paper-cifar, paper-imagenet, finetune, fast or a "
+        "YAML file); flags and --set section.key=value override it. --resume DIR continues "
+        "a run exactly. Ctrl-C or SIGTERM saves a checkpoint first.",
+    )
+    p.add_argument("--recipe", default="fast", help=f"{', '.join(RECIPES)} or a .yaml file")
+    p.add_argument("--model", help="model name (resnetlab models)")
+    p.add_argument("--data", help="cifar10, cifar100, sample, or a folder / .tar(.gz) of images")
+    p.add_argument("--data-root", help="where cifar10/cifar100 are (or are downloaded to)")
+    p.add_argument("--download", action="store_true", help="download cifar10/cifar100")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--iterations", type=positive_int)
+    p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after MIN minutes")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--image-size", type=positive_int, help="model input side (resizes)")
+    p.add_argument("--val-fraction", type=float, help="held-out share of train (default 0.1)")
+    p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
+    p.add_argument("--pretrained", help="checkpoint whose weights initialise the model")
+    p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
+    p.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
+    p.add_argument("--out", help="folder for run folders (default: runs)")
+    p.add_argument("--name", help="run folder name")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue a run (folder or .pt)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any config value, e.g. optim.nesterov=true",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a split",
+        description="Top-1/top-5, per-class accuracy and the confusion matrix "
+        "(text and PNG) of a checkpoint on a split of its data or of --data.",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument(
+        "--out", type=Path, help="folder for eval-<split>.json and confusion-<split>.png"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify image files",
+        description="Top-k classes with probabilities for each image, using the "
+        "preprocessing stored in the checkpoint.",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint's weights (safetensors)",
+        description="Write the weights as safetensors with the model name, "
+        "classes and preprocessing in its metadata.",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    p.add_argument("-o", "--output", type=Path, required=True, help="file.safetensors")
+    p.set_defaults(func=cmd_export)
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = value
+    if args.download:
+        out["data.download"] = True
+    if args.freeze_backbone:
+        out["model.freeze_backbone"] = True
+    if args.no_test:
+        out["run.test"] = False
+    out.update(dict(args.overrides))
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from resnetlab.train.runner import fit, resume_config
+
+    overrides = train_overrides(args)
+    if args.resume is not None:
+        overrides.pop("run.out_dir", None)  # the run continues in its own folder
+        cfg = resume_config(args.resume, overrides)
+    else:
+        cfg = resolve_config(args.recipe, overrides)
+    result = fit(
+        cfg, resume=args.resume, log=lambda m: print(m, flush=True), command=args.command_line
+    )
+    print(f"run folder: {result.run_dir} (report.md, curves.png, best.pt, last.pt)")
+    return result.exit_code
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from resnetlab.infer.predict import Predictor
+
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        check_writable(args.out / f"eval-{args.split}.json")
+    predictor = Predictor.load(args.checkpoint)
+    data = predictor.split(args.split, args.data)
+    metrics, cm = predictor.evaluate(data, batch_size=args.batch_size)
+    per_class = dict(zip(predictor.classes, cm.per_class_accuracy(), strict=True))
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "images": len(data),
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "loss": metrics["loss"],
+        "per_class_top1": {k: 100 * v for k, v in per_class.items()},
+        "confusion": cm.matrix.tolist(),
+        "classes": list(predictor.classes),
+    }
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        print(
+            f"{args.checkpoint} on {args.split} ({len(data):,} images): "
+            f"top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}%, "
+            f"loss {metrics['loss']:.4f}"
+        )
+        print(cm.to_text(predictor.classes))
+    if args.out is not None:
+        write_text_atomic(args.out / f"eval-{args.split}.json", json.dumps(result, indent=2))
+        cm.plot(
+            args.out / f"confusion-{args.split}.png", predictor.classes, title=f"{args.split} split"
+        )
+        print(f"wrote {args.out / f'eval-{args.split}.json'} and confusion-{args.split}.png")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from resnetlab.infer.predict import Predictor
+
+    predictor = Predictor.load(args.checkpoint)
+    preds = predictor.predict_files([str(p) for p in args.images], top_k=args.top_k)
+    if args.format == "json":
+        data = [
+            {"file": p.file, "top": [{"class": c, "probability": v} for c, v in p.top]}
+            for p in preds
+        ]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    for p in preds:
+        best = ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)
+        print(f"{p.file}: {best}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from resnetlab.infer.predict import export_safetensors
+
+    path = export_safetensors(args.checkpoint, args.output)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data: CIFAR formats and download, image folders and archives, decoding, augmentation, batches."""

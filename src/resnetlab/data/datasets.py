@@ -1,0 +1,262 @@
+"""One entry point for training data: ``load_data(source, …)`` → train/val/test tensors.
+
+Sources: ``cifar10`` / ``cifar100`` (official distribution, downloaded on request),
+``sample`` (the small CIFAR-10 sample this package ships), or a folder / ``.tar(.gz)``
+archive of images. Decoded tensors are cached, so a second run starts in a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from resnetlab.data.augment import Preprocess
+from resnetlab.data.folders import (
+    FolderIndex,
+    LoadReport,
+    index_folder,
+    is_archive,
+    load_split,
+    stratified_split,
+)
+from resnetlab.data.loaders import TrainBatches, eval_batches
+from resnetlab.data.streaming import FileSplit, StreamBatches, sample_stats, stream_eval_batches
+from resnetlab.data.tensors import DataError, ImageTensors, Split, channel_stats
+
+SAMPLE = "sample"
+CIFAR_NAMES = ("cifar10", "cifar100")
+# Decoded uint8 data up to this size is held in memory; a larger folder is streamed.
+MEMORY_BUDGET_BYTES = 4 * 1024**3
+STREAM_SIZE = 256  # default decoded side of streamed images (ImageNet-style: 224 crops)
+
+
+def cache_root() -> Path:
+    """``$RESNETLAB_CACHE``, else ``$XDG_CACHE_HOME/resnetlab``, else ``~/.cache/resnetlab``."""
+    env = os.environ.get("RESNETLAB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "resnetlab"
+
+
+def sample_archive() -> Path:
+    """The CIFAR-10 sample shipped with the package (JPEG, as in the shared rendition)."""
+    return Path(str(resources.files("resnetlab.data") / "sample" / "cifar10-sample.tar"))
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """The three splits, class names and the training split's own statistics."""
+
+    train: Split
+    val: Split
+    test: Split | None
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    val_note: str  # where the validation split came from
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _fingerprint(path: Path, extra: str) -> str:
+    h = hashlib.sha256(f"{path.resolve()}|{extra}".encode())
+    if path.is_dir():
+        for dirpath, _, files in sorted(os.walk(path)):
+            for f in sorted(files):
+                st = os.stat(os.path.join(dirpath, f))
+                h.update(f"{dirpath}/{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        st = path.stat()
+        h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _load_folder(
+    path: Path,
+    *,
+    load_size: int | None,
+    on_error: str,
+    cache: bool,
+    progress: Callable[[str], None] | None,
+) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]]:
+    key = _fingerprint(path, f"{load_size}|{on_error}|v1")
+    cached = cache_root() / "decoded" / key
+    if cache and cached.is_dir():
+        splits = {p.stem: ImageTensors.load(p) for p in sorted(cached.glob("*.pt"))}
+        if splits:
+            return splits, []
+    index = index_folder(path)
+    report = LoadReport()
+    size = (load_size, load_size) if load_size else None
+    splits = {}
+    for split in index.splits:
+        if progress is not None:
+            progress(f"decoding {len(index.splits[split]):,} {split} images from {path}")
+        splits[split] = load_split(index, split, size=size, on_error=on_error, report=report)
+    if cache:
+        try:
+            cached.mkdir(parents=True, exist_ok=True)
+            for name, data in splits.items():
+                data.save(cached / f"{name}.pt")
+        except OSError:
+            pass  # a read-only cache folder only costs the next run its decoding time
+    return splits, report.skipped
+
+
+def _probe_side(index: FolderIndex) -> int:
+    """The larger side of the first image (a cheap header read), to size the data."""
+    from PIL import Image
+
+    name = next(iter(index.splits.values()))[0][0]
+    with Image.open(index.source / name) as im:
+        return max(im.size)
+
+
+def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:
+    label_of = {c: i for i, c in enumerate(index.classes)}
+    return {
+        split: FileSplit(index.source, tuple(n for n, _ in items),
+                         torch.tensor([label_of[c] for _, c in items], dtype=torch.int64),
+                         index.classes, size)
+        for split, items in index.splits.items()
+    }  # fmt: skip
+
+
+def limit_per_class(data: Split, limit: int, *, seed: int) -> Split:
+    """At most ``limit`` images of each class (a seeded random choice)."""
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in range(len(data.classes)):
+        idx = torch.nonzero(data.labels == c).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:limit]])
+    return data.subset(torch.cat(keep).sort().values)
+
+
+def load_data(
+    source: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    load_size: int | None = None,
+    on_error: str = "skip",
+    cache: bool = True,
+    limit: int | None = None,
+    in_memory: bool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DataBundle:
+    """Load a dataset's train/val/test splits as uint8 tensors.
+
+    Without a ``val`` split in the data, ``val_fraction`` of every training class is held
+    out with ``seed`` (the same images on every run with that seed). ``limit`` caps the
+    training images per class (after the validation split is cut). A folder whose decoded
+    images would exceed :data:`MEMORY_BUDGET_BYTES` (or ``in_memory=False``) is streamed
+    from disk by ``DataLoader`` workers at ``load_size`` (default 256) instead.
+    """
+    skipped: list[tuple[str, str]] = []
+    splits: dict[str, Split]
+    if source in CIFAR_NAMES:
+        from resnetlab.data.cifar import load_cifar
+
+        folder = Path(root).expanduser() if root else cache_root() / "data" / source
+        splits = dict(load_cifar(source, folder, download=download))
+        label = f"{source} (official distribution, {folder})"
+    else:
+        path = sample_archive() if source == SAMPLE else Path(source).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"no dataset {source!r}: not cifar10, cifar100, sample, nor an "
+                "existing folder or archive"
+            )
+        label = "shipped CIFAR-10 sample (JPEG rendition)" if source == SAMPLE else str(path)
+        stream = in_memory is False
+        if in_memory is None and path.is_dir():
+            index = index_folder(path)
+            side = load_size or _probe_side(index)
+            total = sum(len(v) for v in index.splits.values())
+            stream = total * 3 * side * side > MEMORY_BUDGET_BYTES
+        if stream and is_archive(path):
+            raise DataError(
+                f"{path} is too large to decode into memory; unpack it and train on the "
+                "folder (it is then streamed from disk)"
+            )
+        if stream:
+            splits = dict(_file_splits(index_folder(path), load_size or STREAM_SIZE))
+            label += " (streamed from disk)"
+        else:
+            decoded, skipped = _load_folder(
+                path, load_size=load_size, on_error=on_error, cache=cache, progress=progress
+            )
+            splits = dict(decoded)
+    train = splits.get("train", splits.get("all"))
+    if train is None:
+        raise DataError(f"{source}: no training split")
+    if "val" in splits:
+        val, val_note = splits["val"], "the data's own val/ split"
+    else:
+        train, val = stratified_split(train, val_fraction, seed=seed)
+        val_note = f"{val_fraction:.0%} of train held out per class (seed {seed})"
+    if limit is not None:
+        train = limit_per_class(train, limit, seed=seed)
+    if len(val) == 0:
+        raise DataError(f"{source}: the validation split is empty (too few images per class)")
+    if isinstance(train, ImageTensors):
+        images = train.images
+    elif isinstance(train, FileSplit):
+        images = sample_stats(train, seed=seed)
+    else:
+        raise TypeError(f"unexpected split type {type(train).__name__}")
+    mean, std = channel_stats(images)
+    return DataBundle(
+        train=train,
+        val=val,
+        test=splits.get("test"),
+        classes=train.classes,
+        mean=mean,
+        std=std,
+        source=label,
+        val_note=val_note,
+        skipped=skipped,
+    )
+
+
+def train_batches(
+    data: Split,
+    pre: Preprocess,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    device: torch.device,
+    start_batch: int = 0,
+    generator_state: torch.Tensor | None = None,
+) -> TrainBatches | StreamBatches:
+    """One epoch of augmented training batches, from memory or streamed from disk."""
+    if isinstance(data, ImageTensors):
+        return TrainBatches(data, pre, batch_size=batch_size, seed=seed, epoch=epoch,
+                            device=device, start_batch=start_batch,
+                            generator_state=generator_state)  # fmt: skip
+    if isinstance(data, FileSplit):
+        return StreamBatches(data, pre, batch_size=batch_size, seed=seed, epoch=epoch,
+                             device=device, start_batch=start_batch,
+                             generator_state=generator_state)  # fmt: skip
+    raise TypeError(f"cannot batch {type(data).__name__}")
+
+
+def eval_split_batches(
+    data: Split, pre: Preprocess, *, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every image of a split once, in order, without augmentation."""
+    if isinstance(data, ImageTensors):
+        return eval_batches(data, pre, batch_size=batch_size, device=device)
+    if isinstance(data, FileSplit):
+        return stream_eval_batches(data, pre, batch_size=batch_size, device=device)
+    raise TypeError(f"cannot batch {type(data).__name__}")

@@ -1,0 +1,210 @@
+"""Image folders: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``,
+on disk or inside a ``.tar`` / ``.tar.gz`` archive (read in place, nothing unpacked).
+
+The shared CIFAR-10 rendition (``cifar10-jpeg.tar.gz``: ``train/`` and ``test/``) is one
+such folder. Class names are the sorted folder names of the training split.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image
+from resnetlab.data.tensors import DataError, ImageTensors, Split
+
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+@dataclass
+class LoadReport:
+    """What loading skipped: ``(file, reason)`` for each unusable file."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """The files of an image folder, by split: ``{split: [(relative path, class name)]}``."""
+
+    source: Path
+    splits: dict[str, list[tuple[str, str]]]
+    classes: tuple[str, ...]
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def _list_files(source: Path) -> list[str]:
+    """Relative POSIX paths of every image file under a folder or inside an archive."""
+    if is_archive(source):
+        try:
+            with tarfile.open(source) as tar:
+                names = [m.name for m in tar.getmembers() if m.isfile()]
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DataError(f"cannot read archive {source}: {err}") from err
+    elif source.is_dir():
+        names = [
+            str(PurePosixPath(Path(dirpath, f).relative_to(source)))
+            for dirpath, _, files in os.walk(source)
+            for f in files
+        ]
+    else:
+        raise DataError(f"no such folder or archive: {source}")
+    return sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _strip_common_root(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    # An archive usually wraps everything in one folder (cifar10-jpeg/...): drop it.
+    parts = [PurePosixPath(n).parts for n in names]
+    while (
+        parts
+        and all(len(p) > 2 for p in parts)
+        and len({p[0] for p in parts}) == 1
+        and parts[0][0].lower() not in SPLIT_ALIASES  # train/ alone is a split, not a wrapper
+    ):
+        parts = [p[1:] for p in parts]
+    return list(zip(names, parts, strict=True))
+
+
+def index_folder(source: str | os.PathLike[str]) -> FolderIndex:
+    """Find the splits and classes of an image folder or archive."""
+    src = Path(source).expanduser()
+    names = _list_files(src)
+    if not names:
+        raise DataError(f"no images found in {src} (expected <class>/<image> folders)")
+    entries = _strip_common_root(names)
+    splits: dict[str, list[tuple[str, str]]] = {}
+    has_splits = all(len(p) == 3 and p[0].lower() in SPLIT_ALIASES for _, p in entries)
+    for name, p in entries:
+        if has_splits:
+            split, cls = SPLIT_ALIASES[p[0].lower()], p[1]
+        elif len(p) == 2:
+            split, cls = "all", p[0]
+        else:
+            raise DataError(f"{src}: {name} is not in a <class>/<image> layout")
+        splits.setdefault(split, []).append((name, cls))
+    base = splits.get("train", splits.get("all"))
+    if base is None:
+        raise DataError(f"{src} has no train/ split (found: {', '.join(sorted(splits))})")
+    classes = tuple(sorted({c for _, c in base}))
+    if len(classes) < 2:
+        raise DataError(f"{src}: need at least two classes, found {len(classes)}")
+    for split, items in splits.items():
+        unknown = sorted({c for _, c in items} - set(classes))
+        if unknown:
+            raise DataError(f"{src}: split {split!r} has classes not in train: {unknown[:3]}")
+    return FolderIndex(src, splits, classes)
+
+
+def _read_bytes(source: Path, names: list[str]) -> Iterator[tuple[str, bytes | None, str]]:
+    """Yield ``(name, data, error)`` for each file, in ``names`` order (archives streamed)."""
+    if is_archive(source):
+        wanted = set(names)
+        found: dict[str, bytes] = {}
+        try:
+            with tarfile.open(source) as tar:
+                for member in tar:  # sequential: a .tar.gz cannot seek cheaply
+                    if member.name in wanted:
+                        f = tar.extractfile(member)
+                        found[member.name] = f.read() if f is not None else b""
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DataError(f"cannot read archive {source}: {err}") from err
+        for n in names:
+            if n in found:
+                yield n, found[n], ""
+            else:
+                yield n, None, "missing from archive"
+        return
+    for n in names:
+        try:
+            yield n, (source / n).read_bytes(), ""
+        except OSError as err:
+            yield n, None, f"unreadable ({err.strerror or err})"
+
+
+def load_split(
+    index: FolderIndex,
+    split: str,
+    *,
+    size: tuple[int, int] | None = None,
+    on_error: str = "skip",
+    report: LoadReport | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageTensors:
+    """Decode every image of ``split`` into memory as uint8 ``(N, 3, H, W)``.
+
+    ``size=(H, W)`` resizes every image; without it all images must share one size.
+    ``on_error="skip"`` reports unusable files in ``report`` and goes on;
+    ``on_error="fail"`` raises :class:`DataError` naming the first one.
+    """
+    if on_error not in ("skip", "fail"):
+        raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    items = index.splits.get(split)
+    if not items:
+        raise DataError(f"{index.source} has no {split!r} split")
+    label_of = {c: i for i, c in enumerate(index.classes)}
+    images, labels = [], []
+    shape: tuple[int, ...] | None = None
+    cls_of = dict(items)
+    names = [n for n, _ in items]
+    for done, (name, data, error) in enumerate(_read_bytes(index.source, names), 1):
+        try:
+            if data is None:
+                raise ImageError(f"{name}: {error}")
+            img = decode_image(data, name, size=size)
+            if shape is None:
+                shape = tuple(img.shape)
+            elif tuple(img.shape) != shape:
+                raise DataError(
+                    f"{index.source}: images differ in size ({name} is "
+                    f"{img.shape[1]}×{img.shape[2]}, others {shape[1]}×{shape[2]}); "
+                    "give an image size to resize them"
+                )
+        except ImageError as err:
+            if on_error == "fail":
+                raise DataError(str(err)) from err
+            if report is not None:
+                report.skipped.append((name, str(err).removeprefix(f"{name}: ")))
+            continue
+        images.append(img)
+        labels.append(label_of[cls_of[name]])
+        if progress is not None:
+            progress(done, len(names))
+    if not images:
+        raise DataError(f"{index.source}: no usable image in split {split!r}")
+    return ImageTensors(torch.stack(images), torch.tensor(labels, dtype=torch.int64), index.classes)
+
+
+def stratified_split(data: Split, fraction: float, *, seed: int) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of every class (at least one image each) as a validation split,
+    with a fixed ``seed``; the paper holds out 5,000 of CIFAR-10's 50,000 (``fraction=0.1``)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for c in range(len(data.classes)):
+        idx = torch.nonzero(data.labels == c).flatten()
+        if len(idx) < 2:
+            keep.append(idx)  # a class with one image cannot be split; it stays in train
+            continue
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        held.append(idx[:n_val])
+        keep.append(idx[n_val:])
+    train_idx = torch.cat(keep).sort().values
+    val_idx = torch.cat(held).sort().values if held else torch.empty(0, dtype=torch.int64)
+    return data.subset(train_idx), data.subset(val_idx)

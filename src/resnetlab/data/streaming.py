@@ -1,0 +1,158 @@
+"""Large image folders: decoded on the fly by ``DataLoader`` workers, never all in memory.
+
+Workers decode each file with Pillow, resize its shorter side to ``size`` and take the
+centre square, so every batch is a uint8 ``(N, 3, size, size)`` tensor; augmentation then
+runs on the whole batch as tensor ops, exactly as for in-memory data. The order of an
+epoch comes from the same ``(seed, epoch)`` generator as :class:`TrainBatches`, so a
+streamed run resumes mid-epoch the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from resnetlab.data.augment import Preprocess, eval_transform, train_transform
+from resnetlab.data.images import ImageError, decode_image
+from resnetlab.data.loaders import epoch_generator
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """A split of an image folder on disk: files (relative to ``root``) and labels."""
+
+    root: Path
+    files: tuple[str, ...]
+    labels: Tensor  # int64 (N,)
+    classes: tuple[str, ...]
+    size: int  # side of the square each image is decoded to
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def image_size(self) -> tuple[int, int, int]:
+        return 3, self.size, self.size
+
+    def subset(self, index: Tensor) -> FileSplit:
+        files = tuple(self.files[int(i)] for i in index)
+        return FileSplit(self.root, files, self.labels[index], self.classes, self.size)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+def decode_square(data: bytes, name: str, size: int) -> Tensor:
+    """Decode, resize the shorter side to ``size`` and cut the centre ``size``×``size``."""
+    full = decode_image(data, name)
+    h, w = full.shape[1:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    im = Image.fromarray(full.permute(1, 2, 0).numpy()).resize((nw, nh), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, top : top + size, left : left + size].contiguous()
+
+
+class _Files(Dataset[Any]):
+    """Item ``i`` of ``order``: the decoded image and its label, or None if unusable."""
+
+    def __init__(self, split: FileSplit, order: Tensor) -> None:
+        self.split, self.order = split, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int] | None:
+        j = int(self.order[i])
+        name = self.split.files[j]
+        try:
+            data = (self.split.root / name).read_bytes()
+            return decode_square(data, name, self.split.size), int(self.split.labels[j])
+        except (OSError, ImageError):
+            return None  # skipped: a long run must not die on one bad file
+
+
+def _collate(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor]:
+    good = [it for it in items if it is not None]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good])
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _loader(split: FileSplit, order: Tensor, batch_size: int, workers: int,
+            device: torch.device) -> DataLoader[Any]:  # fmt: skip
+    return DataLoader(_Files(split, order), batch_size=batch_size, shuffle=False,
+                      num_workers=workers, collate_fn=_collate, drop_last=False,
+                      pin_memory=device.type == "cuda",
+                      persistent_workers=False)  # fmt: skip
+
+
+class StreamBatches:
+    """The streamed twin of :class:`~resnetlab.data.loaders.TrainBatches`."""
+
+    def __init__(
+        self,
+        data: FileSplit,
+        pre: Preprocess,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        device: torch.device,
+        start_batch: int = 0,
+        generator_state: Tensor | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.data, self.pre, self.batch_size, self.device = data, pre, batch_size, device
+        self.generator = epoch_generator(seed, epoch)
+        order = torch.randperm(len(data), generator=self.generator)
+        if generator_state is not None:
+            self.generator.set_state(generator_state)
+        self.start_batch = start_batch
+        self.order = order[start_batch * batch_size : len(self) * batch_size]
+        self.workers = default_workers() if workers is None else workers
+
+    def __len__(self) -> int:
+        return len(self.data) // self.batch_size
+
+    def generator_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in _loader(self.data, self.order, self.batch_size, self.workers, self.device):
+            if len(y) == 0:
+                continue
+            x = x.to(self.device, non_blocking=True)
+            yield train_transform(x, self.pre, self.generator), y.to(self.device)
+
+
+def stream_eval_batches(data: FileSplit, pre: Preprocess, *, batch_size: int,
+                        device: torch.device,
+                        workers: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+    order = torch.arange(len(data))
+    n = default_workers() if workers is None else workers
+    for x, y in _loader(data, order, batch_size, n, device):
+        if len(y):
+            yield eval_transform(x.to(device, non_blocking=True), pre), y.to(device)
+
+
+def sample_stats(data: FileSplit, *, count: int = 2000, seed: int = 0) -> Tensor:
+    """A seeded random sample of decoded images (for the normalisation statistics)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[:count]
+    items = [it for it in (_Files(data, idx)[i] for i in range(len(idx))) if it is not None]
+    return torch.stack([x for x, _ in items])

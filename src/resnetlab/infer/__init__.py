@@ -1,0 +1,1 @@
+"""Inference: load a trained checkpoint, evaluate it, predict image files, export weights."""

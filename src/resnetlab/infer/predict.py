@@ -1,0 +1,170 @@
+"""Using a trained checkpoint: the model plus the exact preprocessing it was trained with.
+
+>>> p = Predictor.load("runs/resnet20-fast/best.pt")        # doctest: +SKIP
+>>> p.predict_files(["cat.jpg"], top_k=3)                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from resnetlab.data.augment import Preprocess, eval_transform
+from resnetlab.data.datasets import eval_split_batches, load_data
+from resnetlab.data.images import ImageError, decode_image
+from resnetlab.data.tensors import DataError, Split
+from resnetlab.models.registry import create_model
+from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.train.config import TrainConfig, config_from_dict
+from resnetlab.train.device import Placement, choose
+from resnetlab.train.loop import evaluate
+from resnetlab.train.metrics import ConfusionMatrix
+
+
+@dataclass(frozen=True)
+class Prediction:
+    file: str
+    top: list[tuple[str, float]]  # (class, probability), best first
+
+
+@dataclass
+class Predictor:
+    model: nn.Module
+    preprocess: Preprocess
+    classes: tuple[str, ...]
+    data_size: tuple[int, int, int]  # (C, H, W) images were stored at during training
+    config: TrainConfig
+    place: Placement
+    epoch: int
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32"
+    ) -> Predictor:
+        """Rebuild the trained model from a checkpoint (read with ``weights_only=True``)."""
+        state = load_checkpoint(path)
+        cfg = config_from_dict(state["config"])
+        classes = tuple(state["classes"])
+        c, h, w = (int(v) for v in state["data_size"])
+        p = state["preprocess"]
+        pre = Preprocess(
+            mean=tuple(p["mean"]),
+            std=tuple(p["std"]),
+            image_size=int(p["image_size"]),
+            augment=p["augment"],
+            padding=int(p["padding"]),
+            scale=tuple(p["scale"]),
+        )
+        options: dict[str, Any] = {
+            **cfg.model.options,
+            "num_classes": len(classes),
+            "in_channels": c,
+        }
+        model = create_model(cfg.model.name, **options)
+        model.load_state_dict(state["model"])
+        place = choose(device, precision)
+        model.to(place.device).eval()
+        return cls(model, pre, classes, (c, h, w), cfg, place, int(state["epoch"]))
+
+    @torch.no_grad()
+    def probabilities(self, images: Tensor) -> Tensor:
+        """uint8 ``(N, C, H, W)`` at the stored size → class probabilities ``(N, classes)``."""
+        x = eval_transform(images.to(self.place.device), self.preprocess)
+        logits: Tensor = self.model(x).float()
+        return logits.softmax(dim=1).cpu()
+
+    def predict_files(self, paths: list[str], *, top_k: int = 5) -> list[Prediction]:
+        """Top-k classes of each image file; an unreadable file raises ``ImageError``."""
+        c, h, w = self.data_size
+        images = []
+        for p in paths:
+            try:
+                data = Path(p).read_bytes()
+            except OSError as err:
+                raise ImageError(f"{p}: cannot read ({err.strerror or err})") from err
+            images.append(decode_image(data, p, size=(h, w), channels=c))
+        probs = self.probabilities(torch.stack(images))
+        k = max(1, min(top_k, len(self.classes)))
+        values, index = probs.topk(k, dim=1)
+        return [
+            Prediction(p, [(self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)])
+            for p, vs, ix in zip(paths, values, index, strict=True)
+        ]
+
+    def split(self, split: str, source: str | None = None) -> Split:
+        """A split of the training data (the same val split as in training), or of ``source``."""
+        d = self.config.data
+        bundle = load_data(
+            source or d.source,
+            root=d.root,
+            download=False,
+            val_fraction=d.val_fraction,
+            seed=self.config.run.seed,
+            load_size=d.load_size,
+            on_error=d.on_error,
+            cache=d.cache,
+            in_memory=d.in_memory,
+        )
+        data = {"train": bundle.train, "val": bundle.val, "test": bundle.test}.get(split)
+        if data is None:
+            raise DataError(f"{source or d.source} has no {split!r} split")
+        if tuple(data.classes) != self.classes:
+            raise DataError(
+                f"the data's classes {list(data.classes)[:4]}… differ from the "
+                f"checkpoint's {list(self.classes)[:4]}…"
+            )
+        if data.image_size != self.data_size:
+            raise DataError(
+                f"the data's images are {data.image_size}, the model was trained on "
+                f"{self.data_size}"
+            )
+        return data
+
+    def evaluate(
+        self, data: Split, *, batch_size: int = 500
+    ) -> tuple[dict[str, float], ConfusionMatrix]:
+        cm = ConfusionMatrix(len(self.classes))
+        metrics = evaluate(
+            self.model,
+            eval_split_batches(
+                data, self.preprocess, batch_size=batch_size, device=self.place.device
+            ),
+            place=self.place,
+            num_classes=len(self.classes),
+            confusion=cm,
+        )
+        return metrics, cm
+
+
+def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write the checkpoint's weights as safetensors, with the model name, class names and
+    preprocessing in the file's metadata (JSON strings)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from resnetlab.fileio import check_writable
+
+    target = check_writable(out)
+    state = load_checkpoint(ckpt)
+    tensors = {k: v.contiguous() for k, v in state["model"].items()}
+    meta = {
+        "format": "resnetlab",
+        "model": str(state["model_name"]),
+        "model_options": json.dumps(state["config"]["model"]["options"]),
+        "classes": json.dumps(state["classes"]),
+        "preprocess": json.dumps(state["preprocess"]),
+        "data_size": json.dumps(state["data_size"]),
+    }
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,263 @@
+"""Training configuration: recipe file (YAML) → command-line overrides → frozen dataclasses.
+
+A recipe is a nested mapping with the sections ``model``, ``data``, ``optim``,
+``schedule`` and ``run``. Overrides use dotted keys (``optim.lr=0.05``). Every run saves
+the resolved config next to its checkpoints, so it can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+RECIPES = ("paper-cifar", "paper-imagenet", "finetune", "fast")
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not make sense (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet20"
+    options: dict[str, Any] = field(default_factory=dict)  # create_model overrides
+    pretrained: str | None = None  # checkpoint whose weights initialise the model (fine-tuning)
+    freeze_backbone: bool = False  # train only the head (seed 004's optional frozen base)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "cifar10"  # cifar10 | cifar100 | sample | a folder | a .tar(.gz) archive
+    root: str | None = None  # where cifar10/cifar100 live (default: ~/.cache/resnetlab/data)
+    download: bool = False
+    val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
+    image_size: int | None = None  # model input side; None: the images' own size
+    load_size: int | None = None  # resize stored images to this side when loading
+    augment: Literal["cifar", "imagenet", "none"] = "cifar"
+    padding: int = 4
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    limit_per_class: int | None = None  # use at most this many training images per class
+    on_error: Literal["skip", "fail"] = "skip"
+    cache: bool = True  # keep decoded tensors in the cache folder
+    in_memory: bool | None = None  # None: decode into memory unless too large, then stream
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["multistep", "cosine", "onecycle", "plateau", "constant"] = "multistep"
+    unit: Literal["iter", "epoch"] = "iter"  # what milestones count
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up (cosine, onecycle)
+    # Paper §4.2: ResNet-110/1202 start at 0.01 until training error < 80%, then 0.1.
+    warmup_lr: float | None = None
+    warmup_until_error: float = 0.8
+    warmup_min_depth: int = 110
+    plateau_metric: Literal["val_loss", "val_top1"] = "val_loss"
+    plateau_patience: int = 3
+    plateau_factor: float = 0.2
+    min_lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    epochs: int | None = None
+    iterations: int | None = None  # stop after this many steps (the paper counts iterations)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None  # None: on when precision is bf16/fp16
+    compile: bool = False
+    early_stopping_patience: int | None = None  # epochs without a better val metric
+    early_stopping_metric: Literal["val_loss", "val_top1"] = "val_loss"
+    time_limit_min: float | None = None  # stop (and save) once this much time has passed
+    out_dir: str = "runs"
+    name: str | None = None  # run folder name; default: <model>-<recipe>-<timestamp>
+    test: bool = True  # evaluate the best checkpoint on the test split once, at the end
+    log_every: int = 50  # steps between NaN checks and progress updates
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "run": RunConfig,
+}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def recipe_path(name: str) -> Path:
+    """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
+    if name in RECIPES:
+        return Path(str(resources.files("resnetlab.train") / "recipes" / f"{name}.yaml"))
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    raise ConfigError(f"unknown recipe {name!r}: choose {', '.join(RECIPES)} or a .yaml file")
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    path = recipe_path(name)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read recipe {path}: {str(err).splitlines()[0]}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections")
+    data.setdefault("recipe", name if name in RECIPES else path.stem)
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.05"`` → ``("optim.lr", 0.05)``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override must look like section.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown section {section!r} in {dotted!r}; sections: {', '.join(SECTIONS)}"
+            )
+        target = out.setdefault(section, {})
+        if section == "model" and key.startswith("options."):
+            target.setdefault("options", {})[key.removeprefix("options.")] = value
+        else:
+            target[key] = value
+    return out
+
+
+def _coerce(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"section {section!r} must be a mapping")
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {section}.{unknown[0]}; valid keys: {', '.join(sorted(names))}"
+        )
+    kw = {}
+    for key, value in values.items():
+        if key == "milestones" and value is not None:
+            value = tuple(int(v) for v in value)
+        kw[key] = value
+    try:
+        return cls(**kw)
+    except TypeError as err:
+        raise ConfigError(f"section {section!r}: {err}") from err
+
+
+def build_config(data: dict[str, Any]) -> TrainConfig:
+    """Validate a nested mapping into a :class:`TrainConfig` (one-line errors)."""
+    unknown = sorted(set(data) - set(SECTIONS) - {"recipe"})
+    if unknown:
+        raise ConfigError(f"unknown recipe section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
+    parts = {name: _coerce(cls, name, data.get(name) or {}) for name, cls in SECTIONS.items()}
+    cfg = TrainConfig(recipe=str(data.get("recipe", "custom")), **parts)
+    validate(cfg)
+    return cfg
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    r, d, o, s = cfg.run, cfg.data, cfg.optim, cfg.schedule
+    if r.epochs is None and r.iterations is None and r.time_limit_min is None:
+        raise ConfigError("give run.epochs, run.iterations or run.time_limit_min")
+    for name, value in (
+        ("run.epochs", r.epochs),
+        ("run.iterations", r.iterations),
+        ("run.time_limit_min", r.time_limit_min),
+        ("optim.lr", o.lr),
+        ("data.batch_size", d.batch_size),
+        ("data.eval_batch_size", d.eval_batch_size),
+        ("data.image_size", d.image_size),
+        ("data.load_size", d.load_size),
+        ("data.limit_per_class", d.limit_per_class),
+        ("run.log_every", r.log_every),
+    ):
+        _positive(name, value)
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
+    if o.weight_decay < 0 or o.momentum < 0:
+        raise ConfigError("optim.weight_decay and optim.momentum must not be negative")
+    if d.augment not in ("cifar", "imagenet", "none"):
+        raise ConfigError(f"data.augment must be cifar, imagenet or none, got {d.augment!r}")
+    if o.name not in ("sgd", "adam", "adamw"):
+        raise ConfigError(f"optim.name must be sgd, adam or adamw, got {o.name!r}")
+    if s.name not in ("multistep", "cosine", "onecycle", "plateau", "constant"):
+        raise ConfigError(f"unknown schedule {s.name!r}")
+    if r.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"run.precision must be auto, fp32, bf16 or fp16, got {r.precision!r}")
+    if s.name == "plateau" and s.plateau_metric not in ("val_loss", "val_top1"):
+        raise ConfigError("schedule.plateau_metric must be val_loss or val_top1")
+
+
+def resolve_config(recipe: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Recipe file → overrides → validated :class:`TrainConfig`."""
+    return build_config(apply_overrides(load_recipe(recipe), overrides or {}))
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved in a checkpoint."""
+    return build_config(data)

@@ -1,0 +1,70 @@
+"""Choosing the device and the numeric precision (overridable from the recipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    autocast: torch.dtype | None  # None: plain fp32
+    channels_last: bool
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
+
+
+def hardware() -> str:
+    """A one-line description of the machine, for reports (CPU model, threads, GPU)."""
+    import platform
+    from pathlib import Path
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose(
+    device: str = "auto", precision: str = "auto", channels_last: bool | None = None
+) -> Placement:
+    """``auto``: CUDA if present, else CPU; bf16 autocast where the hardware runs it fast
+    (CUDA with bf16 support, or a CPU with AVX-512 BF16/AMX), else fp32. channels_last
+    follows reduced precision unless set."""
+    if device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"unknown device {device!r}") from err
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda was asked for, but no CUDA GPU is available")
+    if precision == "auto":
+        fast = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_has_fast_bf16()
+        precision = "bf16" if fast else "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is torch.float16 and dev.type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA GPU; use bf16 on a CPU")
+    cl = dtype is not None if channels_last is None else channels_last
+    return Placement(dev, dtype, cl)

@@ -1,0 +1,180 @@
+"""The training loop as small functions: one epoch of training, one pass of evaluation.
+
+Both return plain metric dicts. Nothing here syncs with the device on every step: losses
+and correct counts accumulate as tensors and are read every ``log_every`` steps (for the
+progress bar, the NaN guard and the paper's warm-up rule) and at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from resnetlab.train.device import Placement
+from resnetlab.train.metrics import ConfusionMatrix, ProgressBar, topk_correct
+from resnetlab.train.optim import LRSchedule
+
+
+def autocast(place: Placement) -> contextlib.AbstractContextManager[None]:
+    if place.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(place.device.type, dtype=place.autocast)
+
+
+def to_input(x: Tensor, place: Placement) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if place.channels_last else x
+
+
+@dataclass
+class EpochState:
+    """Running sums of one training epoch (kept on the device; saved when interrupted)."""
+
+    loss_sum: Tensor
+    correct: Tensor
+    seen: int = 0
+    batches_done: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def fresh(cls, device: torch.device) -> EpochState:
+        return cls(
+            torch.zeros((), device=device, dtype=torch.float64),
+            torch.zeros((), device=device, dtype=torch.int64),
+        )
+
+
+@dataclass
+class EpochOutcome:
+    metrics: dict[str, float] = field(default_factory=dict)
+    step: int = 0
+    stopped: str = ""  # "", "signal", "time", "iterations", "nan"
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    loss_fn: nn.Module,
+    place: Placement,
+    state: EpochState,
+    step: int,
+    total_batches: int,
+    max_steps: int | None,
+    should_stop: Callable[[], str],
+    log_every: int,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: ProgressBar | None = None,
+) -> EpochOutcome:
+    """Train over ``batches`` from optimiser step ``step``; stops early when
+    ``should_stop()`` names a reason, when ``max_steps`` is reached, or on a non-finite
+    loss (the weights are then unusable; the caller keeps the last checkpoint)."""
+    model.train()
+    for m in model.modules():
+        # A frozen BN layer (fine-tuning with a frozen backbone) keeps its running statistics
+        # too, as Keras does for trainable=False: otherwise the new data would shift them.
+        if (
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.affine
+            and not any(p.requires_grad for p in m.parameters())
+        ):
+            m.eval()
+    start = time.perf_counter()
+    bad = torch.zeros((), dtype=torch.bool, device=place.device)
+    stopped = ""
+    for x, y in batches:
+        schedule.step(step)
+        with autocast(place):
+            logits = model(to_input(x, place))
+            loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        step += 1
+        n = y.shape[0]
+        state.loss_sum += loss.detach().double() * n
+        state.correct += topk_correct(logits.detach(), y, ks=(1,))[1]
+        bad |= ~torch.isfinite(loss.detach())
+        state.seen += n
+        state.batches_done += 1
+        if state.batches_done % log_every == 0 or state.batches_done == total_batches:
+            if bool(bad):  # one sync every log_every steps
+                stopped = "nan"
+                break
+            error = 1.0 - int(state.correct) / max(1, state.seen)
+            schedule.observe_train_error(error)
+            if progress is not None:
+                progress.update(
+                    log_every
+                    if state.batches_done % log_every == 0
+                    else state.batches_done % log_every,
+                    loss=float(state.loss_sum) / state.seen,
+                    top1=100.0 * (1.0 - error),
+                    lr=schedule.lr,
+                )
+        if max_steps is not None and step >= max_steps:
+            stopped = "iterations"
+            break
+        reason = should_stop()
+        if reason:
+            stopped = reason
+            break
+    if not stopped and bool(bad):
+        stopped = "nan"
+    state.seconds += time.perf_counter() - start
+    seen = max(1, state.seen)
+    metrics = {
+        "train_loss": float(state.loss_sum) / seen,
+        "train_top1": 100.0 * int(state.correct) / seen,
+        "lr": schedule.lr,
+        "images_per_s": state.seen / max(state.seconds, 1e-9),
+        "train_time_s": state.seconds,
+    }
+    return EpochOutcome(metrics, step, stopped)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    place: Placement,
+    num_classes: int,
+    loss_fn: nn.Module | None = None,
+    confusion: ConfusionMatrix | None = None,
+) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy (%) over every batch; fills ``confusion`` if given."""
+    model.eval()
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
+    correct = {
+        1: torch.zeros((), dtype=torch.int64, device=place.device),
+        5: torch.zeros((), dtype=torch.int64, device=place.device),
+    }
+    seen = 0
+    for x, y in batches:
+        with autocast(place):
+            logits = model(to_input(x, place)).float()
+        loss_sum += loss_fn(logits, y).double() * y.shape[0]
+        for k, v in topk_correct(logits, y, ks=(1, 5)).items():
+            correct[k] += v
+        if confusion is not None:
+            confusion.update(logits.argmax(dim=1), y)
+        seen += y.shape[0]
+    seen = max(1, seen)
+    return {
+        "loss": float(loss_sum) / seen,
+        "top1": 100.0 * int(correct[1]) / seen,
+        "top5": 100.0 * int(correct[5]) / seen if num_classes > 5 else 100.0,
+    }

@@ -1,0 +1,272 @@
+"""Image decoding, image folders and archives, splits, augmentation and batching."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from resnetlab.data.augment import (
+    Preprocess,
+    eval_transform,
+    normalize,
+    random_crop,
+    random_flip,
+    train_transform,
+)
+from resnetlab.data.datasets import load_data, sample_archive
+from resnetlab.data.folders import LoadReport, index_folder, load_split, stratified_split
+from resnetlab.data.images import ImageError, decode_image
+from resnetlab.data.loaders import TrainBatches
+from resnetlab.data.tensors import DataError, ImageTensors, channel_stats
+
+
+def encode(im: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def odd_images() -> dict[str, bytes]:
+    rgb = Image.new("RGB", (8, 6), (200, 100, 50))
+    pal = rgb.convert("P")
+    pal_t = pal.copy()
+    pal_t.info["transparency"] = 0
+    i16 = Image.fromarray(np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000)  # mode I;16
+    return {
+        "gray.png": encode(rgb.convert("L")),
+        "palette.png": encode(pal),
+        "palette_transparent.png": encode(pal_t),
+        "rgba.png": encode(Image.new("RGBA", (8, 6), (10, 20, 30, 0))),
+        "la.png": encode(Image.new("LA", (8, 6), (128, 255))),
+        "sixteen.png": encode(i16),
+        "cmyk.jpg": encode(Image.new("CMYK", (8, 6), (0, 50, 100, 0)), "JPEG"),
+        "bilevel.bmp": encode(Image.new("1", (8, 6), 1), "BMP"),
+        "rgb.jpg": encode(rgb, "JPEG"),
+    }
+
+
+@pytest.mark.parametrize(("name", "data"), odd_images().items())
+def test_every_mode_decodes_to_rgb(name: str, data: bytes) -> None:
+    x = decode_image(data, name)
+    assert x.dtype == torch.uint8
+    assert x.shape == (3, 6, 8)
+
+
+def test_modes_convert_sensibly() -> None:
+    imgs = odd_images()
+    assert decode_image(imgs["rgba.png"], "a").min() == 255  # transparent → white background
+    sixteen = decode_image(imgs["sixteen.png"], "s")
+    assert sixteen.min() == 0 and sixteen.max() == 255  # 16-bit range scaled, not clipped
+    assert decode_image(imgs["rgb.jpg"], "r", size=(4, 4)).shape == (3, 4, 4)
+    assert decode_image(imgs["rgb.jpg"], "r", channels=1).shape == (1, 6, 8)
+
+
+def test_corrupt_and_non_images_are_named() -> None:
+    good = odd_images()["rgb.jpg"]
+    with pytest.raises(ImageError, match="broken.jpg: corrupt"):
+        decode_image(good[: len(good) // 2], "broken.jpg")
+    with pytest.raises(ImageError, match="notes.png: not an image"):
+        decode_image(b"hello, I am text", "notes.png")
+
+
+def test_decompression_bombs_are_refused() -> None:
+    data = encode(Image.new("L", (400, 300)))
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode_image(data, "bomb.png", max_pixels=100_000)
+
+
+def make_folder(root: Path, layout: dict[str, int], *, split_dirs: bool = True,
+                size: int = 8) -> Path:  # fmt: skip
+    """root/[split/]class/i.png with a colour per class (so classes are learnable)."""
+    for key, n in layout.items():
+        for i in range(n):
+            cls = key.split("/")[-1]
+            colour = (hash(cls) % 256, 80, 160)
+            folder = root / key if split_dirs or "/" not in key else root / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (size, size), colour).save(folder / f"{i}.png")
+    return root
+
+
+def test_folder_with_splits_and_without(tmp_path: Path) -> None:
+    with_splits = make_folder(tmp_path / "a", {"train/cat": 4, "train/dog": 3, "val/cat": 1,
+                                                "val/dog": 1, "test/dog": 2})  # fmt: skip
+    idx = index_folder(with_splits)
+    assert idx.classes == ("cat", "dog")
+    assert {k: len(v) for k, v in idx.splits.items()} == {"train": 7, "val": 2, "test": 2}
+    flat = make_folder(tmp_path / "b", {"cat": 2, "dog": 2})
+    assert set(index_folder(flat).splits) == {"all"}
+
+
+def test_archive_reads_like_a_folder(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "data", {"train/cat": 3, "train/dog": 3, "test/cat": 1})
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="wrapped")
+    a = load_split(index_folder(archive), "train")
+    b = load_split(index_folder(folder), "train")
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"train/cat": 2}, "at least two classes"),
+        ({"train/cat": 1, "train/dog": 1, "test/cow": 1}, "not in train"),
+    ],
+)
+def test_bad_folders(tmp_path: Path, layout: dict[str, int], message: str) -> None:
+    make_folder(tmp_path, layout)
+    with pytest.raises(DataError, match=message):
+        index_folder(tmp_path)
+
+
+def test_empty_or_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no images found"):
+        index_folder(tmp_path)
+    with pytest.raises(DataError, match="no such folder"):
+        index_folder(tmp_path / "nope")
+
+
+def test_corrupt_files_are_skipped_or_fail(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, {"train/cat": 3, "train/dog": 3})
+    (folder / "train/cat/bad.png").write_bytes(b"\x89PNG broken")
+    idx = index_folder(folder)
+    report = LoadReport()
+    data = load_split(idx, "train", report=report)
+    assert len(data) == 6
+    assert report.skipped[0][0].endswith("bad.png")
+    with pytest.raises(DataError, match="bad.png"):
+        load_split(idx, "train", on_error="fail")
+
+
+def test_mixed_sizes_need_a_size(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, {"train/cat": 2, "train/dog": 2})
+    Image.new("RGB", (12, 10)).save(folder / "train/dog/big.png")
+    idx = index_folder(folder)
+    with pytest.raises(DataError, match="differ in size"):
+        load_split(idx, "train")
+    assert load_split(idx, "train", size=(8, 8)).images.shape == (5, 3, 8, 8)
+
+
+def test_stratified_split_is_seeded_and_disjoint() -> None:
+    labels = torch.arange(10).repeat_interleave(50)
+    images = torch.arange(500, dtype=torch.int64).to(torch.uint8).view(500, 1, 1, 1)
+    data = ImageTensors(images.expand(500, 3, 2, 2).contiguous(), labels, tuple("abcdefghij"))
+    train, val = stratified_split(data, 0.1, seed=3)
+    assert len(val) == 50 and val.class_counts() == [5] * 10
+    again_train, again_val = stratified_split(data, 0.1, seed=3)
+    assert torch.equal(val.images, again_val.images)
+    other = stratified_split(data, 0.1, seed=4)[1]
+    assert not torch.equal(val.images, other.images)
+
+
+def test_channel_stats() -> None:
+    x = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
+    x[:, 0] = 255
+    x[:2, 1] = 255
+    mean, std = channel_stats(x)
+    assert mean == pytest.approx((1.0, 0.5, 0.0))
+    assert std == pytest.approx((0.0, 0.5, 0.0), abs=1e-5)
+
+
+def test_shipped_sample_loads_with_its_own_statistics() -> None:
+    assert sample_archive().is_file()
+    bundle = load_data("sample")
+    assert (len(bundle.train), len(bundle.val)) == (900, 100)
+    assert bundle.test is not None and len(bundle.test) == 300
+    assert bundle.classes[0] == "airplane" and len(bundle.classes) == 10
+    # CIFAR-10's own statistics, not ImageNet's (0.485, 0.456, 0.406).
+    assert all(0.40 < m < 0.52 for m in bundle.mean)
+    assert bundle.mean != pytest.approx((0.485, 0.456, 0.406), abs=1e-3)
+
+
+def test_unknown_source() -> None:
+    with pytest.raises(DataError, match="no dataset 'mnistt'"):
+        load_data("mnistt")
+
+
+# ---------------------------------------------------------------- augmentation
+def test_random_crop_is_a_window_of_the_padded_image() -> None:
+    x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop(x, 2, torch.Generator().manual_seed(0))
+    padded = F.pad(x, (2, 2, 2, 2))
+    for n in range(16):
+        assert any(torch.equal(out[n], padded[n, :, dy : dy + 8, dx : dx + 8])
+                   for dy in range(5) for dx in range(5))  # fmt: skip
+
+
+def test_flip_mirrors_about_half() -> None:
+    x = torch.arange(1000 * 2, dtype=torch.float32).view(1000, 1, 1, 2)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    flipped = (out[:, 0, 0, 0] > out[:, 0, 0, 1]).float().mean()
+    assert 0.4 < float(flipped) < 0.6
+
+
+def test_transforms_are_repeatable_and_normalise() -> None:
+    pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=32)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    a = train_transform(x, pre, torch.Generator().manual_seed(1))
+    b = train_transform(x, pre, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert torch.equal(eval_transform(x, pre), normalize(x, pre.mean, pre.std))
+    assert (
+        normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), pre.mean, pre.std).eq(2).all()
+    )
+    big = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=128)
+    assert train_transform(x, big, None).shape == (8, 3, 128, 128)  # seed 004: 32 → 128
+
+
+def test_batches_resume_mid_epoch() -> None:
+    data = ImageTensors(torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8),
+                        torch.arange(40) % 4, ("a", "b", "c", "d"))  # fmt: skip
+    pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8)
+    kw = {"batch_size": 8, "seed": 0, "epoch": 2, "device": torch.device("cpu")}
+    whole = list(TrainBatches(data, pre, **kw))
+    first = TrainBatches(data, pre, **kw)
+    it = iter(first)
+    for _ in range(2):
+        next(it)
+    rest = list(TrainBatches(data, pre, start_batch=2, generator_state=first.generator_state(),
+                             **kw))  # fmt: skip
+    assert len(whole) == 5 and len(rest) == 3
+    for (xa, ya), (xb, yb) in zip(whole[2:], rest, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_large_folders_stream_and_match_memory(tmp_path: Path) -> None:
+    """The streamed path (DataLoader workers) yields the same images as the in-memory one."""
+    from resnetlab.data.datasets import eval_split_batches, train_batches
+    from resnetlab.data.streaming import FileSplit
+
+    folder = tmp_path / "imgs"
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 12), ("test", 3)):
+        for cls in ("cat", "dog"):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (16, 16, 3), generator=g, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / split / cls / f"{i}.png")
+    (folder / "train/cat/broken.png").write_bytes(b"\x89PNG nope")
+    mem = load_data(str(folder), in_memory=True, cache=False)
+    disk = load_data(str(folder), in_memory=False, load_size=16)
+    assert isinstance(disk.train, FileSplit) and isinstance(mem.train, ImageTensors)
+    assert len(disk.test or []) == 6
+    pre = Preprocess(mean=mem.mean, std=mem.std, image_size=16)
+    cpu = torch.device("cpu")
+    assert mem.test is not None and disk.test is not None
+    a = list(eval_split_batches(mem.test, pre, batch_size=4, device=cpu))
+    b = list(eval_split_batches(disk.test, pre, batch_size=4, device=cpu))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+               for (xa, ya), (xb, yb) in zip(a, b, strict=True))  # fmt: skip
+    # The corrupt file is skipped in a streamed epoch, not fatal.
+    seen = sum(len(y) for _, y in train_batches(disk.train, pre, batch_size=4, seed=0, epoch=0,
+                                                 device=cpu))  # fmt: skip
+    assert 0 < seen <= len(disk.train)

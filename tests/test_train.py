@@ -1,0 +1,364 @@
+"""Training end to end: config, a short real run, exact resume, signals, the NaN guard,
+and eval / predict / export through the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SHARED
+from resnetlab.cli import main
+from resnetlab.train import runner
+from resnetlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from resnetlab.train.config import RECIPES, ConfigError, TrainConfig, resolve_config
+
+CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
+
+
+def tiny(tmp_path: Path, name: str = "run", **over: Any) -> TrainConfig:
+    """ResNet-20 on 20 images per class of the shipped sample: 8 steps per epoch."""
+    base: dict[str, Any] = {
+        "data.source": "sample", "data.limit_per_class": 20, "data.batch_size": 25,
+        "data.eval_batch_size": 100, "run.epochs": 2, "run.out_dir": str(tmp_path),
+        "run.name": name, "run.precision": "fp32", "run.log_every": 2,
+    }  # fmt: skip
+    base.update(over)
+    return resolve_config("paper-cifar", base)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_load(recipe: str) -> None:
+    cfg = resolve_config(recipe, {"run.epochs": 1})
+    assert cfg.recipe == recipe
+
+
+def test_paper_cifar_recipe_is_the_paper() -> None:
+    cfg = resolve_config("paper-cifar")
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 1e-4)
+    assert cfg.data.batch_size == 128 and cfg.data.val_fraction == 0.1
+    assert cfg.schedule.milestones == (32000, 48000) and cfg.run.iterations == 64000
+    assert cfg.schedule.warmup_lr == 0.01 and cfg.schedule.warmup_until_error == 0.8
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"optim.lrr": 1}, "unknown key optim.lrr"),
+        ({"run.epochs": -3}, "run.epochs must be a positive"),
+        ({"data.val_fraction": 1.5}, "val_fraction"),
+        ({"bogus.key": 1}, "unknown section"),
+        ({"optim.name": "lbfgs"}, "optim.name"),
+    ],
+)
+def test_bad_config(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("fast", override)
+
+
+def test_unknown_recipe() -> None:
+    with pytest.raises(ConfigError, match="unknown recipe 'fastest'"):
+        resolve_config("fastest")
+
+
+def test_lr_schedules() -> None:
+    from resnetlab.train.config import ScheduleConfig
+    from resnetlab.train.optim import LRSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    multi = LRSchedule(opt, ScheduleConfig(milestones=(10, 20)), base_lr=0.1,
+                       steps_per_epoch=5, total_steps=30, model_depth=20)  # fmt: skip
+    assert [round(multi.lr_at(s), 6) for s in (0, 9, 10, 19, 20)] == [0.1, 0.1, 0.01, 0.01, 0.001]
+    warm = LRSchedule(opt, ScheduleConfig(warmup_lr=0.01), base_lr=0.1, steps_per_epoch=5,
+                      total_steps=30, model_depth=110)  # fmt: skip
+    assert warm.lr_at(0) == 0.01
+    warm.observe_train_error(0.85)
+    assert warm.lr_at(1) == 0.01
+    warm.observe_train_error(0.79)  # below 80%: back to 0.1 (paper §4.2)
+    assert warm.lr_at(2) == 0.1
+    shallow = LRSchedule(opt, ScheduleConfig(warmup_lr=0.01), base_lr=0.1, steps_per_epoch=5,
+                         total_steps=30, model_depth=20)  # fmt: skip
+    assert shallow.lr_at(0) == 0.1
+    one = LRSchedule(opt, ScheduleConfig(name="onecycle", warmup_epochs=1), base_lr=0.2,
+                     steps_per_epoch=5, total_steps=25, model_depth=20)  # fmt: skip
+    assert one.lr_at(0) < one.lr_at(4) == pytest.approx(0.2)
+    assert one.lr_at(24) < 0.02
+
+
+# ---------------------------------------------------------------- a real run
+def test_short_real_run_beats_chance(tmp_path: Path) -> None:
+    """Two epochs on a small subset of real CIFAR-10 images: clearly above the 10% of
+    guessing (test split: 10,000 images, so 25% is far outside chance)."""
+    over: dict[str, Any] = {"run.epochs": 2, "run.out_dir": str(tmp_path), "run.name": "smoke",
+                            "schedule.warmup_epochs": 0.5}  # fmt: skip
+    if CIFAR_JPEG.is_file():
+        over |= {"data.source": str(CIFAR_JPEG), "data.limit_per_class": 500,
+                 "data.batch_size": 64, "data.eval_batch_size": 1000}  # fmt: skip
+        floor = 25.0
+    else:  # without ../shared: the 900 training images the package ships, for longer
+        over |= {"data.source": "sample", "data.batch_size": 16, "run.epochs": 4}
+        floor = 15.0
+    result = runner.fit(resolve_config("fast", over), log=quiet)
+    assert result.status == "completed"
+    assert result.best_val_top1 > floor
+    assert result.test is not None
+    assert result.test["top1"] > floor
+    run = result.run_dir
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.csv", "metrics.jsonl",
+                 "curves.png", "confusion.png", "results.json", "report.md"):  # fmt: skip
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, result.epochs_done + 1))
+    assert {"train_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(rows[0])
+    state = load_checkpoint(run / "last.pt")
+    assert state["classes"][0] == "airplane"
+    assert len(state["preprocess"]["mean"]) == 3
+
+
+def test_pretrained_weights_keep_a_fresh_head(tmp_path: Path) -> None:
+    first = runner.fit(tiny(tmp_path, "first", **{"run.epochs": 1, "run.test": False}), log=quiet)
+    folder = tmp_path / "two"
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (32, 32), (40 * i, 100, 200 if cls == "cat" else 0)).save(
+                    folder / split / cls / f"{i}.png"
+                )
+    messages: list[str] = []
+    cfg = tiny(tmp_path, "second", **{"data.source": str(folder), "data.limit_per_class": None,
+                                      "data.batch_size": 4, "data.val_fraction": 0.34,
+                                      "run.epochs": 1,
+                                      "model.pretrained": str(first.run_dir / "best.pt"),
+                                      "model.freeze_backbone": True})  # fmt: skip
+    result = runner.fit(cfg, log=messages.append)
+    assert result.status == "completed"
+    assert any("kept fresh (fc.bias, fc.weight)" in m for m in messages)
+    before = _weights(first.run_dir / "best.pt")
+    after = _weights(result.run_dir / "last.pt")
+    for key in ("layer2.0.conv1.weight", "layer2.0.bn1.running_mean"):  # frozen, stats too
+        assert torch.equal(before[key], after[key])
+    assert after["fc.weight"].shape == (2, 64)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
+    return state
+
+
+class _FireAfter(runner._Signals):
+    """Acts as if SIGTERM arrived after ``reads`` checks (a deterministic mid-epoch stop)."""
+
+    reads = 11
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @property  # type: ignore[override]
+    def received(self) -> str:
+        self.count += 1
+        return "sigterm" if self.count > self.reads else ""
+
+    @received.setter
+    def received(self, value: str) -> None:
+        pass
+
+
+def test_resume_mid_epoch_gives_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = runner.fit(tiny(tmp_path, "whole"), log=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_Signals", _FireAfter)
+        stopped = runner.fit(tiny(tmp_path, "stopped"), log=quiet)
+    assert stopped.status == "sigterm" and stopped.exit_code == 0
+    paused = load_checkpoint(stopped.run_dir / "last.pt")
+    assert paused["partial"] is not None and 0 < paused["partial"]["batches_done"] < 8
+    resumed = runner.fit(tiny(tmp_path, "stopped"), resume=stopped.run_dir, log=quiet)
+    assert resumed.status == "completed"
+    a, b = _weights(whole.run_dir / "last.pt"), _weights(resumed.run_dir / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [json.loads(x)["epoch"] for x in
+              (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert epochs == [1, 2]
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    done = runner.fit(tiny(tmp_path, "r", **{"run.epochs": 1, "run.test": False}), log=quiet)
+    with pytest.raises(ConfigError, match="different optim"):
+        runner.fit(tiny(tmp_path, "r", **{"optim.lr": 0.5}), resume=done.run_dir, log=quiet)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    # Epoch 2's learning rate jumps to 1e11: the loss overflows within a few steps.
+    cfg = tiny(tmp_path, "nan", **{"schedule.milestones": [8], "schedule.gamma": 1e12,
+                                   "run.epochs": 3})  # fmt: skip
+    messages: list[str] = []
+    result = runner.fit(cfg, log=messages.append)
+    assert result.status == "nan" and result.exit_code == 3
+    assert any("NaN/inf" in m and "last good checkpoint" in m for m in messages)
+    state = load_checkpoint(result.run_dir / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_checkpoint_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, target)
+
+    def full_disk(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert load_checkpoint(target)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_corrupt_checkpoint_is_one_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*bad.pt"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, other)
+    with pytest.raises(CheckpointError, match="not a resnetlab training checkpoint"):
+        load_checkpoint(other)
+
+
+# ---------------------------------------------------------------- through the CLI
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    code = main(["train", "--recipe", "paper-cifar", "--data", "sample", "--epochs", "1",
+                 "--limit-per-class", "20", "--batch-size", "25", "--precision", "fp32",
+                 "--out", str(out), "--name", "tiny"])  # fmt: skip
+    assert code == 0
+    return out / "tiny" / "best.pt"
+
+
+def test_eval_cli(capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path) -> None:
+    code, out, _ = cli(capsys, "eval", str(trained), "--split", "val", "--out", str(tmp_path))
+    assert code == 0 and "top-1" in out and "airplane" in out
+    data = json.loads((tmp_path / "eval-val.json").read_text())
+    assert data["images"] == 100 and len(data["confusion"]) == 10
+    assert (tmp_path / "confusion-val.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = cli(capsys, "eval", str(trained), "--format", "json")
+    assert code == 0 and json.loads(out)["split"] == "test"
+
+
+def test_predict_cli(capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path) -> None:
+    paths = []
+    for i, mode in enumerate(("RGB", "L", "RGBA")):
+        p = tmp_path / f"img{i}.png"
+        Image.new(mode, (50, 40)).save(p)
+        paths.append(str(p))
+    code, out, _ = cli(capsys, "predict", str(trained), *paths, "--top-k", "3")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and all(line.count("%") == 3 for line in lines)
+    code, out, _ = cli(capsys, "predict", str(trained), paths[0], "--format", "json")
+    probs = [t["probability"] for t in json.loads(out)[0]["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_export_safetensors(
+    capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    target = tmp_path / "model.safetensors"
+    code, _, _ = cli(capsys, "export", str(trained), "-o", str(target))
+    assert code == 0
+    weights = load_checkpoint(trained)["model"]
+    with safe_open(str(target), framework="pt") as f:
+        assert json.loads(f.metadata()["classes"])[0] == "airplane"
+        for k in f.keys():  # noqa: SIM118  (safe_open is not a mapping)
+            assert torch.equal(f.get_tensor(k), weights[k])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--model", "resnt20", "--data", "sample", "--epochs", "1"], "unknown model"),
+        (["train", "--data", "sample", "--epochs", "0"], "positive integer"),
+        (["train", "--data", "nowhere/at/all", "--epochs", "1"], "no dataset"),
+        (["train", "--recipe", "fastest"], "unknown recipe"),
+        (["train", "--set", "optim.lrr=1", "--epochs", "1"], "unknown key optim.lrr"),
+        (["train", "--set", "nodot=1"], "section.key=value"),
+        (["eval", "missing.pt"], "checkpoint not found"),
+        (["predict", "missing.pt", "x.jpg"], "checkpoint not found"),
+    ],
+)
+def test_train_cli_errors(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+def test_predict_corrupt_image(capsys: pytest.CaptureFixture[str], trained: Path,
+                               tmp_path: Path) -> None:  # fmt: skip
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    code, _, err = cli(capsys, "predict", str(trained), str(bad))
+    assert code == 2 and "bad.jpg" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_other_settings_is_refused(capsys: pytest.CaptureFixture[str],
+                                               trained: Path) -> None:  # fmt: skip
+    code, _, err = cli(capsys, "train", "--resume", str(trained.parent), "--lr", "0.5")
+    assert code == 2 and "cannot change" in err
+
+
+def test_sigterm_saves_and_exits_zero(tmp_path: Path) -> None:
+    """A real SIGTERM (a scheduler's preemption) mid-run: checkpoint saved, exit 0, and the
+    run resumes to completion."""
+    cmd = [sys.executable, "-m", "resnetlab", "train", "--recipe", "paper-cifar", "--data",
+           "sample", "--epochs", "40", "--limit-per-class", "30", "--batch-size", "10",
+           "--precision", "fp32", "--out", str(tmp_path), "--name", "sig", "--no-test"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("epoch 1/"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    rest = proc.stdout.read()
+    code = proc.wait(timeout=60)
+    assert code == 0, rest
+    assert time.monotonic() - sent < 20
+    assert "sigterm: saved" in rest
+    state = load_checkpoint(tmp_path / "sig" / "last.pt")
+    assert state["epoch"] >= 1
+    done = subprocess.run([sys.executable, "-m", "resnetlab", "train", "--resume",
+                           str(tmp_path / "sig"), "--epochs", str(state["epoch"] + 1)],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load_checkpoint(tmp_path / "sig" / "last.pt")["epoch"] == state["epoch"] + 1
