@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -30,6 +31,32 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend (chosen when first needed, so that
+    importing resnetlab changes no global state)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure beside ``path``, then rename it over ``path``: an existing
+    chart is replaced whole or not at all. The format follows the suffix (.png, .svg)."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=p.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

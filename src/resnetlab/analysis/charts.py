@@ -4,17 +4,15 @@ model, and a depth sweep across models. Files are written atomically."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 from resnetlab.analysis.compare import compare
 from resnetlab.analysis.counting import trace_calls
-from resnetlab.fileio import check_writable
+from resnetlab.fileio import check_writable, pyplot, save_figure
 from resnetlab.models.registry import get_entry
 
 CHART_SUFFIXES = (".png", ".svg")
@@ -56,36 +54,13 @@ def check_chart_path(path: str | os.PathLike[str]) -> Path:
     return check_writable(p)
 
 
-def _save(fig: Any, path: Path) -> None:
-    # Write next to the target, then rename: an existing file is replaced whole or not at all.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=path.suffix[1:].lower(), bbox_inches="tight", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use(
-        "Agg"
-    )  # headless; chosen here, not at import, so importing us is side-effect free
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_stages(
     model: nn.Module, input_size: tuple[int, ...], path: str | os.PathLike[str], *, title: str
 ) -> list[StageCost]:
     """Bar charts of parameters and MACs per stage; returns the numbers plotted."""
     out = check_chart_path(path)
     costs = stage_costs(model, input_size)
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     names = [c.stage for c in costs]
     ax_p.bar(names, [c.params / 1e6 for c in costs], color="#4c72b0")
@@ -99,7 +74,7 @@ def plot_stages(
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     try:
-        _save(fig, out)
+        save_figure(fig, out)
     finally:
         plt.close(fig)
     return costs
@@ -118,7 +93,7 @@ def plot_depth_sweep(
         (row.label, get_entry(row.label).family, row.depth, row.params, row.conv_macs)
         for row in table.rows
     ]
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     labelled: set[tuple[int, int]] = set()
     for family in dict.fromkeys(p[1] for p in points):
@@ -143,7 +118,7 @@ def plot_depth_sweep(
     ax_p.set_title("Parameters against depth")
     ax_m.set_title("Multiply-adds against depth (one image, native size)")
     try:
-        _save(fig, out)
+        save_figure(fig, out)
     finally:
         plt.close(fig)
     return points

@@ -105,8 +105,8 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
-        return plain
+        out: dict[str, Any] = plain(dataclasses.asdict(self))
+        return out
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -118,11 +118,12 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """Tuples to lists, recursively: a value YAML and ``weights_only`` loading both accept."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any, TextIO
 import torch
 from torch import Tensor
 
-from resnetlab.fileio import check_writable
+from resnetlab.fileio import check_writable, pyplot, save_figure
 
 __all__ = [
     "ConfusionMatrix",
@@ -195,7 +194,7 @@ class ConfusionMatrix:
         c = self.num_classes
         support = m.sum(dim=1, keepdim=True).clamp(min=1)
         frac = (m.double() / support).numpy()
-        plt = _pyplot()
+        plt = pyplot()
         side = min(max(4.0, 0.45 * c + 2.0), 20.0)
         fig, ax = plt.subplots(figsize=(side + 1.0, side))
         try:
@@ -222,7 +221,7 @@ class ConfusionMatrix:
             acc = self.accuracy()
             subtitle = "accuracy -" if math.isnan(acc) else f"accuracy {100 * acc:.2f}%"
             ax.set_title(f"{title}\n{subtitle}" if title else subtitle)
-            _save_png(fig, out)
+            save_figure(fig, out, dpi=110)
         finally:
             plt.close(fig)
 
@@ -501,7 +500,7 @@ def plot_curves(
         pts = [(e, v) for e, r in zip(epochs, rows, strict=True) if (v := _num(r, key)) is not None]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -536,7 +535,7 @@ def plot_curves(
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        _save_png(fig, out)
+        save_figure(fig, out, dpi=110)
     finally:
         plt.close(fig)
 
@@ -574,25 +573,3 @@ def format_epoch(row: Mapping[str, float | int | str]) -> str:
 
 
 # --------------------------------------------------------------------------- matplotlib
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    # Headless; chosen here, not at import, so importing this module changes nothing.
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_png(fig: Any, path: Path) -> None:
-    # Save beside the target, then rename: an existing chart is replaced whole or not at all.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

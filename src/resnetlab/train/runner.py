@@ -38,6 +38,7 @@ from resnetlab.train.config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    plain,
     save_config,
 )
 from resnetlab.train.device import Placement, choose, hardware
@@ -294,7 +295,7 @@ def fit(
             "partial": partial_state,
             "config": cfg.to_dict(),
             "classes": list(bundle.classes),
-            "preprocess": _plain(asdict(pre)),
+            "preprocess": plain(asdict(pre)),
             "data_size": list(bundle.train.image_size),
             "model_name": cfg.model.name,
             "elapsed_s": time.monotonic() - started,
@@ -464,14 +465,6 @@ def resume_config(resume: str | Path, run_overrides: dict[str, Any]) -> TrainCon
             "(only run settings such as --epochs and --time-limit)"
         )
     return config_from_dict(apply_overrides(saved, run_overrides))
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, tuple | list):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _read_rows(run_dir: Path) -> list[dict[str, float | str]]:
