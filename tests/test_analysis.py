@@ -237,3 +237,17 @@ def test_chart_rejects_bad_paths(tmp_path: Path) -> None:
         plot_stages(meta_model("resnet20"), (1, 3, 32, 32), tmp_path / "x.jpg", title="x")
     with pytest.raises(ValueError, match="does not exist"):
         plot_stages(meta_model("resnet20"), (1, 3, 32, 32), tmp_path / "no" / "x.png", title="x")
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    from resnetlab.fileio import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        png = tmp_path / "s.png"
+        plot_stages(meta_model("resnet20"), (1, 3, 32, 32), png, title="x")
+        write_text_atomic(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(old)
+    for f in (png, tmp_path / "t.txt"):
+        assert f.stat().st_mode & 0o777 == 0o644

@@ -21,11 +21,22 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """A temporary file beside ``target`` with the permissions a new file would get
+    (``mkstemp`` makes them 0600, which would leave charts and checkpoints unreadable to
+    others after the rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over
     ``path``: readers see the old file or the new one, never a mix."""
     p = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = make_temp(p)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -53,7 +64,7 @@ def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Pa
     """Save a matplotlib figure beside ``path``, then rename it over ``path``: an existing
     chart is replaced whole or not at all. The format follows the suffix (.png, .svg)."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent)
+    fd, tmp = make_temp(p, p.suffix)
     os.close(fd)
     try:
         fig.savefig(tmp, format=p.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")

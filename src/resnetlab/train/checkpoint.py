@@ -10,11 +10,12 @@ crash or a full disk leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from resnetlab.fileio import make_temp
 
 FORMAT = "resnetlab-checkpoint/1"
 
@@ -26,7 +27,7 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = make_temp(target)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
