@@ -431,7 +431,7 @@ def load_cifar(
     if not download:
         raise DataError(
             f"{name} not found under {root} (looked for {src.python_dir}/ and "
-            f"{src.binary_dir}/); pass download=True (needs internet) or put the "
+            f"{src.binary_dir}/); use --download (download=True; needs internet) or put the "
             f"official archive's folder there ({src.url})"
         )
     root.mkdir(parents=True, exist_ok=True)
