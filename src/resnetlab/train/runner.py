@@ -8,7 +8,6 @@ and, after the one evaluation on the test split, ``results.json``, ``confusion.p
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -41,16 +40,17 @@ from resnetlab.train.config import (
     plain,
     save_config,
 )
-from resnetlab.train.device import Placement, choose, hardware
-from resnetlab.train.loop import EpochState, evaluate, train_one_epoch
+from resnetlab.train.device import choose
+from resnetlab.train.loop import EpochOutcome, EpochState, evaluate, train_one_epoch
 from resnetlab.train.metrics import (
-    ConfusionMatrix,
     MetricsLogger,
     ProgressBar,
     format_epoch,
     plot_curves,
+    read_metrics,
 )
 from resnetlab.train.optim import LRSchedule, build_optimizer
+from resnetlab.train.report import final_test, write_results
 
 Log = Callable[[str], None]
 EXIT_CODES = {
@@ -184,6 +184,186 @@ def _best_value(metrics: dict[str, float], key: str) -> float:
     return -metrics[key] if key == "val_loss" else metrics[key]
 
 
+@dataclass
+class _Position:
+    """Where a run is: what a checkpoint must hold to continue exactly."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = float("-inf")  # best early-stopping value so far (higher is better)
+    bad_epochs: int = 0
+    best_top1: float = 0.0
+    partial: EpochState | None = None  # the interrupted epoch's running sums
+    generator: torch.Tensor | None = None  # its augmentation generator state
+
+
+class _Run:
+    """Everything one run needs, built once; each step of ``fit`` is a method."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, log: Log) -> None:
+        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+        torch.manual_seed(cfg.run.seed)
+        self.place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
+        self.bundle = _data(cfg, log)
+        self.pre = preprocess_for(cfg, self.bundle)
+        model = build_model(cfg, len(self.bundle.classes), self.bundle.train.image_size[0], log)
+        if self.place.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.to(self.place.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg.optim, device=self.place.device)
+        self.steps_per_epoch = len(self.bundle.train) // cfg.data.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch size {cfg.data.batch_size} is larger than the "
+                f"{len(self.bundle.train)} training images"
+            )
+        # The run ends at the first of: the iteration budget, the epoch budget.
+        planned = [cfg.run.iterations, (cfg.run.epochs or 0) * self.steps_per_epoch]
+        self.total_steps = min([v for v in planned if v] or [10**12])
+        self.max_epochs = -(-self.total_steps // self.steps_per_epoch)
+        self.schedule = LRSchedule(
+            self.optimizer,
+            cfg.schedule,
+            base_lr=cfg.optim.lr,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            model_depth=self.model.spec.depth if isinstance(self.model, ResNet) else 0,
+        )
+        fp16 = self.place.autocast is torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.pos = _Position()
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------ checkpoints
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        pos = _Position(int(state["epoch"]), int(state["step"]), float(state["best"]),
+                        int(state["bad_epochs"]), float(state["best_val_top1"]))  # fmt: skip
+        if state.get("partial") is not None:
+            p, dev = state["partial"], self.place.device
+            pos.partial = EpochState(p["loss_sum"].to(dev), p["correct"].to(dev), int(p["seen"]),
+                                     int(p["batches_done"]), float(p["seconds"]))  # fmt: skip
+            pos.generator = p["generator"]
+        self.pos = pos
+        # Wall time and the time limit count every session of the run.
+        self.started = time.monotonic() - float(state.get("elapsed_s", 0.0))
+        self.log(f"resuming {self.run_dir} at epoch {pos.epoch + 1}, step {pos.step}")
+
+    def snapshot(self, generator: torch.Tensor | None = None) -> dict[str, Any]:
+        """The checkpoint of the current position (``generator``: paused mid-epoch)."""
+        pos, part = self.pos, self.pos.partial
+        partial = None
+        if generator is not None and part is not None:
+            partial = {"loss_sum": part.loss_sum.cpu(), "correct": part.correct.cpu(),
+                       "seen": part.seen, "batches_done": part.batches_done,
+                       "seconds": part.seconds, "generator": generator}  # fmt: skip
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(), "epoch": pos.epoch, "step": pos.step, "best": pos.best,
+            "bad_epochs": pos.bad_epochs, "best_val_top1": pos.best_top1, "partial": partial,
+            "config": self.cfg.to_dict(), "classes": list(self.bundle.classes),
+            "preprocess": plain(asdict(self.pre)),
+            "data_size": list(self.bundle.train.image_size), "model_name": self.cfg.model.name,
+            "elapsed_s": time.monotonic() - self.started,
+        }  # fmt: skip
+
+    # ------------------------------------------------------------ one epoch
+    def train_epoch(self, should_stop: Callable[[], str]) -> tuple[EpochOutcome, torch.Tensor]:
+        """Train (the rest of) the current epoch; returns the outcome and the augmentation
+        generator's state (to pause mid-epoch)."""
+        pos, cfg = self.pos, self.cfg
+        if pos.partial is None:
+            pos.partial = EpochState.fresh(self.place.device)
+        batches = train_batches(self.bundle.train, self.pre, batch_size=cfg.data.batch_size,
+                                seed=cfg.run.seed, epoch=pos.epoch, device=self.place.device,
+                                start_batch=pos.partial.batches_done,
+                                generator_state=pos.generator)  # fmt: skip
+        bar = ProgressBar(self.steps_per_epoch, desc=f"epoch {pos.epoch + 1}")
+        bar.update(pos.partial.batches_done)
+        out = train_one_epoch(self.model, batches, optimizer=self.optimizer,
+                              schedule=self.schedule, loss_fn=self.loss_fn, place=self.place,
+                              state=pos.partial, step=pos.step,
+                              total_batches=self.steps_per_epoch, max_steps=self.total_steps,
+                              should_stop=should_stop, log_every=cfg.run.log_every,
+                              scaler=self.scaler, progress=bar)  # fmt: skip
+        bar.close()
+        return out, batches.generator_state()
+
+    def validate(self) -> dict[str, float]:
+        batches = eval_split_batches(self.bundle.val, self.pre, device=self.place.device,
+                                     batch_size=self.cfg.data.eval_batch_size)  # fmt: skip
+        return evaluate(self.model, batches, place=self.place,
+                        num_classes=len(self.bundle.classes), loss_fn=self.loss_fn)  # fmt: skip
+
+    def close_epoch(self, out: EpochOutcome, val: dict[str, float], logger: MetricsLogger) -> str:
+        """Log the epoch, update the best/patience bookkeeping, save ``last.pt`` (and
+        ``best.pt`` on a better validation top-1); returns "early_stop" or ""."""
+        pos, cfg = self.pos, self.cfg
+        pos.epoch += 1
+        row: dict[str, float | int | str] = {
+            "epoch": pos.epoch, "epochs": self.max_epochs, "step": pos.step, **out.metrics,
+            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+            "epoch_time_s": out.metrics["train_time_s"],
+        }  # fmt: skip
+        logger.log(row)
+        self.log(format_epoch(row))
+        watched = {"val_loss": val["loss"], "val_top1": val["top1"]}
+        self.schedule.epoch_end(watched)
+        value = _best_value(watched, cfg.run.early_stopping_metric)
+        if value > pos.best:
+            pos.best, pos.bad_epochs = value, 0
+        else:
+            pos.bad_epochs += 1
+        improved = val["top1"] > pos.best_top1
+        pos.best_top1 = max(pos.best_top1, val["top1"])
+        pos.partial, pos.generator = None, None
+        snap = self.snapshot()
+        save_checkpoint(snap, self.run_dir / "last.pt")
+        if improved:
+            save_checkpoint(snap, self.run_dir / "best.pt")
+        patience = cfg.run.early_stopping_patience
+        if patience is not None and pos.bad_epochs >= patience:
+            self.log(f"early stopping: no better {cfg.run.early_stopping_metric} "
+                     f"for {patience} epochs")  # fmt: skip
+            return "early_stop"
+        return ""
+
+    def pause(self, reason: str, generator: torch.Tensor) -> None:
+        """Save the position inside the current epoch (signal or time limit)."""
+        save_checkpoint(self.snapshot(generator), self.run_dir / "last.pt")
+        done = self.pos.partial.batches_done if self.pos.partial is not None else 0
+        self.log(f"{reason}: saved {self.run_dir / 'last.pt'} at epoch {self.pos.epoch + 1}, "
+                 f"batch {done}/{self.steps_per_epoch}; continue with "
+                 f"`resnetlab train --resume {self.run_dir}`")  # fmt: skip
+
+    def describe(self) -> str:
+        b, place = self.bundle, self.place
+        return (f"run {self.run_dir}: {self.cfg.model.name} on {b.source}; train {len(b.train):,}, "
+                f"val {len(b.val):,} ({b.val_note}), test "
+                f"{len(b.test) if b.test is not None else 0:,}; {place.device} {place.precision}"
+                f"{' channels_last' if place.channels_last else ''}; "
+                f"{self.steps_per_epoch} steps/epoch, up to {self.max_epochs} epochs")  # fmt: skip
+
+
+def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
+    saved = config_from_dict(state["config"])
+    # Only the run section (length, device) may differ: anything else would not be the same
+    # run continued.
+    for section in ("model", "data", "optim", "schedule"):
+        if getattr(saved, section) != getattr(cfg, section):
+            raise ConfigError(f"cannot resume {path} with a different {section} config; only "
+                              "run settings (epochs, time limit) may change")  # fmt: skip
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -196,237 +376,52 @@ def fit(
     ``command`` (the command line that started the run) is recorded in the report.
     """
     state: dict[str, Any] | None = None
-    ckpt_path = Path()
     if resume is not None:
-        ckpt_path = checkpoint_file(resume)
-        state = load_checkpoint(ckpt_path)
-        saved = config_from_dict(state["config"])
-        # Only the run section (length, device) may differ: anything else would not be the
-        # same run continued.
-        for section in ("model", "data", "optim", "schedule"):
-            if getattr(saved, section) != getattr(cfg, section):
-                raise ConfigError(
-                    f"cannot resume {ckpt_path} with a different {section} "
-                    "config; only run settings (epochs, time limit) may change"
-                )
-    torch.manual_seed(cfg.run.seed)
-    place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
-    bundle = _data(cfg, log)
-    pre = preprocess_for(cfg, bundle)
-    model = build_model(cfg, len(bundle.classes), bundle.train.image_size[0], log)
-    if place.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.to(place.device)
-    # A resumed run continues in the folder its checkpoint lives in (wherever it was moved).
-    run_dir = ckpt_path.parent if state is not None else _run_dir(cfg)
-    if state is None and (run_dir / "last.pt").exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-            "or choose another --name"
-        )
+        path = checkpoint_file(resume)
+        state = load_checkpoint(path)
+        _check_resumable(cfg, state, path)
+        run_dir = path.parent  # a resumed run continues where its checkpoint lives
+    else:
+        run_dir = _run_dir(cfg)
+        if (run_dir / "last.pt").exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume "
+                              f"{run_dir} or choose another --name")  # fmt: skip
+    run = _Run(cfg, run_dir, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg.optim, device=place.device)
-    steps_per_epoch = len(bundle.train) // cfg.data.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch size {cfg.data.batch_size} is larger than the "
-            f"{len(bundle.train)} training images"
-        )
-    planned = [
-        v
-        for v in (cfg.run.iterations, cfg.run.epochs * steps_per_epoch if cfg.run.epochs else None)
-        if v
-    ]
-    total_steps = min(planned) if planned else 10**12
-    max_epochs = -(-total_steps // steps_per_epoch)
-    depth = model.spec.depth if isinstance(model, ResNet) else 0
-    schedule = LRSchedule(
-        optimizer,
-        cfg.schedule,
-        base_lr=cfg.optim.lr,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        model_depth=depth,
-    )
-    scaler = torch.amp.GradScaler("cuda") if place.autocast is torch.float16 else None
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
-
-    epoch, step, best, bad_epochs = 0, 0, float("-inf"), 0
-    best_top1 = 0.0
-    partial = EpochState.fresh(place.device)
-    gen_state = None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
-        best_top1 = float(state["best_val_top1"])
-        if state.get("partial") is not None:
-            p = state["partial"]
-            partial = EpochState(
-                p["loss_sum"].to(place.device),
-                p["correct"].to(place.device),
-                int(p["seen"]),
-                int(p["batches_done"]),
-                float(p["seconds"]),
-            )
-            gen_state = p["generator"]
-        log(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+        run.restore(state)
+    log(run.describe())
 
-    def snapshot(partial_state: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng_state(),
-            "epoch": epoch,
-            "step": step,
-            "best": best,
-            "bad_epochs": bad_epochs,
-            "best_val_top1": best_top1,
-            "partial": partial_state,
-            "config": cfg.to_dict(),
-            "classes": list(bundle.classes),
-            "preprocess": plain(asdict(pre)),
-            "data_size": list(bundle.train.image_size),
-            "model_name": cfg.model.name,
-            "elapsed_s": time.monotonic() - started,
-        }
-
-    log(
-        f"run {run_dir}: {cfg.model.name} on {bundle.source}; train {len(bundle.train):,}, "
-        f"val {len(bundle.val):,} ({bundle.val_note}), test "
-        f"{len(bundle.test) if bundle.test is not None else 0:,}; {place.device} "
-        f"{place.precision}{' channels_last' if place.channels_last else ''}; "
-        f"{steps_per_epoch} steps/epoch, up to {max_epochs} epochs"
-    )
     signals = _Signals()
-    spent_before = float(state.get("elapsed_s", 0.0)) if state is not None else 0.0
-    started = time.monotonic() - spent_before  # wall time counts every session of the run
     limit_s = cfg.run.time_limit_min * 60 if cfg.run.time_limit_min else None
-    status = "completed"
 
     def should_stop() -> str:
         if signals.received:
             return signals.received
-        if limit_s is not None and time.monotonic() - started > limit_s:
+        if limit_s is not None and time.monotonic() - run.started > limit_s:
             return "time"
         return ""
 
+    status = "completed"
     with signals.installed(), MetricsLogger(run_dir) as logger:
-        while epoch < max_epochs:
-            batches = train_batches(
-                bundle.train,
-                pre,
-                batch_size=cfg.data.batch_size,
-                seed=cfg.run.seed,
-                epoch=epoch,
-                device=place.device,
-                start_batch=partial.batches_done,
-                generator_state=gen_state,
-            )
-            bar = ProgressBar(len(batches) + partial.batches_done, desc=f"epoch {epoch + 1}")
-            bar.update(partial.batches_done)
-            out = train_one_epoch(
-                model,
-                batches,
-                optimizer=optimizer,
-                schedule=schedule,
-                loss_fn=loss_fn,
-                place=place,
-                state=partial,
-                step=step,
-                total_batches=steps_per_epoch,
-                max_steps=total_steps,
-                should_stop=should_stop,
-                log_every=cfg.run.log_every,
-                scaler=scaler,
-                progress=bar,
-            )
-            bar.close()
+        while run.pos.epoch < run.max_epochs:
+            out, generator = run.train_epoch(should_stop)
             if out.stopped == "nan":
-                log(
-                    f"stopped: the training loss became NaN/inf in epoch {epoch + 1} (near step "
-                    f"{out.step}); the last good checkpoint is {run_dir / 'last.pt'} "
-                    "(try a lower learning rate)"
-                )
+                log(f"stopped: the training loss became NaN/inf in epoch {run.pos.epoch + 1} "
+                    f"(near step {out.step}); the last good checkpoint is "
+                    f"{run_dir / 'last.pt'} (try a lower learning rate)")  # fmt: skip
                 status = "nan"
                 break
-            step = out.step
-            epoch_finished = partial.batches_done >= steps_per_epoch
-            if out.stopped in ("sigint", "sigterm") or (
-                out.stopped == "time" and not epoch_finished
-            ):
-                paused = snapshot(
-                    {
-                        "loss_sum": partial.loss_sum.cpu(),
-                        "correct": partial.correct.cpu(),
-                        "seen": partial.seen,
-                        "batches_done": partial.batches_done,
-                        "seconds": partial.seconds,
-                        "generator": batches.generator_state(),
-                    }
-                )
-                save_checkpoint(paused, run_dir / "last.pt")
-                log(
-                    f"{out.stopped}: saved {run_dir / 'last.pt'} at epoch {epoch + 1}, batch "
-                    f"{partial.batches_done}/{steps_per_epoch}; continue with "
-                    f"`resnetlab train --resume {run_dir}`"
-                )
+            run.pos.step = out.step
+            finished = run.pos.partial is not None and (
+                run.pos.partial.batches_done >= run.steps_per_epoch
+            )
+            if out.stopped in ("sigint", "sigterm") or (out.stopped == "time" and not finished):
+                run.pause(out.stopped, generator)
                 status = out.stopped
                 break
-            val = evaluate(
-                model,
-                eval_split_batches(
-                    bundle.val, pre, batch_size=cfg.data.eval_batch_size, device=place.device
-                ),
-                place=place,
-                num_classes=len(bundle.classes),
-                loss_fn=loss_fn,
-            )
-            epoch += 1
-            row: dict[str, float | int | str] = {
-                "epoch": epoch,
-                "epochs": max_epochs,
-                "step": step,
-                **out.metrics,
-                "val_loss": val["loss"],
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "epoch_time_s": out.metrics["train_time_s"],
-            }
-            logger.log(row)
-            log(format_epoch(row))
-            schedule.epoch_end({"val_loss": val["loss"], "val_top1": val["top1"]})
-            value = _best_value(
-                {"val_loss": val["loss"], "val_top1": val["top1"]}, cfg.run.early_stopping_metric
-            )
-            improved_top1 = val["top1"] > best_top1
-            if value > best:
-                best, bad_epochs = value, 0
-            else:
-                bad_epochs += 1
-            best_top1 = max(best_top1, val["top1"])
-            partial = EpochState.fresh(place.device)
-            gen_state = None
-            snap = snapshot(None)
-            save_checkpoint(snap, run_dir / "last.pt")
-            if improved_top1:
-                save_checkpoint(snap, run_dir / "best.pt")
-            patience = cfg.run.early_stopping_patience
-            if patience is not None and bad_epochs >= patience:
-                log(
-                    f"early stopping: no better {cfg.run.early_stopping_metric} "
-                    f"for {patience} epochs"
-                )
+            if run.close_epoch(out, run.validate(), logger):
                 status = "early_stop"
                 break
             if out.stopped == "time":
@@ -434,19 +429,27 @@ def fit(
                 break
             if out.stopped == "iterations":  # the planned number of steps: a finished run
                 break
-    rows = _read_rows(run_dir)
+    return _finish(run, status, command)
+
+
+def _finish(run: _Run, status: str, command: str | None) -> RunResult:
+    """Curves, the one test evaluation (best checkpoint), results.json and report.md."""
+    cfg, run_dir = run.cfg, run.run_dir
+    rows = read_metrics(run_dir)
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.model.name}, {cfg.recipe} recipe")
     test = None
+    stopped_early = status in ("nan", "sigint", "sigterm")
     if (
-        status not in ("nan", "sigint", "sigterm")
+        not stopped_early
         and cfg.run.test
-        and bundle.test is not None
+        and run.bundle.test is not None
         and (run_dir / "best.pt").is_file()
     ):
-        test = _final_test(model, bundle, pre, place, run_dir, cfg, log)
-    _write_results(run_dir, cfg, bundle, place, status, epoch, best_top1, test, started, command)
-    return RunResult(run_dir, status, epoch, best_top1, test)
+        test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg, run.log)
+    write_results(run_dir, cfg, run.bundle, run.place, status, run.pos.epoch,
+                   run.pos.best_top1, test, run.started, command)  # fmt: skip
+    return RunResult(run_dir, status, run.pos.epoch, run.pos.best_top1, test)
 
 
 def checkpoint_file(resume: str | Path) -> Path:
@@ -465,94 +468,3 @@ def resume_config(resume: str | Path, run_overrides: dict[str, Any]) -> TrainCon
             "(only run settings such as --epochs and --time-limit)"
         )
     return config_from_dict(apply_overrides(saved, run_overrides))
-
-
-def _read_rows(run_dir: Path) -> list[dict[str, float | str]]:
-    from resnetlab.train.metrics import read_metrics
-
-    return read_metrics(run_dir)
-
-
-def _final_test(
-    model: nn.Module,
-    bundle: DataBundle,
-    pre: Preprocess,
-    place: Placement,
-    run_dir: Path,
-    cfg: TrainConfig,
-    log: Log,
-) -> dict[str, float]:
-    """The one evaluation on the test split, with the best checkpoint (chosen on val), in
-    fp32 whatever the training precision: the figure then equals ``resnetlab eval``'s."""
-    place = Placement(place.device, None, channels_last=False)
-    assert bundle.test is not None
-    best = load_checkpoint(run_dir / "best.pt")
-    model.load_state_dict(best["model"])
-    cm = ConfusionMatrix(len(bundle.classes))
-    test = evaluate(
-        model,
-        eval_split_batches(
-            bundle.test, pre, batch_size=cfg.data.eval_batch_size, device=place.device
-        ),
-        place=place,
-        num_classes=len(bundle.classes),
-        confusion=cm,
-    )
-    cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
-    (run_dir / "confusion.txt").write_text(cm.to_text(bundle.classes))
-    log(
-        f"test (best checkpoint, epoch {best['epoch']}): top-1 {test['top1']:.2f}%, "
-        f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images"
-    )
-    return {**test, "best_epoch": float(best["epoch"])}
-
-
-def _write_results(
-    run_dir: Path,
-    cfg: TrainConfig,
-    bundle: DataBundle,
-    place: Placement,
-    status: str,
-    epochs: int,
-    best_top1: float,
-    test: dict[str, float] | None,
-    started: float,
-    command: str | None,
-) -> None:
-    from resnetlab import __version__
-
-    results = {
-        "status": status,
-        "epochs": epochs,
-        "best_val_top1": best_top1,
-        "test": test,
-        "wall_time_s": time.monotonic() - started,  # includes earlier sessions of a resumed run
-        "model": cfg.model.name,
-        "recipe": cfg.recipe,
-        "data": bundle.source,
-        "device": str(place.device),
-        "precision": place.precision,
-        "channels_last": place.channels_last,
-        "hardware": hardware(),
-        "resnetlab": __version__,
-        "command": command,
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        f"# {cfg.model.name}, {cfg.recipe} recipe",
-        "",
-        f"- data: {bundle.source}; validation: {bundle.val_note}",
-        f"- status: {status} after {epochs} epochs, {results['wall_time_s']:.0f} s wall",
-        f"- device: {place.device}, {place.precision}; {results['hardware']}",
-        f"- best validation top-1: {best_top1:.2f}%",
-        f"- resnetlab {__version__}; command: `{command or 'library call: fit(config)'}`",
-    ]
-    if test is not None:
-        lines.append(
-            f"- test top-1 {test['top1']:.2f}%, top-5 {test['top5']:.2f}% "
-            f"(best checkpoint, epoch {int(test['best_epoch'])}; test split used once)"
-        )
-    lines += ["", "![curves](curves.png)", ""]
-    if test is not None:
-        lines += ["![confusion](confusion.png)", ""]
-    (run_dir / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,106 @@
+"""The end of a run: the one evaluation on the test split, ``results.json`` and
+``report.md``, with the command, data, hardware and wall time beside every number."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from resnetlab.data.augment import Preprocess
+from resnetlab.data.datasets import DataBundle, eval_split_batches
+from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.train.config import TrainConfig
+from resnetlab.train.device import Placement, hardware
+from resnetlab.train.loop import evaluate
+from resnetlab.train.metrics import ConfusionMatrix
+
+Log = Callable[[str], None]
+
+
+def final_test(
+    model: nn.Module,
+    bundle: DataBundle,
+    pre: Preprocess,
+    place: Placement,
+    run_dir: Path,
+    cfg: TrainConfig,
+    log: Log,
+) -> dict[str, float]:
+    """The one evaluation on the test split, with the best checkpoint (chosen on val), in
+    fp32 whatever the training precision: the figure then equals ``resnetlab eval``'s."""
+    place = Placement(place.device, None, channels_last=False)
+    assert bundle.test is not None
+    best = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best["model"])
+    cm = ConfusionMatrix(len(bundle.classes))
+    test = evaluate(
+        model,
+        eval_split_batches(
+            bundle.test, pre, batch_size=cfg.data.eval_batch_size, device=place.device
+        ),
+        place=place,
+        num_classes=len(bundle.classes),
+        confusion=cm,
+    )
+    cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
+    (run_dir / "confusion.txt").write_text(cm.to_text(bundle.classes))
+    log(
+        f"test (best checkpoint, epoch {best['epoch']}): top-1 {test['top1']:.2f}%, "
+        f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images"
+    )
+    return {**test, "best_epoch": float(best["epoch"])}
+
+
+def write_results(
+    run_dir: Path,
+    cfg: TrainConfig,
+    bundle: DataBundle,
+    place: Placement,
+    status: str,
+    epochs: int,
+    best_top1: float,
+    test: dict[str, float] | None,
+    started: float,
+    command: str | None,
+) -> None:
+    from resnetlab import __version__
+
+    results = {
+        "status": status,
+        "epochs": epochs,
+        "best_val_top1": best_top1,
+        "test": test,
+        "wall_time_s": time.monotonic() - started,  # includes earlier sessions of a resumed run
+        "model": cfg.model.name,
+        "recipe": cfg.recipe,
+        "data": bundle.source,
+        "device": str(place.device),
+        "precision": place.precision,
+        "channels_last": place.channels_last,
+        "hardware": hardware(),
+        "resnetlab": __version__,
+        "command": command,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        f"# {cfg.model.name}, {cfg.recipe} recipe",
+        "",
+        f"- data: {bundle.source}; validation: {bundle.val_note}",
+        f"- status: {status} after {epochs} epochs, {results['wall_time_s']:.0f} s wall",
+        f"- device: {place.device}, {place.precision}; {results['hardware']}",
+        f"- best validation top-1: {best_top1:.2f}%",
+        f"- resnetlab {__version__}; command: `{command or 'library call: fit(config)'}`",
+    ]
+    if test is not None:
+        lines.append(
+            f"- test top-1 {test['top1']:.2f}%, top-5 {test['top5']:.2f}% "
+            f"(best checkpoint, epoch {int(test['best_epoch'])}; test split used once)"
+        )
+    lines += ["", "![curves](curves.png)", ""]
+    if test is not None:
+        lines += ["![confusion](confusion.png)", ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
