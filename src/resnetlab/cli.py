@@ -404,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"resnetlab {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and exits)
+        print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `resnetlab models | head`
         sys.stderr.close()
         return 0
