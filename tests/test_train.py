@@ -362,3 +362,37 @@ def test_sigterm_saves_and_exits_zero(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert load_checkpoint(tmp_path / "sig" / "last.pt")["epoch"] == state["epoch"] + 1
+
+
+def test_export_onnx_runs_in_onnxruntime(
+    capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path
+) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from resnetlab.infer.predict import Predictor
+
+    target = tmp_path / "model.onnx"
+    code, _, err = cli(capsys, "export", str(trained), "-o", str(target))
+    assert code == 0, err
+    meta = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
+    assert json.loads(meta["resnetlab.classes"])[0] == "airplane"
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 32, 32)  # any batch size: the batch dimension is dynamic
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = Predictor.load(trained).model(x)
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)
+    code, _, err = cli(capsys, "export", str(trained), "-o", str(tmp_path / "model.bin"))
+    assert code == 2
+    assert "--format" in err
+
+
+def test_bench_cli(capsys: pytest.CaptureFixture[str], trained: Path) -> None:
+    code, out, _ = cli(capsys, "bench", str(trained), "--batch-size", "4", "--engines", "eager",
+                       "eager-bf16", "--seconds", "0.2")  # fmt: skip
+    assert code == 0
+    assert "picked:" in out
+    assert "eager" in out
+    code, _, err = cli(capsys, "bench", "resnet20", "--engines", "warp")
+    assert code == 2
+    assert "unknown engine 'warp'" in err

@@ -101,13 +101,36 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export a checkpoint's weights (safetensors)",
-        description="Write the weights as safetensors with the model name, "
-        "classes and preprocessing in its metadata.",
+        help="export a checkpoint (ONNX or safetensors)",
+        description="ONNX: the model with BN folded and a dynamic batch, for ONNX Runtime "
+        "and friends. safetensors: the weights. Both carry the model name, classes and "
+        "preprocessing as metadata. The format follows the file's suffix unless --format.",
     )
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
-    p.add_argument("-o", "--output", type=Path, required=True, help="file.safetensors")
+    p.add_argument("-o", "--output", type=Path, required=True, help="FILE.onnx / .safetensors")
+    p.add_argument("--format", choices=("onnx", "safetensors"))
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "bench",
+        help="time inference engines and pick the fastest",
+        description="Times every inference engine (eager fp32/bf16 with BN folded and "
+        "channels_last, torch.compile, ONNX Runtime) on one batch shape and reports images/s, "
+        "the picked engine and each engine's error against the fp32 model. MODEL is a "
+        "registered name or a checkpoint.",
+    )
+    p.add_argument("model", metavar="MODEL|CKPT")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--image-size", type=positive_int, help="input side (default: native)")
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        metavar="ENGINE",
+        help="eager eager-bf16 compile compile-bf16 onnxruntime (default: all that suit "
+        "this machine)",
+    )
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per engine")
+    p.set_defaults(func=cmd_bench)
 
 
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -200,8 +223,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnetlab.infer.predict import export_safetensors
+    from resnetlab.infer.predict import export_onnx_file, export_safetensors
 
-    path = export_safetensors(args.checkpoint, args.output)
-    print(f"wrote {path}")
+    fmt = args.format or {".onnx": "onnx", ".safetensors": "safetensors"}.get(
+        args.output.suffix.lower()
+    )
+    if fmt is None:
+        raise ConfigError("give --format onnx|safetensors or a .onnx / .safetensors file name")
+    write = export_onnx_file if fmt == "onnx" else export_safetensors
+    print(f"wrote {write(args.checkpoint, args.output)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from resnetlab.analysis.compare import default_input_size
+    from resnetlab.infer.fast import ENGINES, optimize_for_inference
+    from resnetlab.models.registry import get_entry
+
+    for engine in args.engines or []:
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if Path(args.model).is_file():
+        from resnetlab.infer.predict import Predictor
+
+        p = Predictor.load(args.model, device="cpu")
+        model, channels = p.model, p.data_size[0]
+        side = args.image_size or p.preprocess.image_size
+        label = f"{args.model} ({p.config.model.name})"
+    else:
+        from resnetlab.models.registry import create_model
+
+        _, channels, native, _ = default_input_size(get_entry(args.model).spec)
+        model, side, label = create_model(args.model), args.image_size or native, args.model
+    x = torch.randn(args.batch_size, channels, side, side)
+    print(
+        f"{label}: batch {args.batch_size}×{channels}×{side}×{side}; timing engines "
+        "(torch.compile builds first, which takes a while)…",
+        flush=True,
+    )
+    fast = optimize_for_inference(model, x, engines=args.engines, min_seconds=args.seconds)
+    print(fast.report())
+    print(f"picked: {fast.engine}")
     return 0

@@ -260,3 +260,17 @@ def eval_split_batches(
     if isinstance(data, FileSplit):
         return stream_eval_batches(data, pre, batch_size=batch_size, device=device)
     raise TypeError(f"cannot batch {type(data).__name__}")
+
+
+def on_device(bundle: DataBundle, device: torch.device) -> DataBundle:
+    """Move the in-memory splits to ``device`` (streamed splits stay on disk), so batching
+    and augmentation run there without host-to-device copies every step."""
+    from dataclasses import replace
+
+    def move(split: Split | None) -> Split | None:
+        return split.to(device) if isinstance(split, ImageTensors) else split
+
+    train, val = move(bundle.train), move(bundle.val)
+    assert train is not None
+    assert val is not None
+    return replace(bundle, train=train, val=val, test=move(bundle.test))

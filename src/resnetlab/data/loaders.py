@@ -54,6 +54,7 @@ class TrainBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for b in range(self.start_batch, len(self)):
             idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+            idx = idx.to(self.data.images.device)  # data may live on the GPU already
             x = self.data.images[idx].to(self.device, non_blocking=True)
             y = self.data.labels[idx].to(self.device, non_blocking=True)
             yield train_transform(x, self.pre, self.generator), y

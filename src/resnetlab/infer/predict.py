@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,28 @@ class Predictor:
             confusion=cm,
         )
         return metrics, cm
+
+
+def export_onnx_file(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """The checkpoint's model, BN folded, as ONNX with a dynamic batch; the input is the
+    normalised image batch at the model's input size (the preprocessing, classes and model
+    name are in the file's metadata)."""
+    import json
+
+    from resnetlab.fileio import check_writable
+    from resnetlab.infer.fast import export_onnx, fold_batchnorm
+
+    target = check_writable(out)
+    p = Predictor.load(ckpt, device="cpu")
+    c, side = p.data_size[0], p.preprocess.image_size
+    example = torch.zeros(1, c, side, side)
+    meta = {
+        "resnetlab.model": p.config.model.name,
+        "resnetlab.classes": json.dumps(p.classes),
+        "resnetlab.preprocess": json.dumps(asdict(p.preprocess)),
+    }
+    export_onnx(fold_batchnorm(p.model), example, str(target), metadata=meta)
+    return target
 
 
 def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

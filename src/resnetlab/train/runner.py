@@ -22,7 +22,13 @@ import torch
 from torch import nn
 
 from resnetlab.data.augment import Preprocess
-from resnetlab.data.datasets import DataBundle, eval_split_batches, load_data, train_batches
+from resnetlab.data.datasets import (
+    DataBundle,
+    eval_split_batches,
+    load_data,
+    on_device,
+    train_batches,
+)
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.train.checkpoint import (
@@ -205,6 +211,8 @@ class _Run:
         torch.manual_seed(cfg.run.seed)
         self.place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
         self.bundle = _data(cfg, log)
+        if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
+            self.bundle = on_device(self.bundle, self.place.device)
         self.pre = preprocess_for(cfg, self.bundle)
         model = build_model(cfg, len(self.bundle.classes), self.bundle.train.image_size[0], log)
         if self.place.channels_last:

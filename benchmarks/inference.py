@@ -1,0 +1,173 @@
+"""ResNet-50 inference on this machine, every engine timed in one run, reported as ratios to
+the default eager fp32 model and to ONNX Runtime fp32 (plus absolute figures):
+
+    .venv/bin/python benchmarks/inference.py [--compile] [--checkpoint RUN/best.pt] [--json F]
+
+ResNet-50 is torchvision's placement (``resnet50_v1_5``: 4.09 G MACs = 8.18 GFLOP per
+224×224 image) so figures compare with other libraries'. BN statistics are randomised so
+folding is tested on non-trivial values. Numerics are checked, not assumed: folded vs
+unfolded, ONNX Runtime vs PyTorch, and (with ``--checkpoint``, a CIFAR model trained with
+resnetlab) bf16 vs fp32 top-1 agreement on real test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from resnetlab.infer.fast import (
+    compiled_runner,
+    eager_runner,
+    fold_batchnorm,
+    onnxruntime_runner,
+    prepare,
+    time_runner,
+)
+from resnetlab.models import create_model
+from resnetlab.train.device import hardware
+
+GFLOP_PER_IMAGE = 8.18  # 2 × 4.09 G MACs, resnet50_v1_5 at 224×224
+
+
+def realistic(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.empty_like(m.running_mean).uniform_(-0.5, 0.5, generator=g))
+            m.running_var.copy_(torch.empty_like(m.running_var).uniform_(0.5, 2.0, generator=g))
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.uniform_(-0.2, 0.2, generator=g)
+    return model.eval()
+
+
+def plain_runner(model: nn.Module, channels_last: bool) -> Callable[[Tensor], Tensor]:
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            out: Tensor = model(x.contiguous(memory_format=torch.channels_last) if channels_last
+                                else x)  # fmt: skip
+        return out
+
+    return run
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> float:
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    secs = time_runner(lambda _: a @ b, a, min_seconds=seconds)
+    return 2 * n**3 / secs / 1e9
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / a.float().abs().max())
+
+
+def cifar_agreement(checkpoint: str, limit: int = 2000) -> tuple[float, int]:
+    """Top-1 agreement of bf16 and fp32 predictions on real CIFAR test images."""
+    from resnetlab.infer.predict import Predictor
+
+    pred = Predictor.load(checkpoint)
+    data = pred.split("test")
+    from resnetlab.data.augment import eval_transform
+
+    x = eval_transform(data.images[:limit], pred.preprocess)  # type: ignore[attr-defined]
+    prepared = prepare(pred.model)
+    fp32 = eager_runner(prepared)(x).argmax(1)
+    bf16 = eager_runner(prepared, bf16=True)(x).argmax(1)
+    return float((fp32 == bf16).float().mean()) * 100, len(x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=4.0, help="timing per engine")
+    ap.add_argument("--compile", action="store_true", help="also torch.compile (slow to build)")
+    ap.add_argument("--checkpoint", help="a trained CIFAR checkpoint for the bf16 agreement check")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"ResNet-50 (v1.5), batch {args.batch_size}, 224×224; {hardware()}", flush=True)
+    base = realistic(create_model("resnet50_v1_5"))
+    x = torch.randn(args.batch_size, 3, 224, 224)
+    one = x[:1].clone()
+    with torch.no_grad():
+        ref = base(x)
+    prepared = prepare(base)
+    folded_nchw = fold_batchnorm(base)
+    cl_model = copy.deepcopy(base).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    runners: dict[str, Callable[[Tensor], Tensor]] = {
+        "default eager fp32 (NCHW)": plain_runner(base, False),
+        "eager fp32 channels_last": plain_runner(cl_model, True),
+        "eager fp32 BN folded (NCHW)": plain_runner(folded_nchw, False),
+        "eager fp32 BN folded + channels_last": eager_runner(prepared),
+        "ONNX Runtime fp32": onnxruntime_runner(fold_batchnorm(base), x),
+        "eager bf16 BN folded + channels_last": eager_runner(prepared, bf16=True),
+    }
+    if args.compile:
+        t = time.time()
+        runners["compile fp32 (freezing)"] = compiled_runner(prepared, x)
+        runners["compile bf16 (freezing)"] = compiled_runner(prepared, x, bf16=True)
+        print(f"(compiling took {time.time() - t:.0f} s)", flush=True)
+
+    figures: dict[str, dict[str, float]] = {}
+    for name, run in runners.items():
+        secs = time_runner(run, x, min_seconds=args.seconds)
+        figures[name] = {"images_per_s": args.batch_size / secs,
+                         "max_rel_err_vs_fp32": rel_err(ref, run(x))}  # fmt: skip
+        print(f"  timed {name}: {args.batch_size / secs:.1f} images/s", flush=True)
+    eager = figures["default eager fp32 (NCHW)"]["images_per_s"]
+    ort = figures["ONNX Runtime fp32"]["images_per_s"]
+    print(f"\n{'engine':<40} {'img/s':>8} {'× eager':>8} {'× ORT':>7} {'rel err':>9}")
+    for name, f in figures.items():
+        ips = f["images_per_s"]
+        print(f"{name:<40} {ips:>8.1f} {ips / eager:>8.2f} {ips / ort:>7.2f} "
+              f"{f['max_rel_err_vs_fp32']:>9.1e}")  # fmt: skip
+
+    fp32_best = max(
+        (k for k in figures if "bf16" not in k), key=lambda k: figures[k]["images_per_s"]
+    )
+    bf16_best = max((k for k in figures if "bf16" in k), key=lambda k: figures[k]["images_per_s"])
+    peak = matmul_gflops()
+    bf16_ips = figures[bf16_best]["images_per_s"]
+    latency_eager = time_runner(plain_runner(base, False), one, min_seconds=args.seconds)
+    latency_bf16 = time_runner(runners[bf16_best], one, min_seconds=args.seconds)
+    summary = {
+        "fastest fp32 (PyTorch)": fp32_best,
+        "fastest fp32 / ORT fp32": figures[fp32_best]["images_per_s"] / ort,
+        "fastest fp32 / default eager fp32": figures[fp32_best]["images_per_s"] / eager,
+        "fastest bf16": bf16_best,
+        "fastest bf16 / ORT fp32": bf16_ips / ort,
+        "bf16 matmul 2048² GFLOP/s": peak,
+        "fastest bf16 GFLOP/s (img/s × 8.18)": bf16_ips * GFLOP_PER_IMAGE,
+        "fastest bf16 share of matmul GFLOP/s": bf16_ips * GFLOP_PER_IMAGE / peak,
+        "batch-1 latency ms, default eager fp32": latency_eager * 1000,
+        "batch-1 latency ms, fastest bf16": latency_bf16 * 1000,
+        "batch-1 latency ratio bf16 / eager fp32": latency_bf16 / latency_eager,
+        "BN folding max rel err (fp32)": figures["eager fp32 BN folded (NCHW)"][
+            "max_rel_err_vs_fp32"
+        ],
+        "ONNX Runtime vs PyTorch max rel err": figures["ONNX Runtime fp32"]["max_rel_err_vs_fp32"],
+    }
+    if args.checkpoint:
+        agree, n = cifar_agreement(args.checkpoint)
+        summary[f"bf16 vs fp32 top-1 agreement, {n} CIFAR test images (%)"] = agree
+    print()
+    for k, v in summary.items():
+        if isinstance(v, float):
+            print(f"{k:<58} {v:.3g}" if abs(v) < 1e-2 else f"{k:<58} {v:.3f}")
+        else:
+            print(f"{k:<58} {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"hardware": hardware(), "batch_size": args.batch_size,
+                       "engines": figures, "summary": summary}, f, indent=2)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Turning a trained model into its fastest inference form.
+
+Every engine starts from the same preparation: eval mode, BN folded into the preceding conv
+(exact up to float rounding: y = γ(Wx + b − μ)/σ + β is one conv with W' = γW/σ), NHWC
+("channels_last") memory layout. Then:
+
+- ``eager``: PyTorch eager, fp32.
+- ``eager-bf16``: eager under bf16 autocast (fast where the CPU has AVX-512 BF16/AMX, or a GPU).
+- ``compile`` / ``compile-bf16``: ``torch.compile`` (Inductor) with ``freezing``, which treats
+  the weights as constants and pre-packs them for oneDNN.
+- ``onnxruntime``: the model exported to ONNX and run by ONNX Runtime (fp32).
+
+:func:`optimize_for_inference` times the candidates on the batch size you care about and
+returns the fastest, saying which it picked and what each measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from resnetlab.train.device import cpu_has_fast_bf16
+
+Runner = Callable[[Tensor], Tensor]
+ENGINES = ("eager", "eager-bf16", "compile", "compile-bf16", "onnxruntime")
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (in eval mode) with every conv→BN pair fused into one conv.
+
+    Uses ``torch.fx`` to find the pairs wherever they are (stem, blocks, projections). A BN
+    that does not directly follow a conv whose output goes nowhere else is kept (in a
+    pre-activation unit only conv1 → bn2 folds).
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    fused: nn.Module = fuse(copy.deepcopy(model).eval(), inplace=True)
+    return fused
+
+
+def prepare(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+    """Eval mode, BN folded, frozen parameters, NHWC layout: the base of every engine."""
+    m = fold_batchnorm(model)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return m
+
+
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[None]:
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def eager_runner(model: nn.Module, *, bf16: bool = False) -> Runner:
+    device = next(model.parameters()).device
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode(), _autocast(device, bf16):
+            out: Tensor = model(x.contiguous(memory_format=torch.channels_last))
+        return out.float()
+
+    return run
+
+
+def compiled_runner(model: nn.Module, example: Tensor, *, bf16: bool = False) -> Runner:
+    """``torch.compile`` with Inductor's ``freezing`` (weights as constants, pre-packed).
+
+    For bf16 the weights themselves are cast (autocast would hide the dtype from freezing
+    and leave fp32 weights to convert on every call). Compiles on the first call, here,
+    with ``example``: that takes a while on a small CPU.
+    """
+    import torch._inductor.config as inductor_config
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    target = copy.deepcopy(model).to(dtype) if bf16 else model
+    compiled = torch.compile(target, dynamic=False)
+
+    def run(x: Tensor) -> Tensor:
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            out: Tensor = compiled(x.to(dtype).contiguous(memory_format=torch.channels_last))
+        return out.float()
+
+    run(example)  # compile now, not on the user's first request
+    return run
+
+
+def export_onnx(
+    model: nn.Module,
+    example: Tensor,
+    path: str | None = None,
+    *,
+    metadata: dict[str, str] | None = None,
+) -> bytes:
+    """Export to ONNX (dynamic batch) with PyTorch's exporter; returns the bytes and writes
+    them atomically to ``path`` if given. ``metadata`` goes into the model's
+    ``metadata_props``. Needs the ``onnx`` and ``onnxscript`` packages."""
+    import warnings
+
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError("ONNX export needs: pip install 'resnetlab[onnx]'") from err
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
+            (example.contiguous(),),
+            dynamo=True,
+            verbose=False,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+        )
+    if program is None:
+        raise RuntimeError("ONNX export produced no program")
+    proto = program.model_proto
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data: bytes = proto.SerializeToString()
+    if path is not None:
+        from resnetlab.fileio import check_writable
+
+        target = check_writable(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    return data
+
+
+def onnxruntime_runner(model: nn.Module, example: Tensor, *, threads: int | None = None) -> Runner:
+    """ONNX Runtime's CPU provider, default session options but the same thread count as
+    PyTorch (a fair comparison)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise RuntimeError("the onnxruntime engine needs: pip install 'resnetlab[onnx]'") from err
+    data = export_onnx(model, example)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        (out,) = session.run(None, {name: x.detach().cpu().contiguous().numpy()})
+        return torch.from_numpy(out)
+
+    return run
+
+
+def build_runner(engine: str, model: nn.Module, example: Tensor) -> Runner:
+    """A callable ``images → logits`` for ``engine`` (``model`` already :func:`prepare`-d
+    for the PyTorch engines; ONNX export starts from the folded model in NCHW)."""
+    if engine == "eager":
+        return eager_runner(model)
+    if engine == "eager-bf16":
+        return eager_runner(model, bf16=True)
+    if engine == "compile":
+        return compiled_runner(model, example)
+    if engine == "compile-bf16":
+        return compiled_runner(model, example, bf16=True)
+    if engine == "onnxruntime":
+        return onnxruntime_runner(model, example)
+    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+
+
+def time_runner(run: Runner, x: Tensor, *, min_seconds: float = 2.0, warmup: int = 2,
+                max_iters: int = 200) -> float:  # fmt: skip
+    """Median seconds per call over at least ``min_seconds`` (after ``warmup`` calls)."""
+    for _ in range(warmup):
+        run(x)
+    times: list[float] = []
+    start = time.perf_counter()
+    while (time.perf_counter() - start < min_seconds or len(times) < 3) and len(times) < max_iters:
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+@dataclass
+class EngineResult:
+    engine: str
+    seconds_per_batch: float
+    batch_size: int
+    max_rel_error: float  # against the unfolded fp32 eager model, on the timing batch
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.seconds_per_batch
+
+
+@dataclass
+class FastModel:
+    """The chosen engine, callable on image batches, and what every candidate measured."""
+
+    engine: str
+    run: Runner
+    results: list[EngineResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.run(x)
+
+    def report(self) -> str:
+        lines = [f"{'engine':<14} {'images/s':>10} {'ms/batch':>10} {'max rel err':>12}"]
+        for r in sorted(self.results, key=lambda r: r.seconds_per_batch):
+            mark = "  ← picked" if r.engine == self.engine else ""
+            ms = 1000 * r.seconds_per_batch
+            lines.append(f"{r.engine:<14} {r.images_per_s:>10.1f} {ms:>10.1f} "
+                         f"{r.max_rel_error:>12.2e}{mark}")  # fmt: skip
+        lines += [f"{e:<14} skipped: {why}" for e, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def default_engines(device: torch.device) -> list[str]:
+    """Candidates worth trying on ``device`` (bf16 only where it is native)."""
+    bf16 = cpu_has_fast_bf16() if device.type == "cpu" else torch.cuda.is_bf16_supported()
+    engines = ["eager", "compile"]
+    if bf16:
+        engines += ["eager-bf16", "compile-bf16"]
+    if device.type == "cpu":
+        engines.append("onnxruntime")
+    return engines
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    example: Tensor,
+    *,
+    engines: Sequence[str] | None = None,
+    min_seconds: float = 2.0,
+    max_rel_error: float = 0.05,
+) -> FastModel:
+    """Try each engine on ``example`` (the batch shape you will run) and keep the fastest
+    whose outputs agree with the fp32 model (max relative error ≤ ``max_rel_error``; bf16
+    engines differ by ~1e-2, fp32 ones by ~1e-6). An engine that fails is skipped with its
+    reason. Returns a :class:`FastModel`; ``.report()`` shows every measurement."""
+    device = example.device
+    model = model.to(device).eval()
+    with torch.no_grad():
+        reference = model(example).float()
+    prepared = prepare(model)
+    results: list[EngineResult] = []
+    skipped: dict[str, str] = {}
+    runners: dict[str, Runner] = {}
+    for engine in engines or default_engines(device):
+        try:
+            run = build_runner(engine, prepared, example)
+            out = run(example)
+            err = float((out - reference.cpu().to(out.device)).abs().max() / reference.abs().max())
+            if err > max_rel_error:
+                skipped[engine] = f"outputs differ (max relative error {err:.2e})"
+                continue
+            secs = time_runner(run, example, min_seconds=min_seconds)
+        except Exception as exc:  # an engine that cannot run here is skipped, not fatal
+            skipped[engine] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            continue
+        runners[engine] = run
+        results.append(EngineResult(engine, secs, example.shape[0], err))
+    if not results:
+        raise RuntimeError(f"no inference engine could run: {skipped}")
+    best = min(results, key=lambda r: r.seconds_per_batch)
+    return FastModel(best.engine, runners[best.engine], results, skipped)

@@ -1,0 +1,84 @@
+"""Fast inference: exact BN folding, engines that agree with the model, engine selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from resnetlab.infer.fast import (
+    eager_runner,
+    fold_batchnorm,
+    optimize_for_inference,
+    prepare,
+)
+from resnetlab.models import create_model
+
+
+def with_statistics(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, as a trained model has."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.empty_like(m.running_mean).uniform_(-0.5, 0.5, generator=g))
+            m.running_var.copy_(torch.empty_like(m.running_var).uniform_(0.5, 2.0, generator=g))
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.uniform_(-0.2, 0.2, generator=g)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("name", "side", "folded_bns"),
+    [("resnet20", 32, 19), ("resnet50", 64, 53), ("resnet18", 64, 20), ("vgg11_bn", 32, 8),
+     ("preact_resnet20", 32, 9), ("resnext50_32x4d", 64, 53)],
+)  # fmt: skip
+def test_bn_folding_is_exact(name: str, side: int, folded_bns: int) -> None:
+    torch.manual_seed(0)
+    model = with_statistics(create_model(name))
+    x = torch.randn(2, 3, side, side)
+    folded = fold_batchnorm(model)
+    before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    after = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    # Pre-activation units fold only conv1 → bn2; bn1 and the closing BN follow no conv.
+    assert before - after == folded_bns
+    with torch.no_grad():
+        a, b = model(x).double(), folded(x).double()
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+    assert model.training is False and all(isinstance(p, nn.Parameter) for p in model.parameters())
+
+
+def test_prepare_leaves_the_original_alone() -> None:
+    model = with_statistics(create_model("resnet20"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    prepared = prepare(model)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert not any(p.requires_grad for p in prepared.parameters())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(eager_runner(prepared)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_for_inference_picks_a_measured_engine() -> None:
+    pytest.importorskip("onnxruntime")
+    model = with_statistics(create_model("resnet20"))
+    x = torch.randn(8, 3, 32, 32)
+    fast = optimize_for_inference(model, x, engines=["eager", "eager-bf16", "onnxruntime"],
+                                  min_seconds=0.2)  # fmt: skip
+    measured = {r.engine for r in fast.results} | set(fast.skipped)
+    assert measured == {"eager", "eager-bf16", "onnxruntime"}
+    assert fast.engine in {r.engine for r in fast.results}
+    assert min(fast.results, key=lambda r: r.seconds_per_batch).engine == fast.engine
+    for r in fast.results:  # fp32 engines agree to rounding, bf16 to its precision
+        assert r.max_rel_error < (5e-2 if "bf16" in r.engine else 1e-5)
+    with torch.no_grad():
+        ref = model(x)
+    assert fast(x).argmax(1).eq(ref.argmax(1)).float().mean() > 0.7
+    assert "← picked" in fast.report()
+
+
+def test_unknown_engine_is_skipped_with_a_reason() -> None:
+    model = create_model("resnet20").eval()
+    fast = optimize_for_inference(model, torch.randn(2, 3, 32, 32), engines=["eager", "warp"],
+                                  min_seconds=0.05)  # fmt: skip
+    assert fast.engine == "eager"
+    assert "unknown engine" in fast.skipped["warp"]
