@@ -27,23 +27,13 @@ from resnetlab.infer.fast import (
     fold_batchnorm,
     onnxruntime_runner,
     prepare,
+    randomize_batchnorm,
     time_runner,
 )
 from resnetlab.models import create_model
 from resnetlab.train.device import hardware
 
 GFLOP_PER_IMAGE = 8.18  # 2 × 4.09 G MACs, resnet50_v1_5 at 224×224
-
-
-def realistic(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.empty_like(m.running_mean).uniform_(-0.5, 0.5, generator=g))
-            m.running_var.copy_(torch.empty_like(m.running_var).uniform_(0.5, 2.0, generator=g))
-            m.weight.data.uniform_(0.5, 1.5, generator=g)
-            m.bias.data.uniform_(-0.2, 0.2, generator=g)
-    return model.eval()
 
 
 def plain_runner(model: nn.Module, channels_last: bool) -> Callable[[Tensor], Tensor]:
@@ -92,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"ResNet-50 (v1.5), batch {args.batch_size}, 224×224; {hardware()}", flush=True)
-    base = realistic(create_model("resnet50_v1_5"))
+    base = randomize_batchnorm(create_model("resnet50_v1_5"))
     x = torch.randn(args.batch_size, 3, 224, 224)
     one = x[:1].clone()
     with torch.no_grad():

@@ -11,20 +11,9 @@ from resnetlab.infer.fast import (
     fold_batchnorm,
     optimize_for_inference,
     prepare,
+    randomize_batchnorm,
 )
 from resnetlab.models import create_model
-
-
-def with_statistics(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters, as a trained model has."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.empty_like(m.running_mean).uniform_(-0.5, 0.5, generator=g))
-            m.running_var.copy_(torch.empty_like(m.running_var).uniform_(0.5, 2.0, generator=g))
-            m.weight.data.uniform_(0.5, 1.5, generator=g)
-            m.bias.data.uniform_(-0.2, 0.2, generator=g)
-    return model.eval()
 
 
 @pytest.mark.parametrize(
@@ -34,7 +23,7 @@ def with_statistics(model: nn.Module) -> nn.Module:
 )  # fmt: skip
 def test_bn_folding_is_exact(name: str, side: int, folded_bns: int) -> None:
     torch.manual_seed(0)
-    model = with_statistics(create_model(name))
+    model = randomize_batchnorm(create_model(name))
     x = torch.randn(2, 3, side, side)
     folded = fold_batchnorm(model)
     before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -48,7 +37,7 @@ def test_bn_folding_is_exact(name: str, side: int, folded_bns: int) -> None:
 
 
 def test_prepare_leaves_the_original_alone() -> None:
-    model = with_statistics(create_model("resnet20"))
+    model = randomize_batchnorm(create_model("resnet20"))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     prepared = prepare(model)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
@@ -60,7 +49,7 @@ def test_prepare_leaves_the_original_alone() -> None:
 
 def test_optimize_for_inference_picks_a_measured_engine() -> None:
     pytest.importorskip("onnxruntime")
-    model = with_statistics(create_model("resnet20"))
+    model = randomize_batchnorm(create_model("resnet20"))
     x = torch.randn(8, 3, 32, 32)
     fast = optimize_for_inference(model, x, engines=["eager", "eager-bf16", "onnxruntime"],
                                   min_seconds=0.2)  # fmt: skip

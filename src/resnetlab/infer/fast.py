@@ -44,6 +44,25 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return fused
 
 
+def randomize_batchnorm(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """Give every BN layer non-trivial statistics and affine parameters, as a trained model
+    has (a fresh model's μ=0, σ²=1, γ=1, β=0 would let a wrong fold pass unnoticed).
+    In place; returns the model in eval mode. For tests and benchmarks."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                assert m.running_var is not None
+                m.running_mean.copy_(
+                    torch.empty_like(m.running_mean).uniform_(-0.5, 0.5, generator=g)
+                )
+                m.running_var.copy_(torch.empty_like(m.running_var).uniform_(0.5, 2.0, generator=g))
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5, generator=g)
+                    m.bias.uniform_(-0.2, 0.2, generator=g)
+    return model.eval()
+
+
 def prepare(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
     """Eval mode, BN folded, frozen parameters, NHWC layout: the base of every engine."""
     m = fold_batchnorm(model)
