@@ -81,6 +81,7 @@ def _fingerprint(path: Path, extra: str) -> str:
 def _load_folder(
     path: Path,
     *,
+    index: FolderIndex | None,
     load_size: int | None,
     on_error: str,
     cache: bool,
@@ -92,7 +93,7 @@ def _load_folder(
         splits = {p.stem: ImageTensors.load(p) for p in sorted(cached.glob("*.pt"))}
         if splits:
             return splits, []
-    index = index_folder(path)
+    index = index or index_folder(path)
     report = LoadReport()
     size = (load_size, load_size) if load_size else None
     splits = {}
@@ -178,6 +179,7 @@ def load_data(
             )
         label = "shipped CIFAR-10 sample (JPEG rendition)" if source == SAMPLE else str(path)
         stream = in_memory is False
+        index = None
         if in_memory is None and path.is_dir():
             index = index_folder(path)
             side = load_size or _probe_side(index)
@@ -189,11 +191,16 @@ def load_data(
                 "folder (it is then streamed from disk)"
             )
         if stream:
-            splits = dict(_file_splits(index_folder(path), load_size or STREAM_SIZE))
+            splits = dict(_file_splits(index or index_folder(path), load_size or STREAM_SIZE))
             label += " (streamed from disk)"
         else:
             decoded, skipped = _load_folder(
-                path, load_size=load_size, on_error=on_error, cache=cache, progress=progress
+                path,
+                index=index,
+                load_size=load_size,
+                on_error=on_error,
+                cache=cache,
+                progress=progress,
             )
             splits = dict(decoded)
     train = splits.get("train", splits.get("all"))

@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from resnetlab.fileio import write_bytes_atomic
 from resnetlab.train.device import cpu_has_fast_bf16
 
 Runner = Callable[[Tensor], Tensor]
@@ -148,12 +149,7 @@ def export_onnx(
         entry.key, entry.value = key, value
     data: bytes = proto.SerializeToString()
     if path is not None:
-        from resnetlab.fileio import check_writable
-
-        target = check_writable(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        write_bytes_atomic(path, data)
     return data
 
 
@@ -252,17 +248,6 @@ def default_engines(device: torch.device) -> list[str]:
     if device.type == "cpu":
         engines.append("onnxruntime")
     return engines
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def optimize_for_inference(

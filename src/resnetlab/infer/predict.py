@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.data.augment import Preprocess, eval_transform
-from resnetlab.data.datasets import eval_split_batches, load_data
+from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.models.registry import create_model
@@ -98,18 +98,13 @@ class Predictor:
 
     def split(self, split: str, source: str | None = None) -> Split:
         """A split of the training data (the same val split as in training), or of ``source``."""
+        from resnetlab.train.runner import load_run_data
+
         d = self.config.data
-        bundle = load_data(
-            source or d.source,
-            root=d.root,
-            download=False,
-            val_fraction=d.val_fraction,
-            seed=self.config.run.seed,
-            load_size=d.load_size,
-            on_error=d.on_error,
-            cache=d.cache,
-            in_memory=d.in_memory,
-        )
+        # The training run's data settings (so val is the same images), but the whole of
+        # each split, nothing downloaded, and optionally another source with the same classes.
+        data_cfg = replace(d, source=source or d.source, download=False, limit_per_class=None)
+        bundle = load_run_data(replace(self.config, data=data_cfg), log=lambda _m: None)
         data = {"train": bundle.train, "val": bundle.val, "test": bundle.test}.get(split)
         if data is None:
             raise DataError(f"{source or d.source} has no {split!r} split")
@@ -135,7 +130,6 @@ class Predictor:
                 data, self.preprocess, batch_size=batch_size, device=self.place.device
             ),
             place=self.place,
-            num_classes=len(self.classes),
             confusion=cm,
         )
         return metrics, cm
@@ -170,7 +164,7 @@ def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]
 
     from safetensors.torch import save_file
 
-    from resnetlab.fileio import check_writable
+    from resnetlab.fileio import check_writable, make_temp
 
     target = check_writable(out)
     state = load_checkpoint(ckpt)
@@ -183,10 +177,13 @@ def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]
         "preprocess": json.dumps(state["preprocess"]),
         "data_size": json.dumps(state["data_size"]),
     }
-    tmp = target.with_name(f".{target.name}.tmp")
+    # save_file writes to a path, so it gets the temporary one (see fileio.make_temp).
+    fd, tmp = make_temp(target)
+    os.close(fd)
     try:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target

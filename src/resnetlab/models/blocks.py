@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnetlab.models.spec import Placement, Shortcut
+from resnetlab.models.spec import BLOCK_EXPANSION, Placement, Shortcut
 
 
 def conv(
@@ -112,7 +112,7 @@ def bottleneck_dims(
     torchvision's width formula ``planes × width_per_group/64 × groups``."""
     inner = int(planes * (width_per_group / 64.0)) * groups
     stride_1x1, stride_kxk = (stride, 1) if placement == "v1" else (1, stride)
-    return inner, planes * 4, stride_1x1, stride_kxk
+    return inner, planes * BLOCK_EXPANSION["bottleneck"], stride_1x1, stride_kxk
 
 
 class BasicBlock(ResidualUnit):
@@ -159,7 +159,7 @@ class Bottleneck(ResidualUnit):
     ``width_per_group`` give ResNeXt and wide variants with torchvision's width formula.
     """
 
-    expansion = 4
+    expansion = BLOCK_EXPANSION["bottleneck"]  # torchvision's attribute, for familiarity
 
     def __init__(
         self,
@@ -239,7 +239,7 @@ class PreActBasicBlock(ResidualUnit):
 class PreActBottleneck(ResidualUnit):
     """Pre-activation bottleneck (He et al. 2016): BN-ReLU-1×1, BN-ReLU-k×k, BN-ReLU-1×1."""
 
-    expansion = 4
+    expansion = BLOCK_EXPANSION["bottleneck"]  # torchvision's attribute, for familiarity
 
     def __init__(
         self,

@@ -111,7 +111,7 @@ class ResNet(nn.Module):
                     width_per_group=spec.width_per_group,
                     **common,  # type: ignore[arg-type]
                 )
-                in_ch = planes * cls_n.expansion
+                in_ch = planes * spec.expansion
             units.append(unit)
         return nn.Sequential(*units), in_ch
 

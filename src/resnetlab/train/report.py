@@ -43,7 +43,6 @@ def final_test(
             bundle.test, pre, batch_size=cfg.data.eval_batch_size, device=place.device
         ),
         place=place,
-        num_classes=len(bundle.classes),
         confusion=cm,
     )
     cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")

@@ -146,7 +146,9 @@ def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
     )
 
 
-def _data(cfg: TrainConfig, log: Log) -> DataBundle:
+def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
+    """The data a config names, with its validation split and statistics; skipped files
+    are logged."""
     d = cfg.data
     bundle = load_data(
         d.source,
@@ -210,7 +212,7 @@ class _Run:
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         torch.manual_seed(cfg.run.seed)
         self.place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
-        self.bundle = _data(cfg, log)
+        self.bundle = load_run_data(cfg, log)
         if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
             self.bundle = on_device(self.bundle, self.place.device)
         self.pre = preprocess_for(cfg, self.bundle)
@@ -309,8 +311,7 @@ class _Run:
     def validate(self) -> dict[str, float]:
         batches = eval_split_batches(self.bundle.val, self.pre, device=self.place.device,
                                      batch_size=self.cfg.data.eval_batch_size)  # fmt: skip
-        return evaluate(self.model, batches, place=self.place,
-                        num_classes=len(self.bundle.classes), loss_fn=self.loss_fn)  # fmt: skip
+        return evaluate(self.model, batches, place=self.place, loss_fn=self.loss_fn)
 
     def close_epoch(self, out: EpochOutcome, val: dict[str, float], logger: MetricsLogger) -> str:
         """Log the epoch, update the best/patience bookkeeping, save ``last.pt`` (and
