@@ -22,6 +22,7 @@ from resnetlab.analysis.counting import ShapeError
 from resnetlab.analysis.formulas import formulas
 from resnetlab.analysis.summary import FORMATS, summarize
 from resnetlab.analysis.tour import tour
+from resnetlab.cli_reproduce import add_parser as add_reproduce_parser
 from resnetlab.cli_train import add_parsers as add_train_parsers
 from resnetlab.data.tensors import DataError
 from resnetlab.fileio import check_writable, write_text_atomic
@@ -382,6 +383,7 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_tour)
 
     add_train_parsers(sub, _positive_int)
+    add_reproduce_parser(sub, _positive_int)
     return parser
 
 

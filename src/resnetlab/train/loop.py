@@ -71,10 +71,14 @@ def train_one_epoch(
     log_every: int,
     scaler: torch.amp.GradScaler | None = None,
     progress: ProgressBar | None = None,
+    on_log: Callable[[int, float, float], None] | None = None,
 ) -> EpochOutcome:
     """Train over ``batches`` from optimiser step ``step``; stops early when
     ``should_stop()`` names a reason, when ``max_steps`` is reached, or on a non-finite
-    loss (the weights are then unusable; the caller keeps the last checkpoint)."""
+    loss (the weights are then unusable; the caller keeps the last checkpoint).
+
+    ``on_log(step, loss, error)`` receives the mean training loss and error of the steps since
+    the previous log point (the paper's iteration curves)."""
     model.train()
     for m in model.modules():
         # A frozen BN layer (fine-tuning with a frozen backbone) keeps its running statistics
@@ -88,6 +92,7 @@ def train_one_epoch(
     start = time.perf_counter()
     bad = torch.zeros((), dtype=torch.bool, device=place.device)
     stopped = ""
+    window = (float(state.loss_sum), int(state.correct), state.seen)  # sums at the last log
     for x, y in batches:
         schedule.step(step)
         with autocast(place):
@@ -112,14 +117,20 @@ def train_one_epoch(
             if bool(bad):  # one sync every log_every steps
                 stopped = "nan"
                 break
-            error = 1.0 - int(state.correct) / max(1, state.seen)
+            loss_sum, correct = float(state.loss_sum), int(state.correct)
+            error = 1.0 - correct / max(1, state.seen)
             schedule.observe_train_error(error)
+            if on_log is not None and state.seen > window[2]:
+                n_window = state.seen - window[2]
+                on_log(step, (loss_sum - window[0]) / n_window,
+                       1.0 - (correct - window[1]) / n_window)  # fmt: skip
+            window = (loss_sum, correct, state.seen)
             if progress is not None:
                 progress.update(
                     log_every
                     if state.batches_done % log_every == 0
                     else state.batches_done % log_every,
-                    loss=float(state.loss_sum) / state.seen,
+                    loss=loss_sum / state.seen,
                     top1=100.0 * (1.0 - error),
                     lr=schedule.lr,
                 )

@@ -34,9 +34,11 @@ __all__ = [
     "ConfusionMatrix",
     "MetricsLogger",
     "ProgressBar",
+    "StepLog",
     "format_epoch",
     "plot_curves",
     "read_metrics",
+    "read_steps",
     "topk_correct",
 ]
 
@@ -44,6 +46,8 @@ Row = Mapping[str, float | int | str]
 
 CSV_NAME = "metrics.csv"
 JSONL_NAME = "metrics.jsonl"
+STEPS_NAME = "steps.csv"
+STEP_FIELDS = ("step", "epoch", "train_loss", "train_error")
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -363,6 +367,47 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | str]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+class StepLog:
+    """``run_dir/steps.csv``: the training loss and error every ``log_every`` steps (the
+    paper plots training error against iterations). Rows are flushed as written; a resumed
+    run may repeat steps after its checkpoint, and ``read_steps`` keeps the last of each."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / STEPS_NAME
+        self._file: TextIO | None = None
+
+    def log(self, step: int, epoch: int, loss: float, error: float) -> None:
+        if self._file is None:
+            new = not self.path.is_file() or self.path.stat().st_size == 0
+            self._file = _open_append(self.path)
+            if new:
+                self._file.write(",".join(STEP_FIELDS) + "\n")
+        self._file.write(f"{step},{epoch},{loss:.6g},{error:.6g}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_steps(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of ``run_dir/steps.csv`` by step, one per step (the last written wins);
+    ``[]`` when there is none. Lines cut short by a kill are skipped."""
+    path = Path(run_dir) / STEPS_NAME
+    if not path.is_file():
+        return []
+    rows: dict[int, dict[str, float]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            try:
+                row = {k: float(raw[k]) for k in STEP_FIELDS}
+            except (TypeError, ValueError, KeyError):
+                continue
+            rows[int(row["step"])] = row
+    return [rows[k] for k in sorted(rows)]
 
 
 # --------------------------------------------------------------------------- progress bar

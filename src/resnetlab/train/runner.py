@@ -51,6 +51,7 @@ from resnetlab.train.loop import EpochOutcome, EpochState, evaluate, train_one_e
 from resnetlab.train.metrics import (
     MetricsLogger,
     ProgressBar,
+    StepLog,
     format_epoch,
     plot_curves,
     read_metrics,
@@ -287,7 +288,9 @@ class _Run:
         }  # fmt: skip
 
     # ------------------------------------------------------------ one epoch
-    def train_epoch(self, should_stop: Callable[[], str]) -> tuple[EpochOutcome, torch.Tensor]:
+    def train_epoch(
+        self, should_stop: Callable[[], str], steps: StepLog | None = None
+    ) -> tuple[EpochOutcome, torch.Tensor]:
         """Train (the rest of) the current epoch; returns the outcome and the augmentation
         generator's state (to pause mid-epoch)."""
         pos, cfg = self.pos, self.cfg
@@ -299,12 +302,18 @@ class _Run:
                                 generator_state=pos.generator)  # fmt: skip
         bar = ProgressBar(self.steps_per_epoch, desc=f"epoch {pos.epoch + 1}")
         bar.update(pos.partial.batches_done)
+        epoch = pos.epoch + 1
+
+        def on_log(step: int, loss: float, error: float) -> None:
+            if steps is not None:
+                steps.log(step, epoch, loss, error)
+
         out = train_one_epoch(self.model, batches, optimizer=self.optimizer,
                               schedule=self.schedule, loss_fn=self.loss_fn, place=self.place,
                               state=pos.partial, step=pos.step,
                               total_batches=self.steps_per_epoch, max_steps=self.total_steps,
                               should_stop=should_stop, log_every=cfg.run.log_every,
-                              scaler=self.scaler, progress=bar)  # fmt: skip
+                              scaler=self.scaler, progress=bar, on_log=on_log)  # fmt: skip
         bar.close()
         return out, batches.generator_state()
 
@@ -413,9 +422,10 @@ def fit(
         return ""
 
     status = "completed"
+    steps = StepLog(run_dir)
     with signals.installed(), MetricsLogger(run_dir) as logger:
         while run.pos.epoch < run.max_epochs:
-            out, generator = run.train_epoch(should_stop)
+            out, generator = run.train_epoch(should_stop, steps)
             if out.stopped == "nan":
                 log(f"stopped: the training loss became NaN/inf in epoch {run.pos.epoch + 1} "
                     f"(near step {out.step}); the last good checkpoint is "
@@ -438,6 +448,7 @@ def fit(
                 break
             if out.stopped == "iterations":  # the planned number of steps: a finished run
                 break
+    steps.close()
     return _finish(run, status, command)
 
 

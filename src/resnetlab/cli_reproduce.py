@@ -1,0 +1,91 @@
+"""The ``reproduce`` subcommand: the paper's experiments (see :mod:`resnetlab.experiments`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EXPERIMENTS = ("degradation", "cifar-table", "responses", "shortcuts")
+
+
+def add_parser(sub: Any, positive_int: Any) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce an experiment of the paper, with a report",
+        description="degradation (Fig. 6), cifar-table (Table 6), responses (Fig. 7), "
+        "shortcuts (Table 3 on CIFAR). Runs are kept in OUT/runs and shared between "
+        "experiments; running the same command again resumes an interrupted experiment. "
+        "The report (Markdown, HTML, charts, JSON) goes to OUT/NAME.",
+    )
+    p.add_argument("experiment", choices=EXPERIMENTS, metavar="NAME", help=", ".join(EXPERIMENTS))
+    p.add_argument("--data", default="cifar10", help="cifar10 or a CIFAR-10 folder/archive")
+    p.add_argument("--data-root", help="where cifar10 lives (or is downloaded to)")
+    p.add_argument("--depths", type=positive_int, nargs="+", help="network depths (6n+2)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (one run per seed and model)")
+    p.add_argument(
+        "--iterations",
+        type=positive_int,
+        help="training iterations per run (paper: 64000; default 1400, a CPU budget); the "
+        "learning rate drops 10× at 1/2 and 3/4 of them",
+    )
+    p.add_argument("--paper", action="store_true", help="the paper's full schedule (64k)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
+    p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    from resnetlab.experiments.driver import (
+        CPU_ITERATIONS,
+        DEFAULT_DEPTHS,
+        DEFAULT_SEEDS,
+        Request,
+    )
+    from resnetlab.experiments.runs import Budget
+
+    if args.paper and args.iterations:
+        raise ValueError("give --paper or --iterations, not both")
+    iterations = 64000 if args.paper else args.iterations or CPU_ITERATIONS
+    depths = args.depths or DEFAULT_DEPTHS[args.experiment]
+    bad = [d for d in depths if (d - 2) % 6]
+    if bad:
+        raise ValueError(f"depth {bad[0]} is not 6n+2 (20, 32, 44, 56, 110, …)")
+    budget = Budget(
+        iterations=iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        precision=args.precision,
+        data=args.data,
+        data_root=args.data_root,
+        limit_per_class=args.limit_per_class,
+        device=args.device,
+    )
+    return Request(
+        name=args.experiment,
+        budget=budget,
+        out=args.out,
+        depths=list(depths),
+        seeds=list(args.seeds if args.seeds is not None else DEFAULT_SEEDS[args.experiment]),
+        command=args.command_line,
+    )
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from resnetlab.experiments.driver import reproduce
+    from resnetlab.experiments.runs import RunInterruptedError
+    from resnetlab.train.runner import EXIT_CODES
+
+    req = request_from_args(args)
+    try:
+        report = reproduce(req, log=print)
+    except RunInterruptedError as err:
+        print(f"resnetlab reproduce: {err}", file=sys.stderr)
+        return EXIT_CODES.get(err.status, 1)
+    print(f"report: {report / 'report.md'} and {report / 'report.html'}")
+    return 0

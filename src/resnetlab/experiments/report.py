@@ -1,0 +1,260 @@
+"""One report, two renderings: Markdown for the docs and a static HTML page for a browser.
+
+A report is a list of blocks (headings, paragraphs, tables, figures, code) built by an
+experiment; :class:`Report` writes ``report.md``, ``report.html`` and ``results.json`` into
+the report folder, each atomically. Every report closes with where its numbers come from: the
+command, the shared training settings, the code version, the hardware, the data rendition,
+and each run's seed and wall time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnetlab.experiments.runs import RunRecord
+from resnetlab.fileio import pyplot, save_figure, write_text_atomic
+
+Cell = str | int | float
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    stem: str  # charts are <stem>.png and <stem>.svg in the report folder
+    caption: str
+
+
+Block = tuple[str, Any]  # ("h2" | "p" | "table" | "figure" | "code", payload)
+
+
+def _cell(value: Cell) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@dataclass
+class Report:
+    title: str
+    folder: Path
+    blocks: list[Block] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)  # results.json
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, table: Table) -> None:
+        self.blocks.append(("table", table))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def figure(self, fig: Any, stem: str, caption: str) -> None:
+        """Save a matplotlib figure as PNG and SVG and place it in the report."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, self.folder / f"{stem}.png")
+        save_figure(fig, self.folder / f"{stem}.svg")
+        pyplot().close(fig)
+        self.blocks.append(("figure", Figure(stem, caption)))
+
+    # ------------------------------------------------------------------ rendering
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, body in self.blocks:
+            if kind == "h2":
+                out += [f"## {body}", ""]
+            elif kind == "p":
+                out += [body, ""]
+            elif kind == "code":
+                out += ["```", body.rstrip(), "```", ""]
+            elif kind == "figure":
+                out += [f"![{body.caption}]({body.stem}.png)", "", f"*{body.caption}*", ""]
+            elif kind == "table":
+                t: Table = body
+                if t.caption:
+                    out += [t.caption, ""]
+                out.append("| " + " | ".join(t.header) + " |")
+                out.append("|" + "|".join("---" for _ in t.header) + "|")
+                out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
+                out.append("")
+        return "\n".join(out)
+
+    def html(self) -> str:
+        e = html.escape
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{e(self.title)}</title>",
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<style>{_CSS}</style></head><body><main>",
+            f"<h1>{e(self.title)}</h1>",
+        ]
+        for kind, body in self.blocks:
+            if kind == "h2":
+                parts.append(f"<h2>{e(body)}</h2>")
+            elif kind == "p":
+                parts.append(f"<p>{_inline(body)}</p>")
+            elif kind == "code":
+                parts.append(f"<pre><code>{e(body.rstrip())}</code></pre>")
+            elif kind == "figure":
+                parts.append(
+                    f'<figure><img src="{e(body.stem)}.svg" alt="{e(body.caption)}">'
+                    f"<figcaption>{e(body.caption)} "
+                    f'(<a href="{e(body.stem)}.png">PNG</a>, '
+                    f'<a href="{e(body.stem)}.svg">SVG</a>)</figcaption></figure>'
+                )
+            elif kind == "table":
+                t = body
+                rows = "".join(
+                    "<tr>" + "".join(f"<td>{_inline(_cell(c))}</td>" for c in row) + "</tr>"
+                    for row in t.rows
+                )
+                head = "".join(f"<th>{e(h)}</th>" for h in t.header)
+                caption = f"<caption>{_inline(t.caption)}</caption>" if t.caption else ""
+                parts.append(
+                    f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+                )
+        parts.append("</main></body></html>")
+        return "\n".join(parts) + "\n"
+
+    def write(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.folder / "report.md", self.markdown())
+        write_text_atomic(self.folder / "report.html", self.html())
+        text = json.dumps(self.numbers, indent=2, default=str, allow_nan=True)
+        write_text_atomic(self.folder / "results.json", text + "\n")
+        return self.folder
+
+
+def _inline(text: str) -> str:
+    """Escape for HTML, rendering Markdown's `code` spans as <code>."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:0;background:#fafafa;color:#222}"
+    "main{max-width:980px;margin:auto;padding:1.5em}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:.92em}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+    "th{background:#eee}td:first-child,th:first-child{text-align:left}"
+    "caption{caption-side:top;text-align:left;padding:.3em 0;font-style:italic}"
+    "figure{margin:1em 0}img{max-width:100%;background:#fff;border:1px solid #ddd}"
+    "figcaption{font-size:.9em;color:#555}"
+    "pre{background:#f0f0f0;padding:.8em;overflow-x:auto;font-size:.85em}"
+    "code{font-family:ui-monospace,monospace}"
+)
+
+
+# ---------------------------------------------------------------------- provenance
+def code_version() -> str:
+    """resnetlab's version, plus the git commit when running from a checkout."""
+    from resnetlab import __version__
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"resnetlab {__version__}" + (f" (git {commit})" if commit else "")
+
+
+def data_rendition(source: str) -> str:
+    """The data a run used: the source, and the file's size and SHA-256 when it is a file."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return source
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{source} ({path.stat().st_size / 1e6:.1f} MB, sha256 {h.hexdigest()[:16]}…)"
+
+
+def provenance(report: Report, records: list[RunRecord], command: str | None) -> None:
+    """The closing section: how every number in the report was made."""
+    report.heading("How these numbers were made")
+    first = records[0] if records else None
+    lines = [f"- command: `{command or 'library call'}`", f"- code: {code_version()}"]
+    if first is not None:
+        res = first.results
+        lines += [
+            f"- hardware: {res.get('hardware', '?')}",
+            f"- device and precision: {res.get('device', '?')}, {res.get('precision', '?')}"
+            f"{' channels_last' if res.get('channels_last') else ''}",
+            f"- data: {data_rendition(str(res.get('data', '?')))}",
+        ]
+    seeds = sorted({r.seed for r in records})
+    total = sum(r.wall_s for r in records)
+    lines.append(f"- seeds: {', '.join(map(str, seeds))}; training wall time, all runs: "
+                 f"{total / 60:.1f} min")  # fmt: skip
+    report.para("\n".join(lines))
+    if first is not None:
+        cfg = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+        cfg["model"]["name"] = "(per run)"
+        cfg["run"]["seed"] = "(per run)"
+        cfg["run"]["name"] = "(per run)"
+        report.para("Training settings shared by every run (`config.yaml` of each run folder):")
+        report.code(yaml.safe_dump(cfg, sort_keys=False))
+    report.table(
+        Table(
+            ["run", "seed", "status", "epochs", "wall (min)", "folder"],
+            [
+                [
+                    r.model + _options_note(r),
+                    r.seed,
+                    str(r.results.get("status")),
+                    int(r.results.get("epochs", 0)),
+                    r.wall_s / 60,
+                    f"`{r.run_dir.name}`",
+                ]
+                for r in records
+            ],
+            caption="Every run behind this report (folders under the run store).",
+        )
+    )
+    report.numbers["provenance"] = {
+        "command": command,
+        "code": code_version(),
+        "runs": [
+            {
+                "model": r.model,
+                "seed": r.seed,
+                "folder": str(r.run_dir),
+                "wall_s": r.wall_s,
+                **{k: r.results.get(k) for k in ("hardware", "device", "precision", "data")},
+            }
+            for r in records
+        ],
+    }
+
+
+def _options_note(record: RunRecord) -> str:
+    options = yaml.safe_load((record.run_dir / "config.yaml").read_text())["model"]["options"]
+    return "".join(f" ({k}={v})" for k, v in sorted((options or {}).items()))

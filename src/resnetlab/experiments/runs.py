@@ -1,0 +1,166 @@
+"""The training runs behind the experiments, kept in one store and shared between them.
+
+Every experiment is a set of jobs (a model and a seed under one recipe). A job's run folder
+is ``<store>/<model>-s<seed>-<digest>``, where the digest covers every setting that changes
+the result, so ``degradation`` and ``cifar-table`` reuse each other's ResNet runs when their
+budgets agree. A finished run is read, an interrupted one resumed (exactly, from its
+``last.pt``), a missing one trained: re-running an experiment's command after a kill or
+SIGTERM continues where it stopped instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnetlab.train.config import TrainConfig, resolve_config
+from resnetlab.train.metrics import read_metrics, read_steps
+from resnetlab.train.runner import fit
+
+Log = Callable[[str], None]
+FINISHED = ("completed", "iterations", "early_stop")
+# Settings that do not change what a run computes: where it lives and how it reports.
+_IGNORED = {"out_dir", "name", "time_limit_min"}
+
+
+class RunInterruptedError(Exception):
+    """A job stopped (signal, time limit, NaN); re-running the command resumes it."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The schedule every job of an experiment shares (paper §4.2, scaled to ``iterations``).
+
+    The paper trains 64k iterations at batch 128 with the learning rate divided by 10 at 32k
+    and 48k; a smaller budget keeps those proportions (halfway and three quarters).
+    """
+
+    iterations: int = 64000
+    batch_size: int = 128
+    lr: float = 0.1
+    precision: str = "auto"
+    data: str = "cifar10"
+    data_root: str | None = None
+    limit_per_class: int | None = None
+    device: str = "auto"
+    log_every: int = 25
+    extra: dict[str, Any] = field(default_factory=dict)  # more dotted overrides
+
+    def config(self, model: str, seed: int, store: Path, **options: Any) -> TrainConfig:
+        n = self.iterations
+        overrides: dict[str, Any] = {
+            "model.name": model,
+            "data.source": self.data,
+            "data.root": self.data_root,
+            "data.batch_size": self.batch_size,
+            "data.limit_per_class": self.limit_per_class,
+            "optim.lr": self.lr,
+            "schedule.milestones": [n // 2, (3 * n) // 4],
+            "run.iterations": n,
+            "run.seed": seed,
+            "run.precision": self.precision,
+            "run.device": self.device,
+            "run.out_dir": str(store),
+            "run.log_every": self.log_every,
+            **{f"model.options.{k}": v for k, v in options.items()},
+            **self.extra,
+        }
+        cfg = resolve_config("paper-cifar", overrides)
+        name = f"{model}{_options_tag(options)}-s{seed}-{digest(cfg)}"
+        return resolve_config("paper-cifar", {**overrides, "run.name": name})
+
+
+def _options_tag(options: dict[str, Any]) -> str:
+    return "".join(f"-{k}{v}" for k, v in sorted(options.items()))
+
+
+def digest(cfg: TrainConfig) -> str:
+    """Eight hex digits naming everything in ``cfg`` that changes the trained weights."""
+    data = cfg.to_dict()
+    data["run"] = {k: v for k, v in data["run"].items() if k not in _IGNORED}
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What an experiment reads back from one finished run."""
+
+    run_dir: Path
+    model: str
+    seed: int
+    results: dict[str, Any]
+    epochs: list[dict[str, Any]]  # metrics.jsonl rows
+    steps: list[dict[str, float]]  # steps.csv rows
+
+    @property
+    def test_error(self) -> float:
+        test = self.results.get("test") or {}
+        return 100.0 - float(test.get("top1", float("nan")))
+
+    @property
+    def best_val_error(self) -> float:
+        return 100.0 - float(self.results["best_val_top1"])
+
+    def final_train_error(self, fraction: float = 0.1) -> float:
+        """Mean training error (%) over the last ``fraction`` of the logged steps."""
+        if not self.steps:
+            return 100.0 - float(self.epochs[-1]["train_top1"]) if self.epochs else float("nan")
+        tail = self.steps[-max(1, round(len(self.steps) * fraction)) :]
+        return 100.0 * sum(r["train_error"] for r in tail) / len(tail)
+
+    @property
+    def wall_s(self) -> float:
+        return float(self.results.get("wall_time_s", 0.0))
+
+
+def read_run(run_dir: Path, model: str, seed: int) -> RunRecord | None:
+    """The record of a finished run, or None if ``run_dir`` holds none."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if results.get("status") not in FINISHED:
+        return None
+    return RunRecord(run_dir, model, seed, results, read_metrics(run_dir), read_steps(run_dir))
+
+
+def run_job(
+    budget: Budget,
+    model: str,
+    seed: int,
+    store: Path,
+    *,
+    log: Log = print,
+    command: str | None = None,
+    **options: Any,
+) -> RunRecord:
+    """Read, resume or train one job; raises :class:`RunInterruptedError` if it was stopped."""
+    cfg = budget.config(model, seed, store, **options)
+    run_dir = store / str(cfg.run.name)
+    done = read_run(run_dir, model, seed)
+    if done is not None:
+        log(f"{model} seed {seed}: finished earlier in {run_dir}")
+        return done
+    resume = run_dir if (run_dir / "last.pt").is_file() else None
+    log(f"{model} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
+    result = fit(cfg, resume=resume, log=log, command=command)
+    record = read_run(run_dir, model, seed)
+    if record is None:
+        raise RunInterruptedError(
+            f"{model} seed {seed} stopped ({result.status}); run the same command again to "
+            "continue where it stopped",
+            result.status,
+        )
+    return record

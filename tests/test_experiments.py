@@ -1,0 +1,185 @@
+"""`resnetlab reproduce`: every experiment end to end on a tiny budget (the shipped sample,
+a few steps), the shared run store, resuming, and the report's structure and numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from resnetlab.cli import main
+from resnetlab.experiments.reports import (
+    _degradation_findings,
+    _response_findings,
+    response_stds,
+)
+from resnetlab.experiments.runs import Budget, read_run, run_job
+from resnetlab.train.runner import fit
+
+TINY = ["--data", "sample", "--iterations", "4", "--batch-size", "32",
+        "--limit-per-class", "12", "--precision", "fp32"]  # fmt: skip
+
+
+def _reproduce(out: Path, *args: str) -> int:
+    return main(["reproduce", *args, *TINY, "--out", str(out)])
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+
+
+def _check_report(folder: Path, title: str) -> dict[str, object]:
+    md = (folder / "report.md").read_text()
+    assert md.startswith(f"# {title}")
+    assert "## How these numbers were made" in md
+    assert "- command: `resnetlab reproduce" in md and "- code: resnetlab" in md
+    assert "- hardware:" in md and "- data:" in md and "- seeds:" in md
+    page = _Collect()
+    page.feed((folder / "report.html").read_text())
+    assert page.tags.count("table") >= 2 and "h1" in page.tags
+    for src in page.images:  # every chart the page shows exists, as SVG and PNG
+        assert (folder / src).is_file() and (folder / src).with_suffix(".png").is_file()
+    numbers: dict[str, object] = json.loads((folder / "results.json").read_text())
+    assert numbers["provenance"]
+    return numbers
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reproduce")
+    assert _reproduce(out, "degradation", "--depths", "20", "32", "--seeds", "0") == 0
+    return out
+
+
+def test_degradation_report(store: Path) -> None:
+    numbers = _check_report(store / "degradation", "Degradation")
+    models = numbers["models"]
+    assert isinstance(models, dict)
+    assert set(models) == {"plain20", "plain32", "resnet20", "resnet32"}
+    assert models["resnet32"]["params"] == 464_154  # the paper's 0.46M
+    for model, entry in models.items():
+        (run_dir,) = (store / "runs").glob(f"{model}-s0-*")
+        run = json.loads((run_dir / "results.json").read_text())
+        assert entry["test_error"] == [pytest.approx(100 - run["test"]["top1"])]
+        assert entry["best_val_error"] == [pytest.approx(100 - run["best_val_top1"])]
+        assert (run_dir / "steps.csv").is_file()
+    md = (store / "degradation" / "report.md").read_text()
+    assert "plain-32 ends at" in md and "ResNet-32 ends at" in md
+    assert (store / "degradation" / "degradation.svg").stat().st_size > 1000
+
+
+def test_experiments_share_runs(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = sorted(p.name for p in (store / "runs").iterdir())
+    assert _reproduce(store, "cifar-table", "--depths", "20", "32", "--seeds", "0") == 0
+    assert _reproduce(store, "responses", "--depths", "20", "32") == 0
+    assert sorted(p.name for p in (store / "runs").iterdir()) == before  # nothing retrained
+    assert "training in" not in capsys.readouterr().out
+    table = _check_report(store / "cifar-table", "CIFAR-10 test error")
+    assert table["models"]["resnet20"]["paper"] == "8.75"  # type: ignore[index]
+    responses = _check_report(store / "responses", "Layer responses")
+    stds = responses["stds"]
+    assert isinstance(stds, dict)
+    assert len(stds["resnet20"]) == 19 and len(stds["plain32"]) == 31  # 3×3 layers
+    assert all(v > 0 for v in stds["resnet32"])
+
+
+def test_shortcuts_report(store: Path) -> None:
+    assert _reproduce(store, "shortcuts", "--seeds", "0") == 0
+    numbers = _check_report(store / "shortcuts", "Shortcut options")
+    variants = numbers["variants"]
+    assert isinstance(variants, dict)
+    assert list(variants) == ["plain", "A", "B", "C"]
+    p = {v: variants[v]["params"] for v in variants}
+    assert p["plain"] == p["A"] < p["B"] < p["C"]  # A adds nothing; C projects everywhere
+
+
+def test_interrupted_job_resumes(tmp_path: Path) -> None:
+    budget = Budget(iterations=6, batch_size=32, data="sample", limit_per_class=12,
+                    precision="fp32")  # fmt: skip
+    cfg = budget.config("resnet20", 0, tmp_path)
+    stopped = fit(cfg.__class__(**{**cfg.__dict__, "run": cfg.run.__class__(
+        **{**cfg.run.__dict__, "time_limit_min": 1e-9})}), log=lambda _s: None)  # fmt: skip
+    assert stopped.status == "time" and stopped.epochs_done == 0
+    assert read_run(stopped.run_dir, "resnet20", 0) is None  # not finished: not reused
+    lines: list[str] = []
+    record = run_job(budget, "resnet20", 0, tmp_path, log=lines.append)
+    assert record.run_dir == stopped.run_dir
+    assert any(line.startswith("resnet20 seed 0: resuming") for line in lines)
+    assert record.results["status"] == "completed"
+    assert int(record.steps[-1]["step"]) == 6
+
+
+def test_reproduce_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _reproduce(tmp_path, "degradation", "--depths", "21") == 2
+    assert "not 6n+2" in capsys.readouterr().err
+    assert main(["reproduce", "cifar-table", "--paper", "--iterations", "9"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_response_stds_are_per_channel_stds() -> None:
+    torch.manual_seed(0)
+    from resnetlab.models.registry import create_model
+
+    model = create_model("resnet20", num_classes=10)
+    for m in model.modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(6, 3, 32, 32)
+    stds = dict(response_stds(model, [(x[:4], None), (x[4:], None)]))
+    captured: list[torch.Tensor] = []
+    model.layer2[0].bn2.register_forward_hook(lambda _m, _i, o: captured.append(o))
+    model(x)
+    assert len(stds) == 19 and "layer2.0.bn2" in stds and "bn1" in stds
+    out = captured[0].double()
+    want = out.transpose(0, 1).reshape(out.shape[1], -1).std(dim=1, unbiased=False).mean()
+    assert stds["layer2.0.bn2"] == pytest.approx(float(want), rel=1e-6)
+
+
+def test_findings_follow_the_numbers() -> None:
+    def entry(train: float) -> dict[str, list[float]]:
+        return {"train_error": [train], "test_error": [train + 5]}
+
+    shown = _degradation_findings({"plain20": entry(10), "plain56": entry(14),
+                                   "resnet20": entry(10), "resnet56": entry(7)})  # fmt: skip
+    assert shown.count("as in the paper") == 2 and "NOT" not in shown
+    missed = _degradation_findings({"plain20": entry(10), "plain56": entry(9),
+                                    "resnet20": entry(10), "resnet56": entry(12)})  # fmt: skip
+    assert missed.count("NOT as in the paper") == 2
+    assert "NOT smaller" in _response_findings({"plain20": [1.0], "resnet20": [2.0]})
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt install chromium)")
+def test_html_report_renders_in_chromium(store: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    page = (store / "degradation" / "report.html").resolve()
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size == (1000, 1600)
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50  # text, tables and charts, not a blank page
