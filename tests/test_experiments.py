@@ -4,6 +4,8 @@ a few steps), the shared run store, resuming, and the report's structure and num
 from __future__ import annotations
 
 import json
+import math
+import random
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -183,3 +185,104 @@ def test_html_report_renders_in_chromium(store: Path, tmp_path: Path) -> None:
         assert img.size == (1000, 1600)
         colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 50  # text, tables and charts, not a blank page
+
+
+# ---------------------------------------------------------------------- landscape, lesion
+def test_landscape_and_lesion_reports(store: Path) -> None:
+    extra = ["--grid", "3", "--images", "64", "--draws", "2", "--swaps", "2"]
+    assert _reproduce(store, "landscape", "--depths", "20", *extra) == 0
+    numbers = _check_report(store / "landscape", "Loss landscapes")
+    grids = numbers["grids"]
+    assert isinstance(grids, dict) and set(grids) == {"plain20", "resnet20"}
+    for model, g in grids.items():
+        assert len(g["loss2d"]) == 3 and all(len(row) == 3 for row in g["loss2d"])
+        assert g["loss1d"][1] == pytest.approx(g["loss2d"][1][1])  # both pass through θ
+        assert (store / "landscape" / f"{model}.npz").is_file()
+        assert len((store / "landscape" / f"{model}.csv").read_text().splitlines()) == 1 + 3 + 9
+    assert _reproduce(store, "lesion", "--depths", "32", *extra) == 0
+    lesion = _check_report(store / "lesion", "Lesion study")
+    models = lesion["models"]
+    assert isinstance(models, dict) and set(models) == {"plain32", "resnet32"}
+    single = models["resnet32"]["single"]
+    assert len(single) == 15 and sum(s["downsampling"] for s in single) == 2
+    assert lesion["path_lengths"] == {  # type: ignore[comparison-overlap]
+        "blocks": 15,
+        "counts": [math.comb(15, k) for k in range(16)],
+        "total": 2**15,
+    }
+
+
+def test_filter_normalised_directions() -> None:
+    from resnetlab.experiments.landscape import filter_normalized_direction
+    from resnetlab.models.registry import create_model
+
+    model = create_model("resnet20")
+    dirs = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    for p, d in zip(model.parameters(), dirs, strict=True):
+        assert d.shape == p.shape
+        if p.dim() <= 1:  # biases and BN parameters do not move
+            assert not d.any()
+        else:  # each filter of d, measured in units of the same filter of θ, has norm 1
+            ratio = d.flatten(1).norm(dim=1) / p.detach().flatten(1).norm(dim=1)
+            assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
+    again = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(dirs, again, strict=True))
+
+
+def test_partial_grid_resumes_along_the_same_directions(tmp_path: Path) -> None:
+    from resnetlab.experiments.landscape import Grid, surface
+    from resnetlab.models.registry import create_model
+    from resnetlab.train.device import choose
+
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    batches = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))]
+    place = choose("cpu", "fp32")
+    before = [p.detach().clone() for p in model.parameters()]
+    path = tmp_path / "g.npz"
+    full = surface(model, batches, place, points=3, span=0.5, seed=1, save_to=path, log=str)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    partial = Grid.load(path, 3, 0.5)
+    partial.loss2d[1:] = float("nan")
+    partial.loss1d[0] = float("nan")
+    partial.save(path)
+    resumed = surface(model, batches, place, points=3, span=0.5, seed=1, save_to=path, log=str)
+    assert resumed.done
+    assert resumed.loss2d == pytest.approx(full.loss2d, rel=1e-6)
+    assert resumed.loss1d == pytest.approx(full.loss1d, rel=1e-6)
+    assert Grid.load(path, 5, 0.5).coords.shape == (5,)  # another grid: starts afresh
+
+
+def test_lesion_mechanics() -> None:
+    from resnetlab.experiments import lesion as V
+    from resnetlab.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        whole = model(x)
+        with V.lesioned(model, set()):
+            assert torch.equal(model(x), whole)  # deleting nothing changes nothing
+        with V.lesioned(model, {1}):
+            skipped = model(x)
+        stem = model.forward_stem(x)
+        manual = model.layer1[2](model.layer1[0](stem))  # block 1 is the identity
+        for stage in (model.layer2, model.layer3):
+            manual = stage(manual)
+        assert torch.allclose(skipped, model.forward_head(manual), atol=1e-6)
+        assert torch.equal(model(x), whole)  # restored on exit
+        blocks = model.blocks()
+        assert [V.is_downsampling(b) for b in blocks].count(True) == 2
+        order = V.random_swaps(model, 3, random.Random(0))
+        assert sorted(order) == list(range(9)) and order != list(range(9))
+        with (
+            pytest.raises(ValueError, match="stage"),
+            V.lesioned(model, order=[3, 1, 2, 0, 4, 5, 6, 7, 8]),
+        ):
+            pass
+    plain = create_model("plain20")
+    assert isinstance(V.shortcut_of(plain.layer2[0]), V.ZeroPadShortcut)
+    for n in (9, 27, 54):
+        counts = V.path_length_counts(n)
+        assert sum(counts) == 2**n and V.mean_path_length(n) == n / 2

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXPERIMENTS = ("degradation", "cifar-table", "responses", "shortcuts")
+EXPERIMENTS = ("degradation", "cifar-table", "responses", "shortcuts", "landscape", "lesion")
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
@@ -15,7 +15,8 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         "reproduce",
         help="reproduce an experiment of the paper, with a report",
         description="degradation (Fig. 6), cifar-table (Table 6), responses (Fig. 7), "
-        "shortcuts (Table 3 on CIFAR). Runs are kept in OUT/runs and shared between "
+        "shortcuts (Table 3 on CIFAR), landscape (Li et al. 2018), lesion (Veit et al. "
+        "2016). Runs are kept in OUT/runs and shared between "
         "experiments; running the same command again resumes an interrupted experiment. "
         "The report (Markdown, HTML, charts, JSON) goes to OUT/NAME.",
     )
@@ -37,6 +38,18 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
+    g = p.add_argument_group("landscape and lesion")
+    g.add_argument("--grid", type=positive_int, default=13, help="landscape: points per axis")
+    g.add_argument("--span", type=float, default=1.0, help="landscape: α, β in [-SPAN, SPAN]")
+    g.add_argument(
+        "--images",
+        type=positive_int,
+        help="images evaluated per point (landscape: training images, default 1000; lesion: "
+        "test images, default 2000)",
+    )
+    g.add_argument("--draws", type=positive_int, default=3, help="lesion: random draws per k")
+    g.add_argument("--swaps", type=positive_int, default=10, help="lesion: most swaps tried")
+    g.add_argument("--split", choices=("test", "val"), default="test", help="lesion: split")
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -49,6 +62,8 @@ def request_from_args(args: argparse.Namespace) -> Any:
     )
     from resnetlab.experiments.runs import Budget
 
+    if args.span <= 0:
+        raise ValueError("--span must be positive")
     if args.paper and args.iterations:
         raise ValueError("give --paper or --iterations, not both")
     iterations = 64000 if args.paper else args.iterations or CPU_ITERATIONS
@@ -71,8 +86,18 @@ def request_from_args(args: argparse.Namespace) -> Any:
         budget=budget,
         out=args.out,
         depths=list(depths),
-        seeds=list(args.seeds if args.seeds is not None else DEFAULT_SEEDS[args.experiment]),
+        seeds=list(
+            args.seeds if args.seeds is not None else DEFAULT_SEEDS.get(args.experiment, [0])
+        ),
         command=args.command_line,
+        options={
+            "grid": args.grid,
+            "span": args.span,
+            "images": args.images or (1000 if args.experiment == "landscape" else 2000),
+            "draws": args.draws,
+            "swaps": args.swaps,
+            "split": args.split,
+        },
     )
 
 

@@ -16,8 +16,10 @@ DEFAULT_DEPTHS = {
     "cifar-table": [20, 32, 44, 56, 110],
     "responses": [20, 56],
     "shortcuts": [20],
+    "landscape": [20, 56],
+    "lesion": [56],
 }
-DEFAULT_SEEDS = {"degradation": [0], "cifar-table": [0, 1], "responses": [0], "shortcuts": [0]}
+DEFAULT_SEEDS = {"cifar-table": [0, 1]}  # one seed (0) for the others
 # Paper: 64k iterations. CPU default: 1,400 (about 4 epochs of the 45k training images).
 CPU_ITERATIONS = 1400
 
@@ -48,8 +50,10 @@ def training_jobs(req: Request) -> list[J.Job]:
         return J.degradation_jobs(req.depths, req.seeds)
     if req.name == "cifar-table":
         return J.cifar_table_jobs(req.depths, req.seeds)
-    if req.name == "responses":
+    if req.name in ("responses", "landscape"):
         return J.responses_jobs(req.depths, req.seeds)
+    if req.name == "lesion":
+        return J.responses_jobs(req.depths[:1], req.seeds)
     if req.name == "shortcuts":
         return J.shortcut_jobs(req.depths[0], req.seeds)
     raise ValueError(f"{req.name} trains nothing")
@@ -73,5 +77,8 @@ def reproduce(req: Request, log: Log = print) -> Path:
     records, seconds = run_all(req, log)
     log(f"{len(records)} runs ready ({seconds:.0f} s in this call)")
     from resnetlab.experiments.reports import REPORTERS
+    from resnetlab.experiments.studies import landscape_report, lesion_report
+
+    REPORTERS.update({"landscape": landscape_report, "lesion": lesion_report})
 
     return REPORTERS[req.name](req, records, log)
