@@ -1,22 +1,35 @@
-"""Loading torchvision/timm checkpoints into the matching resnetlab model.
+"""Loading published checkpoints (torchvision, timm, akamaster's CIFAR nets) into resnetlab.
 
 For the variants torchvision ships, resnetlab's state dict has exactly torchvision's keys
 and shapes, in order, so a published file loads with ``strict=True``. ResNet-50/101/152
 checkpoints are trained with torchvision's "v1.5" stride placement, so they map to
 ``resnet50_v1_5`` etc.: the paper-placement ``resnet50`` would load the same tensors but
-compute something else.
+compute something else. timm's plain ResNets (7×7 stem, 1×1-conv downsample, stride on the
+3×3) have torchvision's keys too; its ``c/d/s/t`` variants (deep stem, average-pool
+downsample) do not, and their files fail with a parity report.
+
+Safety: files are read with ``torch.load(weights_only=True)`` or as ``.safetensors``, so no
+code from a file ever runs; a URL is downloaded only against a SHA-256 (prefix) and a file
+with another hash is deleted, never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from resnetlab.fileio import make_temp
 from resnetlab.models.registry import create_model
 
 # torchvision builder name → resnetlab model name.
@@ -33,6 +46,19 @@ TORCHVISION_NAMES: dict[str, str] = {
     "resnext101_64x4d": "resnext101_64x4d",
     **{f"vgg{d}{bn}": f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
 }
+# timm model name → resnetlab name: the ResNets above (timm's VGG has another head layout).
+TIMM_NAMES: dict[str, str] = {k: v for k, v in TORCHVISION_NAMES.items() if "vgg" not in k}
+# github.com/akamaster/pytorch_resnet_cifar10: the paper's CIFAR nets, option A shortcuts.
+AKAMASTER_NAMES: dict[str, str] = {f"resnet{d}": f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)}
+
+Layout = Literal["torchvision", "timm", "akamaster"]
+_NAMES: dict[str, dict[str, str]] = {
+    "torchvision": TORCHVISION_NAMES,
+    "timm": TIMM_NAMES,
+    "akamaster": AKAMASTER_NAMES,
+}
+# torchvision's and akamaster's file names end in the first hex digits of their SHA-256.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
 
 
 class CheckpointError(ValueError):
@@ -51,18 +77,113 @@ def resnetlab_name(torchvision_name: str) -> str:
         ) from None
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read a state dict from a local ``.pth``/``.pt`` file with ``weights_only=True`` (no
-    code runs from the file). Accepts a bare state dict or one wrapped under ``state_dict``
-    or ``model``, and strips a DataParallel/DDP ``module.`` prefix."""
-    p = Path(path)
+# --------------------------------------------------------------------------- reading files
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err)
+    # weights_only refusals start with advice to load unsafely; the reason is further down.
+    reason = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\n|$)", text)
+    if reason:
+        return f"refused, it would run code on loading ({reason.group(1).strip()})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def checkpoint_cache() -> Path:
+    """Downloaded checkpoints: ``$RESNETLAB_CACHE/checkpoints``, else
+    ``$XDG_CACHE_HOME/resnetlab/checkpoints``, else ``~/.cache/resnetlab/checkpoints`` (the
+    same root as the data cache)."""
+    env = os.environ.get("RESNETLAB_CACHE")
+    if env:
+        return Path(env).expanduser() / "checkpoints"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "resnetlab" / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_checkpoint(url: str, *, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` into :func:`checkpoint_cache` once and return the local file.
+
+    ``sha256`` is the file's SHA-256 or a prefix of it (8+ hex digits); without it the
+    prefix in a torchvision-style name (``resnet18-f37072fd.pth``) is used, and with neither
+    the download is refused. A file whose hash differs is deleted and never loaded; a cached
+    file is checked again on every use. ``timeout`` is in seconds, per network operation.
+    """
+    name = Path(urllib.parse.urlparse(url).path).name or "checkpoint"
+    from_name = _HASH_IN_NAME.search(name)
+    want = (sha256 or (from_name.group(1) if from_name else "")).lower()
+    if not re.fullmatch(r"[0-9a-f]{8,64}", want):
+        raise CheckpointError(
+            f"{url}: pass sha256= (the file's SHA-256, at least 8 hex digits); "
+            "downloads are never loaded unchecked"
+        )
+    target = checkpoint_cache() / want[:8] / name
+    if target.is_file() and _sha256(target).startswith(want):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = make_temp(target, suffix=".partial")
+    except OSError as err:
+        raise CheckpointError(f"cannot write to {target.parent}: {err.strerror or err}") from err
+    try:
+        digest = hashlib.sha256()
+        request = urllib.request.Request(url, headers={"User-Agent": "resnetlab"})
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as r:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                digest.update(chunk)
+        got = digest.hexdigest()
+        if not got.startswith(want):
+            raise CheckpointError(
+                f"{url} has SHA-256 {got[:16]}…, expected {want[:16]}…: refused and deleted"
+            )
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as err:
+        raise CheckpointError(f"cannot download {url}: HTTP {err.code} {err.reason}") from err
+    except OSError as err:  # URLError (offline, refused, DNS), timeouts, a full disk
+        why = err.reason if isinstance(err, urllib.error.URLError) else err
+        raise CheckpointError(
+            f"cannot download {url}: {why} (offline? fetch the file elsewhere and pass its path)"
+        ) from err
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def _is_url(source: str | os.PathLike[str]) -> bool:
+    return isinstance(source, str) and source.startswith(("https://", "http://"))
+
+
+def read_state_dict(
+    source: str | os.PathLike[str], *, sha256: str | None = None
+) -> dict[str, Tensor]:
+    """Read a state dict from a local file or an http(s) URL (see :func:`download_checkpoint`).
+
+    ``.safetensors`` files are read with ``safetensors``; anything else (``.pth``, ``.pt``,
+    akamaster's ``.th``) with ``torch.load(weights_only=True)``: no code runs from the file.
+    Accepts a bare state dict or one wrapped under ``state_dict`` or ``model``, and strips a
+    DataParallel/DDP ``module.`` prefix.
+    """
+    p = download_checkpoint(str(source), sha256=sha256) if _is_url(source) else Path(source)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
-        obj: Any = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unsafe-global errors all land here
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {p}: {first}") from err
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(p, device="cpu")
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip, safetensors and unsafe-global errors all land here
+        raise CheckpointError(f"cannot read checkpoint {p}: {_first_line(err)}") from err
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -74,35 +195,198 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return state
 
 
-def load_torchvision_checkpoint(
-    path: str | os.PathLike[str], model: str | nn.Module, **overrides: Any
-) -> nn.Module:
-    """Load a torchvision/timm checkpoint file into a resnetlab model, strictly.
+# --------------------------------------------------------------------------- parity
 
-    ``model`` is a torchvision builder name (``"resnet50"`` → ``resnet50_v1_5``), a
-    resnetlab name, or a built module. Mismatched keys or shapes raise
-    :class:`CheckpointError` naming the first few differences.
+
+class ShapeMismatch(NamedTuple):
+    key: str
+    checkpoint: tuple[int, ...]
+    model: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How a checkpoint's tensors line up with a model's state dict, key by key.
+
+    ``missing``: in the model, not in the file; ``unexpected``: in the file, not in the
+    model; ``head_classes``: ``(file, model)`` output counts when only the classifier's
+    number of classes differs from the model's.
     """
-    if isinstance(model, str):
-        name = TORCHVISION_NAMES.get(model, model)
-        model = create_model(name, **overrides)
-    state = read_state_dict(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            k = wrong[0]
+
+    matched: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[ShapeMismatch, ...]
+    head_classes: tuple[int, int] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        """One line: the counts, the first key of each kind, the classifier difference."""
+        parts = [f"{len(self.matched)} tensors match"]
+        if self.head_classes:
+            file_n, model_n = self.head_classes
             parts.append(
-                f"{len(wrong)} shape mismatches (first: {k} "
-                f"{tuple(state[k].shape)} in file vs {tuple(own[k].shape)})"
+                f"checkpoint head has {file_n} classes, model has {model_n} "
+                f"(num_classes={file_n} builds a matching model)"
             )
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-        raise CheckpointError(f"{path} does not fit this model: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
-    return model
+        if self.mismatched:
+            m = self.mismatched[0]
+            parts.append(
+                f"{len(self.mismatched)} shape mismatches (first: {m.key} "
+                f"{m.checkpoint} in file vs {m.model})"
+            )
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing keys (first: {self.missing[0]})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected keys (first: {self.unexpected[0]})")
+        return "; ".join(parts)
+
+    def render(self, *, show_matched: bool = False) -> str:
+        """A table, one tensor a row: what differs, and with ``show_matched`` what matches."""
+        rows = [
+            ("shape", m.key, f"file {m.checkpoint} vs model {m.model}") for m in self.mismatched
+        ]
+        rows += [("missing", k, "in the model only") for k in self.missing]
+        rows += [("unexpected", k, "in the file only") for k in self.unexpected]
+        if show_matched:
+            rows += [("ok", k, "") for k in self.matched]
+        width = max((len(k) for _, k, _ in rows), default=0)
+        lines = [f"  {kind:<10}  {key:<{width}}  {note}".rstrip() for kind, key, note in rows]
+        return "\n".join([self.summary(), *lines])
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def parity_report(state: Mapping[str, Tensor], model: nn.Module) -> ParityReport:
+    """Compare a state dict with ``model.state_dict()`` key by key (nothing is loaded)."""
+    own = model.state_dict()
+    common = [k for k in own if k in state]
+    wrong = tuple(
+        ShapeMismatch(k, tuple(state[k].shape), tuple(own[k].shape))
+        for k in common
+        if state[k].shape != own[k].shape
+    )
+    bad = {m.key for m in wrong}
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    head = None
+    if linears and f"{linears[-1]}.weight" in bad:
+        w = next(m for m in wrong if m.key == f"{linears[-1]}.weight")
+        if len(w.checkpoint) == 2 and w.checkpoint[1:] == w.model[1:]:
+            head = (w.checkpoint[0], w.model[0])
+    return ParityReport(
+        matched=tuple(k for k in common if k not in bad),
+        missing=tuple(k for k in own if k not in state),
+        unexpected=tuple(k for k in state if k not in own),
+        mismatched=wrong,
+        head_classes=head,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def from_akamaster(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """akamaster's CIFAR ResNet tensors (``module.`` already stripped) → resnetlab's.
+
+    Names: akamaster's ``linear`` is our ``fc``; everything else is the same. Channels:
+    akamaster's option-A shortcut zero-pads the identity on *both* sides (``planes // 4``
+    channels each), ours appends the zeros, so after each widening the residual stream
+    holds the same channels in another order. The stream's tensors (each block's ``conv2``
+    and ``bn2`` outputs, the next ``conv1`` inputs, the classifier inputs) are permuted to
+    our order, so the converted net computes exactly what the original does.
+    """
+    if "linear.weight" not in state or "conv1.weight" not in state:
+        return dict(state)  # not this layout: the parity report will say what is there
+    out = {("fc." + k[7:] if k.startswith("linear.") else k): v for k, v in state.items()}
+    try:
+        # order[i] = the akamaster channel that is our channel i of the residual stream.
+        order = torch.arange(out["conv1.weight"].shape[0])
+        stage = 1
+        while f"layer{stage}.0.conv1.weight" in out:
+            entering = order
+            width = out[f"layer{stage}.0.conv1.weight"].shape[0]
+            if width != len(entering):
+                pad = width // 4
+                if len(entering) + 2 * pad != width:
+                    raise ValueError(f"layer{stage} widens {len(entering)} → {width}")
+                moved = entering + pad
+                kept = set(moved.tolist())
+                rest = torch.tensor([c for c in range(width) if c not in kept])
+                order = torch.cat([moved, rest])
+            block = 0
+            while (p := f"layer{stage}.{block}.") + "conv1.weight" in out:
+                inputs = entering if block == 0 else order
+                out[p + "conv1.weight"] = out[p + "conv1.weight"][:, inputs]
+                out[p + "conv2.weight"] = out[p + "conv2.weight"][order]
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    if p + "bn2." + name in out:
+                        out[p + "bn2." + name] = out[p + "bn2." + name][order]
+                block += 1
+            stage += 1
+        out["fc.weight"] = out["fc.weight"][:, order]
+    except (ValueError, IndexError, RuntimeError) as err:
+        raise CheckpointError(
+            f"not an akamaster option-A CIFAR ResNet: {_first_line(err)}"
+        ) from err
+    return out
+
+
+def load_pretrained(
+    source: str | os.PathLike[str],
+    model: str | nn.Module,
+    *,
+    layout: Layout = "torchvision",
+    sha256: str | None = None,
+    strict: bool = True,
+    **overrides: Any,
+) -> tuple[nn.Module, ParityReport]:
+    """Load a published checkpoint (a local file or an http(s) URL) into a resnetlab model.
+
+    ``model`` is a name in ``layout``'s convention (torchvision/timm ``"resnet50"`` →
+    ``resnet50_v1_5``; akamaster ``"resnet56"``), a resnetlab name, or a built module;
+    ``overrides`` (``num_classes=…``) go to :func:`create_model`. With ``strict=True`` any
+    difference raises a one-line :class:`CheckpointError`; with ``strict=False`` the tensors
+    that fit are loaded and the rest keep their fresh values (e.g. a new 10-class head).
+    Returns the model and the :class:`ParityReport` (``print(report)`` shows every row).
+    """
+    label = model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        model = create_model(_NAMES[layout].get(model, model), **overrides)
+    elif overrides:
+        raise ValueError(f"options {sorted(overrides)} need a model name, not a built model")
+    state = read_state_dict(source, sha256=sha256)
+    if layout == "akamaster":
+        state = from_akamaster(state)
+    # Files saved before PyTorch 0.4.1 (akamaster's, torchvision's first ones) have no BN
+    # batch counters; they matter only for momentum=None, so start them at 0 as torch does.
+    for key in model.state_dict():
+        stats = key.removesuffix("num_batches_tracked") + "running_mean"
+        if key.endswith(".num_batches_tracked") and key not in state and stats in state:
+            state[key] = torch.zeros((), dtype=torch.long)
+    report = parity_report(state, model)
+    what = f"{source} does not fit {label}"
+    if strict and not report.ok:
+        raise CheckpointError(
+            f"{what}: {report.summary()} (strict=False loads what fits; parity_report() "
+            "lists every tensor)"
+        )
+    if not report.matched:
+        raise CheckpointError(f"{what}: {report.summary()}")
+    model.load_state_dict({k: state[k] for k in report.matched}, strict=report.ok)
+    return model, report
+
+
+def load_torchvision_checkpoint(
+    source: str | os.PathLike[str],
+    model: str | nn.Module,
+    *,
+    sha256: str | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Load a torchvision/timm checkpoint into a resnetlab model, strictly (see
+    :func:`load_pretrained`); mismatched keys or shapes raise :class:`CheckpointError`."""
+    return load_pretrained(source, model, sha256=sha256, **overrides)[0]

@@ -1,0 +1,70 @@
+"""hubconf.py: torch.hub finds one entry point per registered model, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from resnetlab.analysis import count_params
+from resnetlab.models import ResNet, create_model, list_models
+
+
+@pytest.fixture
+def hub_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The checkout as torch.hub's cached GitHub download of ``me/resnetlab:main`` (a
+    cached repository is used as is, without the network)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "me_resnetlab_main").symlink_to(REPO, target_is_directory=True)
+    return "me/resnetlab:main"
+
+
+def test_hub_lists_every_registered_model(hub_repo: str) -> None:
+    entries = torch.hub.list(hub_repo, trust_repo=True, verbose=False)
+    assert entries == sorted(list_models())
+
+
+def test_hub_help_is_the_registry_description(hub_repo: str) -> None:
+    doc = torch.hub.help(hub_repo, "resnet50_v1_5", trust_repo=True)
+    assert doc.startswith("ResNet-50 v1.5 (torchvision: stride on the 3×3)")
+
+
+def test_hub_load_local_builds_the_model() -> None:
+    model = torch.hub.load(str(REPO), "resnet20", source="local", trust_repo=True, num_classes=100)
+    assert isinstance(model, ResNet)
+    assert model.get_classifier().out_features == 100
+    assert count_params(model) == count_params(create_model("resnet20", num_classes=100))
+
+
+def test_hub_pretrained_raises_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="publishes no pretrained weights for resnet50"):
+        torch.hub.load(str(REPO), "resnet50", source="local", pretrained=True)
+    with pytest.raises(ValueError, match="has no option 'colour'"):
+        torch.hub.load(str(REPO), "resnet50", source="local", colour="red")
+
+
+def test_hubconf_finds_src_without_an_installed_resnetlab(tmp_path: Path) -> None:
+    # A fresh interpreter that cannot import resnetlab (the editable install's path is
+    # dropped), as after torch.hub's download of a checkout.
+    code = f"""
+import importlib.util, sys
+sys.path[:] = [p for p in sys.path if p != {str(REPO / "src")!r}]
+assert importlib.util.find_spec("resnetlab") is None
+import torch
+model = torch.hub.load({str(REPO)!r}, "resnet20", source="local")
+import resnetlab
+print(type(model).__name__, resnetlab.__file__)
+"""
+    env = {**os.environ, "PYTHONPATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    kind, path = out.stdout.split()
+    assert kind == "ResNet" and Path(path).is_relative_to(REPO / "src")
