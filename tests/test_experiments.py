@@ -130,6 +130,8 @@ def test_reproduce_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFix
     assert "not 6n+2" in capsys.readouterr().err
     assert main(["reproduce", "cifar-table", "--paper", "--iterations", "9"]) == 2
     assert "not both" in capsys.readouterr().err
+    assert _reproduce(tmp_path, "degradation", "--set", "optim.colour=red") == 2
+    assert "unknown key optim.colour" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

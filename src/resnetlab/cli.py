@@ -393,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(words)
     args.command_line = "resnetlab " + " ".join(words)  # recorded in training reports
     try:
+        size = getattr(args, "input_size", None)
+        if size is not None and len(size) != 4:
+            raise UsageError(f"--input-size takes four numbers, N C H W; got {len(size)}")
         code = args.func(args)
     except (
         UsageError,

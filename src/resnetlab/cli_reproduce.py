@@ -38,6 +38,15 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a training setting for every run, e.g. schedule.warmup_min_depth=20",
+    )
     g = p.add_argument_group("landscape and lesion")
     g.add_argument("--grid", type=positive_int, default=13, help="landscape: points per axis")
     g.add_argument("--span", type=float, default=1.0, help="landscape: α, β in [-SPAN, SPAN]")
@@ -51,6 +60,15 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     g.add_argument("--swaps", type=positive_int, default=10, help="lesion: most swaps tried")
     g.add_argument("--split", choices=("test", "val"), default="test", help="lesion: split")
     p.set_defaults(func=cmd_reproduce)
+
+
+def _override(text: str) -> tuple[str, Any]:
+    from resnetlab.train.config import ConfigError, parse_override
+
+    try:
+        return parse_override(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
@@ -80,6 +98,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         data_root=args.data_root,
         limit_per_class=args.limit_per_class,
         device=args.device,
+        extra=dict(args.overrides),
     )
     return Request(
         name=args.experiment,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetlab.fileio import check_writable, write_text_atomic
+from resnetlab.fileio import check_folder, check_writable, write_text_atomic
 from resnetlab.train.config import RECIPES, ConfigError, parse_override, resolve_config
 
 # Flag → dotted config key: the common settings get their own flags; --set reaches the rest.
@@ -150,14 +150,16 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.train.runner import fit, resume_config
+    from resnetlab.train.runner import checkpoint_file, fit, resume_config
 
     overrides = train_overrides(args)
     if args.resume is not None:
         overrides.pop("run.out_dir", None)  # the run continues in its own folder
         cfg = resume_config(args.resume, overrides)
+        check_folder(checkpoint_file(args.resume).parent)
     else:
         cfg = resolve_config(args.recipe, overrides)
+        check_folder(cfg.run.out_dir)  # now, not after the first epoch
     result = fit(
         cfg, resume=args.resume, log=lambda m: print(m, flush=True), command=args.command_line
     )
@@ -169,6 +171,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from resnetlab.infer.predict import Predictor
 
     if args.out is not None:
+        check_folder(args.out)
         args.out.mkdir(parents=True, exist_ok=True)
         check_writable(args.out / f"eval-{args.split}.json")
     predictor = Predictor.load(args.checkpoint)

@@ -21,6 +21,20 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_folder(path: str | os.PathLike[str]) -> Path:
+    """Raise ``ValueError`` (one line) unless ``path`` is a writable folder or can be
+    created as one: checked before a long job starts, not when its first file is due."""
+    p = Path(path).expanduser()
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"cannot write to {p}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to {p}: permission denied")
+    return p
+
+
 def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, str]:
     """A temporary file beside ``target`` with the permissions a new file would get
     (``mkstemp`` makes them 0600, which would leave charts and checkpoints unreadable to

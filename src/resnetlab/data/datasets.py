@@ -245,16 +245,22 @@ def train_batches(
     device: torch.device,
     start_batch: int = 0,
     generator_state: torch.Tensor | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TrainBatches | StreamBatches:
-    """One epoch of augmented training batches, from memory or streamed from disk."""
+    """One epoch of augmented training batches, from memory or streamed from disk; with
+    ``world_size`` > 1, rank ``rank``'s share of every global batch (see
+    :func:`~resnetlab.data.loaders.shard_order`)."""
     if isinstance(data, ImageTensors):
         return TrainBatches(data, pre, batch_size=batch_size, seed=seed, epoch=epoch,
                             device=device, start_batch=start_batch,
-                            generator_state=generator_state)  # fmt: skip
+                            generator_state=generator_state, rank=rank,
+                            world_size=world_size)  # fmt: skip
     if isinstance(data, FileSplit):
         return StreamBatches(data, pre, batch_size=batch_size, seed=seed, epoch=epoch,
                              device=device, start_batch=start_batch,
-                             generator_state=generator_state)  # fmt: skip
+                             generator_state=generator_state, rank=rank,
+                             world_size=world_size)  # fmt: skip
     raise TypeError(f"cannot batch {type(data).__name__}")
 
 

@@ -4,6 +4,12 @@ The order of an epoch and its augmentation draw from generators seeded by
 ``(seed, epoch)``, so an epoch is the same whenever it runs: a resumed run replays
 exactly what an uninterrupted one would have done, including from the middle of an epoch
 (``start_batch`` and the saved generator state).
+
+Under data parallelism (``world_size`` processes) every rank draws the same order and takes
+its own slice of each global batch of ``batch_size × world_size`` images
+(:func:`shard_order`): rank 0's batch followed by rank 1's … is exactly the batch a single
+process with the global batch size would see. Augmentation draws from a generator of the
+rank's own, so each rank's epoch is still fixed by ``(seed, epoch, rank)``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,25 @@ from resnetlab.data.augment import Preprocess, eval_transform, train_transform
 from resnetlab.data.tensors import ImageTensors
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + (rank << 40))
+
+
+def shard_order(order: Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> Tensor:
+    """Rank ``rank``'s part of an epoch's ``order``: the ``rank``-th slice of ``batch_size``
+    of every global batch of ``batch_size × world_size`` (the tail that fills no global
+    batch is dropped). The ranks' parts are disjoint and, batch by batch, concatenate to the
+    single-process order."""
+    n = len(order) // (batch_size * world_size)
+    return order[: n * batch_size * world_size].view(n, world_size, batch_size)[:, rank].flatten()
+
+
+def shard_generator(
+    generator: torch.Generator, seed: int, epoch: int, rank: int
+) -> torch.Generator:
+    """The augmentation generator of ``rank``: rank 0 goes on with the order's generator (as
+    a single process does), the others get one of their own."""
+    return generator if rank == 0 else epoch_generator(seed, epoch, rank)
 
 
 class TrainBatches:
@@ -36,16 +59,20 @@ class TrainBatches:
         device: torch.device,
         start_batch: int = 0,
         generator_state: Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.data, self.pre, self.batch_size, self.device = data, pre, batch_size, device
-        self.generator = epoch_generator(seed, epoch)
-        self.order = torch.randperm(len(data), generator=self.generator)
+        order_generator = epoch_generator(seed, epoch)
+        order = torch.randperm(len(data), generator=order_generator)
+        self.order = shard_order(order, batch_size, rank, world_size)
+        self.generator = shard_generator(order_generator, seed, epoch, rank)
         if generator_state is not None:
             self.generator.set_state(generator_state)
         self.start_batch = start_batch
 
     def __len__(self) -> int:
-        return len(self.data) // self.batch_size
+        return len(self.order) // self.batch_size
 
     def generator_state(self) -> Tensor:
         """Save with the batch index to resume mid-epoch."""

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnetlab.data.augment import Preprocess, eval_transform, train_transform
 from resnetlab.data.images import ImageError, decode_image
-from resnetlab.data.loaders import epoch_generator
+from resnetlab.data.loaders import epoch_generator, shard_generator, shard_order
+from resnetlab.data.tensors import DataError
 
 
 @dataclass(frozen=True)
@@ -116,18 +117,23 @@ class StreamBatches:
         start_batch: int = 0,
         generator_state: Tensor | None = None,
         workers: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.data, self.pre, self.batch_size, self.device = data, pre, batch_size, device
-        self.generator = epoch_generator(seed, epoch)
-        order = torch.randperm(len(data), generator=self.generator)
+        order_generator = epoch_generator(seed, epoch)
+        order = shard_order(torch.randperm(len(data), generator=order_generator), batch_size,
+                            rank, world_size)  # fmt: skip
+        self.generator = shard_generator(order_generator, seed, epoch, rank)
         if generator_state is not None:
             self.generator.set_state(generator_state)
-        self.start_batch = start_batch
-        self.order = order[start_batch * batch_size : len(self) * batch_size]
+        self.start_batch, self.batches = start_batch, len(order) // batch_size
+        self.order = order[start_batch * batch_size :]
         self.workers = default_workers() if workers is None else workers
+        self.parallel = world_size > 1
 
     def __len__(self) -> int:
-        return len(self.data) // self.batch_size
+        return self.batches
 
     def generator_state(self) -> Tensor:
         return self.generator.get_state()
@@ -135,6 +141,8 @@ class StreamBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for x, y in _loader(self.data, self.order, self.batch_size, self.workers, self.device):
             if len(y) == 0:
+                if self.parallel:  # skipping would leave the other ranks waiting for this one
+                    raise DataError("a whole batch of unreadable image files")
                 continue
             x = x.to(self.device, non_blocking=True)
             yield train_transform(x, self.pre, self.generator), y.to(self.device)

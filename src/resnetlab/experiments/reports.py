@@ -85,12 +85,14 @@ def _budget_note(req: Request, records: list[RunRecord]) -> str:
     paper = " (the paper's schedule)" if b.iterations >= 64000 else (
         f", {100 * b.iterations / 64000:.1f}% of the paper's 64k"
     )  # fmt: skip
-    return (f"Budget: {b.iterations:,} iterations at batch {b.batch_size} ({epochs} epochs"
+    note = (f"Budget: {b.iterations:,} iterations at batch {b.batch_size} ({epochs} epochs"
             f"{paper}); learning rate {b.lr}, divided by 10 at {b.iterations // 2:,} and "
             f"{3 * b.iterations // 4:,} iterations; SGD momentum 0.9, weight decay 1e-4; "
             "4-pixel padding, random 32×32 crops and flips. Each run's checkpoint is chosen on "
             "its validation split (held out of the training images); its test error is "
             "measured once, at the end.")  # fmt: skip
+    changed = ", ".join(f"`{k}={v}`" for k, v in sorted(b.extra.items()))
+    return note + (f" Changed for every run: {changed}." if changed else "")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- degradation

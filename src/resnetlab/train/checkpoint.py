@@ -4,12 +4,18 @@ A checkpoint holds everything needed to continue exactly or to use the model: we
 optimiser and schedule state, RNG states, position (epoch, step, batch within the epoch),
 the resolved config, class names and the preprocessing (normalisation statistics). Saving
 writes a temporary file beside the target, fsyncs it and renames it over the old one: a
-crash or a full disk leaves the previous checkpoint intact.
+crash, a ``kill -9`` or a full disk leaves the previous checkpoint intact. A save that fails
+for lack of space (or any other ``OSError``) removes its temporary file and raises a
+one-line :class:`CheckpointSaveError`; temporary files of killed writers are removed by the
+next save in the same folder.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +24,101 @@ import torch
 from resnetlab.fileio import make_temp
 
 FORMAT = "resnetlab-checkpoint/1"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or is not a resnetlab training checkpoint."""
 
 
+class CheckpointSaveError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, I/O error); the previous file at that
+    path, if any, is untouched and no temporary file is left. Also an ``OSError`` whose
+    ``errno`` is the failure's (``errno.ENOSPC`` for a full disk)."""
+
+    @property
+    def no_space(self) -> bool:
+        """The disk, the user's quota or a file-size limit is full."""
+        return self.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _temp_suffix() -> str:
+    # The writer's pid in the name lets a later save tell a killed writer's leftover from
+    # a file being written right now.
+    return f".{os.getpid()}.tmp"
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary checkpoint files in ``folder`` whose writer no longer exists (a
+    ``kill -9`` during a save leaves one, as large as the checkpoint itself); returns them.
+    Every save calls this for its folder."""
+    removed = []
+    for tmp in Path(folder).glob(".*.pt.*.*.tmp"):
+        pid = tmp.name.removesuffix(".tmp").rpartition(".")[2]
+        if not pid.isdigit() or len(pid) > 9 or int(pid) in (0, os.getpid()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+            except OSError:  # tidying up must not fail a save
+                pass
+        except OSError:  # alive, but another user's process: leave it
+            pass
+    return removed
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err``: torch's zip writer reports a failed ``write()`` as
+    a ``RuntimeError`` ("unexpected pos …") whose context is the real ``OSError``."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``state`` to ``path`` atomically (see the module docstring).
+
+    Raises :class:`CheckpointSaveError` when the file cannot be written (no space, I/O
+    error, permissions); the previous ``path`` is then unchanged.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp(target)
+    tmp = ""
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target.parent)
+        fd, tmp = make_temp(target, _temp_suffix())
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)  # make the rename itself durable
+    except BaseException as err:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(err) if isinstance(err, Exception) else None
+        if cause is None:
+            raise  # not an I/O failure: a bug, Ctrl-C, …
+        kept = "the previous one is intact" if target.is_file() else "nothing was written"
+        reason = cause.strerror or str(cause).strip().splitlines()[0]
+        error = CheckpointSaveError(f"cannot save {target}: {reason} ({kept})")
+        error.errno = cause.errno
+        raise error from err
+    try:  # make the rename itself durable
+        dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError:  # some file systems refuse to fsync a folder; the file itself is synced
+        pass
     return target
 
 
@@ -51,9 +128,37 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
+        with p.open("rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {p}: {err.strerror or err}") from err
+    if head != ZIP_MAGIC:  # torch.save writes a zip archive; checkpoints are never legacy
+        what = "the file is empty" if not head else "not a PyTorch file (no zip archive)"
+        raise CheckpointError(f"cannot read checkpoint {p}: {what}")
+    # torch.load does not check the zip's CRC-32s: a flipped bit in a tensor would load as a
+    # silently wrong weight. Checking them costs one more read of the file.
+    try:
+        with zipfile.ZipFile(p) as archive:
+            bad = archive.testzip()
+    except Exception as err:  # no central directory (truncated), bad headers, …
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: truncated or damaged (not a complete zip archive)"
+        ) from err
+    if bad is not None:
+        raise CheckpointError(f"cannot read checkpoint {p}: damaged ({bad} fails its CRC check)")
+    try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, unpickling refused, …
+    except pickle.UnpicklingError as err:
+        # torch's own message suggests weights_only=False: exactly what must not be done.
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: it holds objects that would run code when loaded "
+            "(a resnetlab checkpoint never does)"
+        ) from err
+    except Exception as err:  # a truncated or damaged zip, …
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first.split(". ")[0]  # torch appends paragraphs of advice
+        if first.startswith("PytorchStreamReader"):
+            first = f"truncated or damaged ({first})"
         raise CheckpointError(f"cannot read checkpoint {p}: {first}") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a resnetlab training checkpoint")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -58,6 +61,9 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    # The global batch ``lr`` was set for; with run.scale_lr, lr × global batch / this
+    # (the linear scaling rule for multi-process runs). None: lr is used as given.
+    reference_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,9 @@ class RunConfig:
     name: str | None = None  # run folder name; default: <model>-<recipe>-<timestamp>
     test: bool = True  # evaluate the best checkpoint on the test split once, at the end
     log_every: int = 50  # steps between NaN checks and progress updates
+    # Under torchrun (data.batch_size is per process):
+    sync_bn: bool = False  # BN statistics over the global batch instead of each process's
+    scale_lr: bool = True  # apply optim.reference_batch's linear scaling rule
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,14 @@ def load_recipe(name: str) -> dict[str, Any]:
     path = recipe_path(name)
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read recipe {path}: {str(err).splitlines()[0]}") from err
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        if isinstance(err, UnicodeDecodeError):
+            reason = f"not UTF-8 text (byte {err.start})"
+        mark = getattr(err, "problem_mark", None)
+        if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
+            reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+        raise ConfigError(f"cannot read recipe {path}: {reason}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections")
     data.setdefault("recipe", name if name in RECIPES else path.stem)
@@ -177,6 +192,48 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
+_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string (quote a value such as '001')"),
+}
+
+
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    """``value`` checked against a config field's annotation (a one-line ``ConfigError``
+    instead of a ``TypeError`` deep inside training). YAML reads ``5e-4`` as a string (it
+    wants ``5.0e-4``), so a number field also takes a string that parses as a float."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):  # X | None
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _typed(name, rest[0], value) if len(rest) == 1 else value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in _SCALARS:
+        kinds, words = _SCALARS[hint]
+        if not isinstance(value, kinds) or (hint is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{name} must be {words}, got {value!r}")
+    if origin is tuple:  # tuple[int, ...]: milestones
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+        return tuple(value)
+    if origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping, got {value!r}")
+    return value
+
+
 def _coerce(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"section {section!r} must be a mapping")
@@ -186,11 +243,8 @@ def _coerce(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
         raise ConfigError(
             f"unknown key {section}.{unknown[0]}; valid keys: {', '.join(sorted(names))}"
         )
-    kw = {}
-    for key, value in values.items():
-        if key == "milestones" and value is not None:
-            value = tuple(int(v) for v in value)
-        kw[key] = value
+    hints = typing.get_type_hints(cls)
+    kw = {key: _typed(f"{section}.{key}", hints[key], value) for key, value in values.items()}
     try:
         return cls(**kw)
     except TypeError as err:
@@ -211,7 +265,11 @@ def build_config(data: dict[str, Any]) -> TrainConfig:
 def _positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < math.inf  # NaN fails this too
+    ):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
@@ -230,6 +288,7 @@ def validate(cfg: TrainConfig) -> None:
         ("data.load_size", d.load_size),
         ("data.limit_per_class", d.limit_per_class),
         ("run.log_every", r.log_every),
+        ("optim.reference_batch", o.reference_batch),
     ):
         _positive(name, value)
     if not 0.0 < d.val_fraction < 1.0:

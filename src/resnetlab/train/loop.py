@@ -3,6 +3,10 @@
 Both return plain metric dicts. Nothing here syncs with the device on every step: losses
 and correct counts accumulate as tensors and are read every ``log_every`` steps (for the
 progress bar, the NaN guard and the paper's warm-up rule) and at the end.
+
+Under data parallelism (a :class:`~resnetlab.train.distributed.Group` of several ranks) those
+reads are where the ranks meet: one all-reduce sums the counts, ORs the NaN flags and merges
+the stop requests, so every rank logs the global figures and stops at the same step.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.train.device import Placement
+from resnetlab.train.distributed import Group, agreed_stop, stop_flags
 from resnetlab.train.metrics import ConfusionMatrix, ProgressBar, topk_correct
 from resnetlab.train.optim import LRSchedule
 
@@ -32,7 +37,8 @@ def to_input(x: Tensor, place: Placement) -> Tensor:
 
 @dataclass
 class EpochState:
-    """Running sums of one training epoch (kept on the device; saved when interrupted)."""
+    """Running sums of one training epoch (kept on the device; saved when interrupted).
+    Under data parallelism each rank holds its own; the global figures are their sum."""
 
     loss_sum: Tensor
     correct: Tensor
@@ -72,13 +78,19 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: ProgressBar | None = None,
     on_log: Callable[[int, float, float], None] | None = None,
+    group: Group | None = None,
 ) -> EpochOutcome:
     """Train over ``batches`` from optimiser step ``step``; stops early when
     ``should_stop()`` names a reason, when ``max_steps`` is reached, or on a non-finite
     loss (the weights are then unusable; the caller keeps the last checkpoint).
 
     ``on_log(step, loss, error)`` receives the mean training loss and error of the steps since
-    the previous log point (the paper's iteration curves)."""
+    the previous log point (the paper's iteration curves).
+
+    With a ``group`` of several ranks, ``should_stop()`` is asked only at log points and the
+    ranks act on the most urgent answer any of them gave (see module docstring); metrics are
+    those of the global batch."""
+    group = group or Group()
     model.train()
     for m in model.modules():
         # A frozen BN layer (fine-tuning with a frozen backbone) keeps its running statistics
@@ -92,7 +104,8 @@ def train_one_epoch(
     start = time.perf_counter()
     bad = torch.zeros((), dtype=torch.bool, device=place.device)
     stopped = ""
-    window = (float(state.loss_sum), int(state.correct), state.seen)  # sums at the last log
+    # Global sums at the last log point.
+    window = group.sum([state.loss_sum, state.correct, state.seen], device=place.device)
     for x, y in batches:
         schedule.step(step)
         with autocast(place):
@@ -113,43 +126,50 @@ def train_one_epoch(
         bad |= ~torch.isfinite(loss.detach())
         state.seen += n
         state.batches_done += 1
+        reason = ""
         if state.batches_done % log_every == 0 or state.batches_done == total_batches:
-            if bool(bad):  # one sync every log_every steps
+            values: list[Tensor | float] = [state.loss_sum, state.correct, state.seen, bad]
+            if group.size > 1:
+                values += stop_flags(should_stop())
+            loss_sum, correct, seen, nan, *flags = group.sum(values, device=place.device)
+            if nan:  # one sync every log_every steps
                 stopped = "nan"
                 break
-            loss_sum, correct = float(state.loss_sum), int(state.correct)
-            error = 1.0 - correct / max(1, state.seen)
+            reason = agreed_stop(flags) if flags else ""
+            error = 1.0 - correct / max(1, seen)
             schedule.observe_train_error(error)
-            if on_log is not None and state.seen > window[2]:
-                n_window = state.seen - window[2]
+            if on_log is not None and seen > window[2]:
+                n_window = seen - window[2]
                 on_log(step, (loss_sum - window[0]) / n_window,
                        1.0 - (correct - window[1]) / n_window)  # fmt: skip
-            window = (loss_sum, correct, state.seen)
+            window = [loss_sum, correct, seen]
             if progress is not None:
                 progress.update(
                     log_every
                     if state.batches_done % log_every == 0
                     else state.batches_done % log_every,
-                    loss=loss_sum / state.seen,
+                    loss=loss_sum / max(1, seen),
                     top1=100.0 * (1.0 - error),
                     lr=schedule.lr,
                 )
         if max_steps is not None and step >= max_steps:
             stopped = "iterations"
             break
-        reason = should_stop()
+        if group.size == 1:
+            reason = should_stop()
         if reason:
             stopped = reason
             break
-    if not stopped and bool(bad):
+    loss_sum, correct, seen, nan = group.sum([state.loss_sum, state.correct, state.seen, bad],
+                                             device=place.device)  # fmt: skip
+    if not stopped and nan:
         stopped = "nan"
     state.seconds += time.perf_counter() - start
-    seen = max(1, state.seen)
     metrics = {
-        "train_loss": float(state.loss_sum) / seen,
-        "train_top1": 100.0 * int(state.correct) / seen,
+        "train_loss": loss_sum / max(1, seen),
+        "train_top1": 100.0 * correct / max(1, seen),
         "lr": schedule.lr,
-        "images_per_s": state.seen / max(state.seconds, 1e-9),
+        "images_per_s": seen / max(state.seconds, 1e-9),  # of all ranks together
         "train_time_s": state.seconds,
     }
     return EpochOutcome(metrics, step, stopped)
@@ -163,8 +183,10 @@ def evaluate(
     place: Placement,
     loss_fn: nn.Module | None = None,
     confusion: ConfusionMatrix | None = None,
+    group: Group | None = None,
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 accuracy (%) over every batch; fills ``confusion`` if given."""
+    """Loss, top-1 and top-5 accuracy (%) over every batch; fills ``confusion`` if given.
+    With a ``group``, each rank passes its shard of the data and the sums are all-reduced."""
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
@@ -182,9 +204,11 @@ def evaluate(
         if confusion is not None:
             confusion.update(logits.argmax(dim=1), y)
         seen += y.shape[0]
-    seen = max(1, seen)
+    total, top1, top5, n = (group or Group()).sum([loss_sum, correct[1], correct[5], seen],
+                                                 device=place.device)  # fmt: skip
+    n = max(1.0, n)
     return {
-        "loss": float(loss_sum) / seen,
-        "top1": 100.0 * int(correct[1]) / seen,
-        "top5": 100.0 * int(correct[5]) / seen,  # k is clamped to the classes there are
+        "loss": total / n,
+        "top1": 100.0 * top1 / n,
+        "top5": 100.0 * top5 / n,  # k is clamped to the classes there are
     }

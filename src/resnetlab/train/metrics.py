@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import math
 import os
@@ -40,6 +41,7 @@ __all__ = [
     "read_metrics",
     "read_steps",
     "topk_correct",
+    "truncate_metrics",
 ]
 
 Row = Mapping[str, float | int | str]
@@ -367,6 +369,48 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | str]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def truncate_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop the rows of epochs after ``epoch`` from ``metrics.jsonl`` and ``metrics.csv``: a
+    run resumed from the checkpoint of ``epoch`` trains them again (an epoch is logged just
+    before its checkpoint is written, so a kill or a failed save in between leaves its row)."""
+    from resnetlab.fileio import write_text_atomic
+
+    jsonl = Path(run_dir) / JSONL_NAME
+    if jsonl.is_file():
+        lines = jsonl.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if _row_epoch(line) <= epoch]
+        if len(kept) != len(lines):
+            write_text_atomic(jsonl, "".join(f"{line}\n" for line in kept))
+    path = Path(run_dir) / CSV_NAME
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if rows and "epoch" in rows[0]:
+            col = rows[0].index("epoch")
+            kept_rows = [rows[0]] + [
+                r for r in rows[1:] if len(r) > col and _as_int(r[col]) <= epoch
+            ]
+            if len(kept_rows) != len(rows):
+                buf = io.StringIO()
+                csv.writer(buf).writerows(kept_rows)
+                write_text_atomic(path, buf.getvalue())
+
+
+def _as_int(text: str) -> int:
+    try:
+        return int(float(text))
+    except ValueError:
+        return 1 << 62  # a line cut short by a kill: dropped
+
+
+def _row_epoch(line: str) -> int:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return 1 << 62
+    return int(row.get("epoch", 0)) if isinstance(row, dict) else 1 << 62
 
 
 class StepLog:

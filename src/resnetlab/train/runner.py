@@ -4,6 +4,10 @@ The run folder holds ``config.yaml``, ``last.pt`` (every epoch, and on interrupt
 ``best.pt`` (best validation top-1), ``metrics.csv``/``metrics.jsonl``, ``curves.png``
 and, after the one evaluation on the test split, ``results.json``, ``confusion.png`` and
 ``report.md``. ``fit(..., resume=path)`` continues a run exactly where it stopped.
+
+Under ``torchrun`` the same ``fit`` runs in every process (see
+:mod:`resnetlab.train.distributed`): each trains on its share of every global batch, and
+rank 0 alone writes the run folder, logs and draws the progress bar.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -33,6 +37,7 @@ from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.train.checkpoint import (
     CheckpointError,
+    CheckpointSaveError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -47,6 +52,7 @@ from resnetlab.train.config import (
     save_config,
 )
 from resnetlab.train.device import choose
+from resnetlab.train.distributed import Group, scaled_lr, session, sync_batchnorm
 from resnetlab.train.loop import EpochOutcome, EpochState, evaluate, train_one_epoch
 from resnetlab.train.metrics import (
     MetricsLogger,
@@ -55,6 +61,7 @@ from resnetlab.train.metrics import (
     format_epoch,
     plot_curves,
     read_metrics,
+    truncate_metrics,
 )
 from resnetlab.train.optim import LRSchedule, build_optimizer
 from resnetlab.train.report import final_test, write_results
@@ -209,34 +216,57 @@ class _Position:
 class _Run:
     """Everything one run needs, built once; each step of ``fit`` is a method."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, log: Log) -> None:
-        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+    def __init__(self, cfg: TrainConfig, run_dir: Path, log: Log, group: Group) -> None:
+        self.cfg, self.run_dir, self.log, self.group = cfg, run_dir, log, group
         torch.manual_seed(cfg.run.seed)
-        self.place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
+        place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
+        self.place = replace(place, device=group.device(place.device))
+        # Rank 0 decodes (and caches) the data first; the others then read its cache rather
+        # than race it to write the same files.
+        if not group.is_main:
+            group.barrier()
         self.bundle = load_run_data(cfg, log)
+        if group.is_main:
+            group.barrier()
         if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
             self.bundle = on_device(self.bundle, self.place.device)
+        self.val = group.shard(self.bundle.val)  # validation is sharded, its sums all-reduced
         self.pre = preprocess_for(cfg, self.bundle)
         model = build_model(cfg, len(self.bundle.classes), self.bundle.train.image_size[0], log)
+        if cfg.run.sync_bn and group.size > 1:
+            model = sync_batchnorm(model, self.place.device)
         if self.place.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.to(self.place.device)
+        self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
+        if group.rank > 0:  # dropout draws its own numbers on every rank
+            torch.manual_seed(cfg.run.seed + 1_000_003 * group.rank)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, cfg.optim, device=self.place.device)
-        self.steps_per_epoch = len(self.bundle.train) // cfg.data.batch_size
+        self.global_batch = cfg.data.batch_size * group.size
+        self.lr = scaled_lr(cfg.optim.lr, batch_size=cfg.data.batch_size, world_size=group.size,
+                            reference=cfg.optim.reference_batch,
+                            enabled=cfg.run.scale_lr)  # fmt: skip
+        if self.lr != cfg.optim.lr:
+            log(f"linear scaling rule: lr {cfg.optim.lr:g} × global batch {self.global_batch} / "
+                f"reference {cfg.optim.reference_batch} = {self.lr:g}")  # fmt: skip
+        self.optimizer = build_optimizer(params, replace(cfg.optim, lr=self.lr),
+                                         device=self.place.device)  # fmt: skip
+        self.steps_per_epoch = len(self.bundle.train) // self.global_batch
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"batch size {cfg.data.batch_size} is larger than the "
+                f"batch size {self.global_batch} is larger than the "
                 f"{len(self.bundle.train)} training images"
             )
         # The run ends at the first of: the iteration budget, the epoch budget.
         planned = [cfg.run.iterations, (cfg.run.epochs or 0) * self.steps_per_epoch]
         self.total_steps = min([v for v in planned if v] or [10**12])
         self.max_epochs = -(-self.total_steps // self.steps_per_epoch)
+        warm = cfg.schedule.warmup_lr  # the paper's 0.01 scales with the lr it precedes
+        warm = None if warm is None else warm * self.lr / cfg.optim.lr
         self.schedule = LRSchedule(
             self.optimizer,
-            cfg.schedule,
-            base_lr=cfg.optim.lr,
+            replace(cfg.schedule, warmup_lr=warm),
+            base_lr=self.lr,
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps,
             model_depth=self.model.spec.depth if isinstance(self.model, ResNet) else 0,
@@ -249,32 +279,50 @@ class _Run:
 
     # ------------------------------------------------------------ checkpoints
     def restore(self, state: dict[str, Any]) -> None:
+        world, g = int(state.get("world_size", 1)), self.group
+        if world != g.size:
+            raise ConfigError(f"{self.run_dir} was trained by {world} process(es): resume it "
+                              f"with as many (the global batch and the position in the epoch "
+                              f"depend on it), not {g.size}")  # fmt: skip
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        mine = state["ranks"][g.rank] if g.size > 1 else None  # this rank's random streams
+        set_rng_state(mine["rng"] if mine else state["rng"])
         pos = _Position(int(state["epoch"]), int(state["step"]), float(state["best"]),
                         int(state["bad_epochs"]), float(state["best_val_top1"]))  # fmt: skip
         if state.get("partial") is not None:
             p, dev = state["partial"], self.place.device
             pos.partial = EpochState(p["loss_sum"].to(dev), p["correct"].to(dev), int(p["seen"]),
                                      int(p["batches_done"]), float(p["seconds"]))  # fmt: skip
-            pos.generator = p["generator"]
+            if not g.is_main:  # the saved sums are global: rank 0 carries them on alone
+                pos.partial.loss_sum.zero_()
+                pos.partial.correct.zero_()
+                pos.partial.seen = 0
+            pos.generator = mine["generator"] if mine else p["generator"]
         self.pos = pos
         # Wall time and the time limit count every session of the run.
         self.started = time.monotonic() - float(state.get("elapsed_s", 0.0))
         self.log(f"resuming {self.run_dir} at epoch {pos.epoch + 1}, step {pos.step}")
 
     def snapshot(self, generator: torch.Tensor | None = None) -> dict[str, Any]:
-        """The checkpoint of the current position (``generator``: paused mid-epoch)."""
-        pos, part = self.pos, self.pos.partial
+        """The checkpoint of the current position (``generator``: paused mid-epoch). Under
+        torchrun every rank calls it (the sums and per-rank RNG states are gathered); rank 0
+        saves it."""
+        pos, part, g = self.pos, self.pos.partial, self.group
         partial = None
         if generator is not None and part is not None:
-            partial = {"loss_sum": part.loss_sum.cpu(), "correct": part.correct.cpu(),
-                       "seen": part.seen, "batches_done": part.batches_done,
-                       "seconds": part.seconds, "generator": generator}  # fmt: skip
+            loss_sum, correct, seen = g.sum([part.loss_sum, part.correct, part.seen],
+                                            device=self.place.device)  # fmt: skip
+            partial = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64),
+                       "correct": torch.tensor(int(correct)), "seen": int(seen),
+                       "batches_done": part.batches_done, "seconds": part.seconds,
+                       "generator": generator}  # fmt: skip
+        ranks = None
+        if g.size > 1:  # each rank's own random streams, to resume each exactly
+            ranks = g.gather({"rng": rng_state(), "generator": generator})
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -284,7 +332,7 @@ class _Run:
             "config": self.cfg.to_dict(), "classes": list(self.bundle.classes),
             "preprocess": plain(asdict(self.pre)),
             "data_size": list(self.bundle.train.image_size), "model_name": self.cfg.model.name,
-            "elapsed_s": time.monotonic() - self.started,
+            "elapsed_s": time.monotonic() - self.started, "world_size": g.size, "ranks": ranks,
         }  # fmt: skip
 
     # ------------------------------------------------------------ one epoch
@@ -299,8 +347,10 @@ class _Run:
         batches = train_batches(self.bundle.train, self.pre, batch_size=cfg.data.batch_size,
                                 seed=cfg.run.seed, epoch=pos.epoch, device=self.place.device,
                                 start_batch=pos.partial.batches_done,
-                                generator_state=pos.generator)  # fmt: skip
-        bar = ProgressBar(self.steps_per_epoch, desc=f"epoch {pos.epoch + 1}")
+                                generator_state=pos.generator, rank=self.group.rank,
+                                world_size=self.group.size)  # fmt: skip
+        bar = ProgressBar(self.steps_per_epoch, desc=f"epoch {pos.epoch + 1}",
+                          enabled=None if self.group.is_main else False)  # fmt: skip
         bar.update(pos.partial.batches_done)
         epoch = pos.epoch + 1
 
@@ -308,21 +358,45 @@ class _Run:
             if steps is not None:
                 steps.log(step, epoch, loss, error)
 
-        out = train_one_epoch(self.model, batches, optimizer=self.optimizer,
+        out = train_one_epoch(self.net, batches, optimizer=self.optimizer,
                               schedule=self.schedule, loss_fn=self.loss_fn, place=self.place,
                               state=pos.partial, step=pos.step,
                               total_batches=self.steps_per_epoch, max_steps=self.total_steps,
                               should_stop=should_stop, log_every=cfg.run.log_every,
-                              scaler=self.scaler, progress=bar, on_log=on_log)  # fmt: skip
+                              scaler=self.scaler, progress=bar, on_log=on_log,
+                              group=self.group)  # fmt: skip
         bar.close()
         return out, batches.generator_state()
 
     def validate(self) -> dict[str, float]:
-        batches = eval_split_batches(self.bundle.val, self.pre, device=self.place.device,
+        """Every rank evaluates its shard of the validation split with rank 0's BN
+        statistics (those the checkpoint keeps); the sums are all-reduced."""
+        self.group.share_buffers(self.model)
+        batches = eval_split_batches(self.val, self.pre, device=self.place.device,
                                      batch_size=self.cfg.data.eval_batch_size)  # fmt: skip
-        return evaluate(self.model, batches, place=self.place, loss_fn=self.loss_fn)
+        return evaluate(self.model, batches, place=self.place, loss_fn=self.loss_fn,
+                        group=self.group)  # fmt: skip
 
-    def close_epoch(self, out: EpochOutcome, val: dict[str, float], logger: MetricsLogger) -> str:
+    def save(self, snap: dict[str, Any], *names: str) -> None:
+        """Rank 0 writes (``best.pt`` before ``last.pt``: if the second save fails, the run
+        resumes before this epoch and saves both again); every rank learns whether it
+        worked, so a failed save stops all of them."""
+        failure: CheckpointSaveError | None = None
+        if self.group.is_main:
+            try:
+                for name in sorted(names, key=lambda n: n != "best.pt"):
+                    save_checkpoint(snap, self.run_dir / name)
+            except CheckpointSaveError as err:
+                failure = err
+        message = self.group.broadcast(str(failure) if failure is not None else "")
+        if failure is not None:
+            raise failure
+        if message:
+            raise CheckpointSaveError(message)
+
+    def close_epoch(
+        self, out: EpochOutcome, val: dict[str, float], logger: MetricsLogger | None
+    ) -> str:
         """Log the epoch, update the best/patience bookkeeping, save ``last.pt`` (and
         ``best.pt`` on a better validation top-1); returns "early_stop" or ""."""
         pos, cfg = self.pos, self.cfg
@@ -332,7 +406,8 @@ class _Run:
             "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
             "epoch_time_s": out.metrics["train_time_s"],
         }  # fmt: skip
-        logger.log(row)
+        if logger is not None:
+            logger.log(row)
         self.log(format_epoch(row))
         watched = {"val_loss": val["loss"], "val_top1": val["top1"]}
         self.schedule.epoch_end(watched)
@@ -344,10 +419,7 @@ class _Run:
         improved = val["top1"] > pos.best_top1
         pos.best_top1 = max(pos.best_top1, val["top1"])
         pos.partial, pos.generator = None, None
-        snap = self.snapshot()
-        save_checkpoint(snap, self.run_dir / "last.pt")
-        if improved:
-            save_checkpoint(snap, self.run_dir / "best.pt")
+        self.save(self.snapshot(), "last.pt", *(["best.pt"] if improved else []))
         patience = cfg.run.early_stopping_patience
         if patience is not None and pos.bad_epochs >= patience:
             self.log(f"early stopping: no better {cfg.run.early_stopping_metric} "
@@ -357,18 +429,21 @@ class _Run:
 
     def pause(self, reason: str, generator: torch.Tensor) -> None:
         """Save the position inside the current epoch (signal or time limit)."""
-        save_checkpoint(self.snapshot(generator), self.run_dir / "last.pt")
+        self.save(self.snapshot(generator), "last.pt")
         done = self.pos.partial.batches_done if self.pos.partial is not None else 0
         self.log(f"{reason}: saved {self.run_dir / 'last.pt'} at epoch {self.pos.epoch + 1}, "
                  f"batch {done}/{self.steps_per_epoch}; continue with "
                  f"`resnetlab train --resume {self.run_dir}`")  # fmt: skip
 
     def describe(self) -> str:
-        b, place = self.bundle, self.place
+        b, place, g = self.bundle, self.place, self.group
+        batch = (f"{g.size} processes × batch {self.cfg.data.batch_size} = {self.global_batch}"
+                 + (" (SyncBN)" if self.cfg.run.sync_bn else "")
+                 if g.size > 1 else f"batch {self.global_batch}")  # fmt: skip
         return (f"run {self.run_dir}: {self.cfg.model.name} on {b.source}; train {len(b.train):,}, "
                 f"val {len(b.val):,} ({b.val_note}), test "
                 f"{len(b.test) if b.test is not None else 0:,}; {place.device} {place.precision}"
-                f"{' channels_last' if place.channels_last else ''}; "
+                f"{' channels_last' if place.channels_last else ''}; {batch}, lr {self.lr:g}; "
                 f"{self.steps_per_epoch} steps/epoch, up to {self.max_epochs} epochs")  # fmt: skip
 
 
@@ -391,22 +466,40 @@ def fit(
 ) -> RunResult:
     """Train ``cfg`` (or continue the run saved at ``resume``) and return where it ended.
 
-    ``command`` (the command line that started the run) is recorded in the report.
+    ``command`` (the command line that started the run) is recorded in the report. Under
+    ``torchrun`` every process calls this; each returns the same result.
     """
+    with session(cfg.run.device) as group:
+        return _fit(cfg, group, resume, log if group.is_main else _silent, command)
+
+
+def _silent(_msg: str) -> None:
+    pass
+
+
+def _fit(
+    cfg: TrainConfig, group: Group, resume: str | Path | None, log: Log, command: str | None
+) -> RunResult:
     state: dict[str, Any] | None = None
     if resume is not None:
         path = checkpoint_file(resume)
-        state = load_checkpoint(path)
+        state = load_checkpoint(path)  # every rank reads it: the folder must be shared
         _check_resumable(cfg, state, path)
         run_dir = path.parent  # a resumed run continues where its checkpoint lives
     else:
-        run_dir = _run_dir(cfg)
-        if (run_dir / "last.pt").exists():
+        # Rank 0 names the run (the default name holds the time) and finds it new or not.
+        name = _run_dir(cfg)
+        name, taken = group.broadcast((name, (name / "last.pt").exists()))
+        run_dir = name
+        if taken:
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume "
                               f"{run_dir} or choose another --name")  # fmt: skip
-    run = _Run(cfg, run_dir, log)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    run = _Run(cfg, run_dir, log, group)
+    if group.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        if state is not None:  # epochs logged after the checkpoint are trained again
+            truncate_metrics(run_dir, int(state["epoch"]))
     if state is not None:
         run.restore(state)
     log(run.describe())
@@ -422,8 +515,11 @@ def fit(
         return ""
 
     status = "completed"
-    steps = StepLog(run_dir)
-    with signals.installed(), MetricsLogger(run_dir) as logger:
+    steps = StepLog(run_dir) if group.is_main else None
+    metrics: AbstractContextManager[MetricsLogger | None] = (
+        MetricsLogger(run_dir) if group.is_main else nullcontext()
+    )
+    with signals.installed(), metrics as logger:
         while run.pos.epoch < run.max_epochs:
             out, generator = run.train_epoch(should_stop, steps)
             if out.stopped == "nan":
@@ -448,7 +544,10 @@ def fit(
                 break
             if out.stopped == "iterations":  # the planned number of steps: a finished run
                 break
-    steps.close()
+    if steps is not None:
+        steps.close()
+    if not group.is_main:
+        return RunResult(run_dir, status, run.pos.epoch, run.pos.best_top1, None)
     return _finish(run, status, command)
 
 

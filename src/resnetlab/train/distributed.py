@@ -1,0 +1,235 @@
+"""Data-parallel training under ``torchrun``: one process per device, gradients averaged by
+``DistributedDataParallel``.
+
+``torchrun`` starts N copies of the same command and tells each who it is through ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``. :func:`session` joins
+them into one process group: NCCL on CUDA (rank r on ``cuda:LOCAL_RANK``), gloo on CPU.
+Without those variables, or with ``WORLD_SIZE=1``, there is no process group and every
+:class:`Group` method is a no-op, so a single-process run does exactly what it did before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from resnetlab.data.tensors import Split
+
+T = TypeVar("T")
+STOP_REASONS = ("time", "sigterm", "sigint")  # when ranks disagree, the last one named wins
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the job; ``Group()`` is a single-process run."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes files and logs."""
+        return self.rank == 0
+
+    def sum(self, values: Sequence[Tensor | float], *, device: torch.device) -> list[float]:
+        """``values`` summed over the ranks in one collective, read back to the host (one
+        sync). Counts stay exact in float64 up to 2**53."""
+        t = torch.stack([torch.as_tensor(v, device=device).to(torch.float64) for v in values])
+        if self.size > 1:
+            dist.all_reduce(t)
+        out: list[float] = t.tolist()
+        return out
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank (picklable values)."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def share_buffers(self, model: nn.Module) -> None:
+        """Copy rank 0's buffers (BN running statistics) to every rank: after a training step
+        each rank's BN has folded in its own batch, and checkpoints hold rank 0's."""
+        if self.size > 1:
+            for b in model.buffers():
+                dist.broadcast(b, src=0)
+
+    def shard(self, split: Split) -> Split:
+        """This rank's contiguous slice of ``split`` (sizes differ by at most one)."""
+        if self.size == 1:
+            return split
+        n = len(split)
+        lo, hi = self.rank * n // self.size, (self.rank + 1) * n // self.size
+        return split.subset(torch.arange(lo, hi))
+
+    def device(self, device: torch.device) -> torch.device:
+        """Under torchrun every process drives the GPU of its ``LOCAL_RANK``."""
+        if self.size > 1 and device.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """``model`` in ``DistributedDataParallel`` (which averages gradients over ranks), or
+        ``model`` itself in a single process."""
+        if self.size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+
+def stop_flags(reason: str) -> list[float]:
+    """A stop reason as numbers that add up across ranks (see :func:`agreed_stop`)."""
+    return [float(reason == r) for r in STOP_REASONS]
+
+
+def agreed_stop(flags: Sequence[float]) -> str:
+    """The reason every rank acts on, from the summed :func:`stop_flags`: the most urgent
+    one any rank saw (a SIGTERM on one rank stops them all at the same step)."""
+    named = [r for r, f in zip(STOP_REASONS, flags, strict=True) if f > 0]
+    return named[-1] if named else ""
+
+
+@contextmanager
+def session(device: str = "auto") -> Iterator[Group]:
+    """The process group of a ``torchrun`` launch, joined here and left at the end.
+
+    ``device`` is ``run.device``: CUDA (NCCL) unless it is ``cpu`` or no GPU is present,
+    else gloo. A default group someone already initialised (a test, a library caller) is
+    used as it is and left open."""
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        yield Group(dist.get_rank(), dist.get_world_size(), local)
+        return
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        yield Group()
+        return
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+    else:
+        dist.init_process_group("gloo")
+    try:
+        yield Group(rank, size, local)
+    finally:
+        dist.destroy_process_group()
+
+
+def scaled_lr(
+    lr: float, *, batch_size: int, world_size: int, reference: int | None, enabled: bool = True
+) -> float:
+    """The linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): the
+    learning rate follows the global batch ``batch_size × world_size`` relative to the batch
+    ``reference`` the recipe's lr was set for. ``reference=None`` or ``enabled=False``: as
+    given."""
+    if not enabled or reference is None:
+        return lr
+    return lr * batch_size * world_size / reference
+
+
+# --------------------------------------------------------------------------- synchronised BN
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) that gradients pass through: every rank's output depends on every
+    rank's input, so the input's gradient is the sum of the outputs' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        g = grad.clone()
+        dist.all_reduce(g)
+        return g
+
+
+def _sum_over_ranks(x: Tensor) -> Tensor:
+    out: Tensor = _SumOverRanks.apply(x)  # type: ignore[no-untyped-call]
+    return out
+
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch (all ranks'
+    images), on any device and backend. ``nn.SyncBatchNorm`` does this on GPUs but refuses CPU
+    tensors; this is its CPU (gloo) twin. Two all-reduces per layer, the sum and then the
+    squared deviations, so the variance is computed in two passes as a single process's BN
+    computes it. Outside training, or without a group, it is plain BatchNorm2d."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16: in fp32
+        local = torch.cat([xf.sum((0, 2, 3)), xf.new_tensor([xf.numel() / c])])
+        total = _sum_over_ranks(local)
+        count = total[c]
+        mean = total[:c] / count
+        centred = xf - mean.view(1, c, 1, 1)
+        var = _sum_over_ranks((centred * centred).sum((0, 2, 3))) / count
+        y = centred * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
+        if self.weight is not None and self.bias is not None:
+            y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        if self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                tracked = self.num_batches_tracked
+                assert tracked is not None
+                tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var * count / (count - 1), m)  # unbiased, as BN keeps
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm2d of ``model`` normalising over the global batch: ``nn.SyncBatchNorm``
+    on CUDA, :class:`GlobalBatchNorm` elsewhere. Parameter and buffer names are unchanged, so
+    checkpoints load into the plain model."""
+    if device.type == "cuda":
+        converted: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
+        return converted
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            bn = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                 child.track_running_stats)  # fmt: skip
+            like = next((t for t in child.state_dict().values() if t.is_floating_point()), None)
+            if like is not None:
+                bn.to(like)  # the dtype and device of the layer it replaces
+            bn.load_state_dict(child.state_dict())
+            for new, old in zip(bn.parameters(), child.parameters(), strict=True):
+                new.requires_grad_(old.requires_grad)
+            bn.train(child.training)
+            setattr(model, name, bn)
+        else:
+            sync_batchnorm(child, device)
+    return model

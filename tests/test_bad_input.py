@@ -1,0 +1,328 @@
+"""Bad inputs across the command line: each one gets exactly one line on stderr,
+``resnetlab <command>: error: …``, a non-zero exit (2) and no traceback, and leaves every
+file that existed before untouched. docs/bad-input.md is this table, with the messages.
+
+Set ``RESNETLAB_BAD_INPUT_TABLE=FILE`` to append each case's real message to FILE (JSON
+lines) when regenerating the docs table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from resnetlab.cli import main
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+# A one-epoch ResNet-20 on 5 images per class of the shipped sample: a real checkpoint.
+TRAIN = ("train", "--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "5",
+         "--batch-size", "10", "--precision", "fp32", "--no-test")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    what: str  # the bad input, for the docs table
+    argv: tuple[str, ...]  # {name} is replaced by a path of the `files` fixture
+    needle: str  # in the error line
+    keep: str = ""  # a file named in the case that must stay byte-identical
+    code: int = 2
+    needs_non_root: bool = False  # permissions do not bind root
+
+
+def case(id: str, what: str, *argv: str, needle: str, keep: str = "", **kw: bool) -> Case:
+    return Case(id, what, argv, needle, keep, **kw)
+
+
+CASES = [
+    # ------------------------------------------------------------ models and analysis
+    case("summary-unknown-model", "a misspelt model name", "summary", "resnt50",
+         needle="did you mean resnet50"),
+    case("summary-input-too-small", "an input too small for VGG's five poolings (16×16)",
+         "summary", "vgg16", "--input-size", "1", "3", "16", "16", needle="does not fit"),
+    case("summary-input-3-numbers", "an input shape with 3 numbers, not N C H W", "summary",
+         "resnet20", "--input-size", "1", "3", "32", needle="takes four numbers, N C H W"),
+    case("summary-wrong-channels", "an input with 4 channels for a 3-channel model", "summary",
+         "resnet50", "--input-size", "2", "4", "224", "224", needle="does not fit"),
+    case("summary-set-no-equals", "`--set` without `=`", "summary", "resnet20", "--set",
+         "kernel_size", needle="KEY=VALUE"),
+    case("summary-even-kernel", "an even middle kernel size", "summary", "resnet20", "--set",
+         "kernel_size=4", needle="odd"),
+    case("summary-missing-folder", "`-o` into a folder that does not exist", "summary",
+         "resnet20", "-o", "{files}/missing/table.txt", needle="does not exist"),
+    case("compare-unknown-model", "one unknown model among several", "compare", "resnet20",
+         "resnet21", needle="unknown model 'resnet21'"),
+    case("params-unknown-option", "a spec field that does not exist", "params", "resnet20",
+         "--set", "colour=red", needle="has no option 'colour'"),
+    case("plot-jpg", "a chart file that is neither .png nor .svg", "plot", "resnet20", "-o",
+         "{files}/chart.jpg", needle=".png or .svg"),
+    case("models-no-match", "a pattern no model matches", "models", "nothing*",
+         needle="no model matches"),
+    # ------------------------------------------------------------ train: recipe and options
+    case("train-unknown-model", "an unknown model", *TRAIN, "--model", "resnet21",
+         "--epochs", "1", "--out", "{out}", needle="unknown model 'resnet21'"),
+    case("train-zero-epochs", "zero epochs", *TRAIN, "--epochs", "0",
+         needle="positive integer"),
+    case("train-negative-epochs", "negative epochs", *TRAIN, "--epochs", "-3",
+         needle="positive integer"),
+    case("train-negative-lr", "a negative learning rate", *TRAIN, "--epochs", "1", "--lr",
+         "-0.1", needle="optim.lr must be a positive number"),
+    case("train-lr-word", "a learning rate that is not a number", *TRAIN, "--epochs", "1",
+         "--set", "optim.lr=fast", needle="optim.lr must be a number"),
+    case("train-fractional-epochs", "a fractional number of epochs in --set", *TRAIN,
+         "--set", "run.epochs=2.5", needle="run.epochs must be an integer"),
+    case("train-momentum-word", "a word where a number belongs", *TRAIN, "--epochs", "1",
+         "--set", "optim.momentum=high", needle="optim.momentum must be a number"),
+    case("train-seed-word", "a seed that is not an integer", *TRAIN, "--epochs", "1",
+         "--set", "run.seed=abc", needle="run.seed must be an integer"),
+    case("train-milestones-words", "milestones that are not integers", *TRAIN, "--epochs",
+         "1", "--set", "schedule.milestones=[a, b]", needle="schedule.milestones"),
+    case("train-precision", "an unknown precision in --set", *TRAIN, "--epochs", "1",
+         "--set", "run.precision=fp64", needle="run.precision must be one of"),
+    case("train-val-fraction", "a validation fraction of 1", *TRAIN, "--epochs", "1",
+         "--val-fraction", "1", needle="data.val_fraction must be in (0, 1)"),
+    case("train-time-limit", "a negative time limit", *TRAIN, "--time-limit", "-5",
+         needle="run.time_limit_min must be a positive"),
+    case("train-batch-too-large", "a batch larger than the training data", *TRAIN,
+         "--epochs", "1", "--batch-size", "100000", "--out", "{out}",
+         needle="larger than the 50 training images"),
+    case("train-set-no-equals", "`--set` without `=`", *TRAIN, "--set", "optim.lr",
+         needle="section.key=value"),
+    case("train-unknown-section", "an unknown section in --set", *TRAIN, "--epochs", "1",
+         "--set", "optimiser.lr=0.1", needle="unknown section 'optimiser'"),
+    case("train-unknown-key", "a misspelt key in --set", *TRAIN, "--epochs", "1", "--set",
+         "optim.lrr=0.1", needle="unknown key optim.lrr"),
+    case("train-unknown-recipe", "an unknown recipe name", "train", "--recipe", "fastest",
+         needle="unknown recipe 'fastest'"),
+    case("train-recipe-malformed", "a recipe file that is not valid YAML", "train",
+         "--recipe", "{bad_yaml}", needle="but got ':' (line 2, column 6)"),
+    case("train-recipe-binary", "a recipe file that is not text", "train", "--recipe",
+         "{binary_yaml}", needle="not UTF-8 text"),
+    case("train-recipe-list", "a recipe file that is a list, not a mapping", "train",
+         "--recipe", "{list_yaml}", needle="must be a mapping of sections"),
+    case("train-recipe-wrong-key", "a recipe with a misspelt key", "train", "--recipe",
+         "{wrong_key_yaml}", needle="unknown key optim.lrr"),
+    case("train-recipe-unknown-section", "a recipe with an unknown section", "train",
+         "--recipe", "{section_yaml}", needle="unknown recipe section 'optimizer'"),
+    case("train-recipe-section-scalar", "a recipe section that is a number", "train",
+         "--recipe", "{scalar_section_yaml}", needle="section 'optim' must be a mapping"),
+    case("train-no-length", "a recipe that says how long to train nowhere", "train",
+         "--recipe", "{no_length_yaml}", needle="give run.epochs"),
+    case("train-device", "an unknown device", *TRAIN, "--epochs", "1", "--device", "tpu",
+         "--out", "{out}", needle="unknown device 'tpu'"),
+    # ------------------------------------------------------------ train: data and files
+    case("train-missing-data", "a data folder that does not exist", *TRAIN, "--epochs", "1",
+         "--data", "{files}/nowhere", needle="no dataset"),
+    case("train-empty-folder", "an empty data folder", *TRAIN, "--epochs", "1", "--data",
+         "{empty}", needle="no images found"),
+    case("train-one-class", "a folder with one class", *TRAIN, "--epochs", "1", "--data",
+         "{one_class}", needle="need at least two classes"),
+    case("train-corrupt-images", "a folder whose images are all corrupt", *TRAIN,
+         "--epochs", "1", "--data", "{corrupt_images}", "--out", "{out}",
+         needle="cannot identify image file"),
+    case("train-text-as-data", "a text file given as data", *TRAIN, "--epochs", "1",
+         "--data", "{notes}", needle="no such folder or archive"),
+    case("train-corrupt-archive", "a .tar.gz that is not an archive", *TRAIN, "--epochs",
+         "1", "--data", "{bad_tar}", needle="cannot read archive"),
+    case("train-out-is-file", "`--out` naming an existing file", *TRAIN, "--epochs", "1",
+         "--out", "{notes}", needle="not a folder", keep="notes"),
+    case("train-out-readonly", "`--out` in a read-only folder", *TRAIN, "--epochs", "1",
+         "--out", "{readonly}/runs", needle="permission denied", needs_non_root=True),
+    case("train-existing-run", "a run folder that already holds a run", *TRAIN, "--epochs",
+         "1", "--out", "{files}", "--name", "run", needle="already holds a run",
+         keep="ckpt"),
+    case("train-pretrained-text", "`--pretrained` with a text file", *TRAIN, "--epochs", "1",
+         "--pretrained", "{notes}", "--out", "{out}", needle="notes.txt"),
+    case("train-pretrained-other-model", "`--pretrained` from another architecture", *TRAIN,
+         "--epochs", "1", "--model", "vgg11_bn", "--pretrained", "{ckpt}", "--out", "{out}",
+         needle="does not fit"),
+    case("train-pretrained-missing", "`--pretrained` with a file that does not exist",
+         *TRAIN, "--epochs", "1", "--pretrained", "{files}/none.pt", "--out", "{out}",
+         needle="none.pt"),
+    case("train-resume-no-last", "`--resume` on a folder without last.pt", "train",
+         "--resume", "{empty}", needle="checkpoint not found"),
+    case("train-resume-corrupt", "`--resume` on a run whose last.pt is random bytes",
+         "train", "--resume", "{noise_run}", needle="cannot read checkpoint", keep="noise"),
+    case("train-resume-new-lr", "`--resume` with a different learning rate", "train",
+         "--resume", "{run}", "--lr", "0.5", needle="cannot change", keep="ckpt"),
+    # ------------------------------------------------------------ eval / predict / export
+    case("eval-text", "`eval` on a text file", "eval", "{notes}",
+         needle="cannot read checkpoint"),
+    case("eval-foreign-torch", "`eval` on a torch file that is not a resnetlab checkpoint",
+         "eval", "{foreign}", needle="not a resnetlab training checkpoint"),
+    case("eval-other-classes", "`eval` of a 10-class checkpoint on 3-class data", "eval",
+         "{ckpt}", "--data", "{three_classes}", needle="differ from the checkpoint's"),
+    case("eval-out-is-file", "`eval --out` naming an existing file", "eval", "{ckpt}",
+         "--out", "{notes}", needle="not a folder", keep="notes"),
+    case("predict-text", "`predict` on a text file", "predict", "{ckpt}", "{notes}",
+         needle="notes.txt"),
+    case("predict-missing-image", "`predict` on an image that does not exist", "predict",
+         "{ckpt}", "{files}/none.png", needle="none.png"),
+    case("predict-folder", "`predict` on a folder", "predict", "{ckpt}", "{empty}",
+         needle="empty"),
+    case("predict-unreadable", "`predict` on an unreadable image", "predict", "{ckpt}",
+         "{unreadable}", needle="Permission denied", needs_non_root=True),
+    case("predict-non-checkpoint", "`predict` with an image as the checkpoint", "predict",
+         "{image}", "{image}", needle="cannot read checkpoint"),
+    case("export-corrupt-keeps-file", "`export` of a corrupt checkpoint onto an existing file",
+         "export", "{noise}", "-o", "{existing_onnx}", needle="cannot read checkpoint",
+         keep="existing_onnx"),
+    case("export-suffix", "`export -o` with an unknown suffix", "export", "{ckpt}", "-o",
+         "{files}/model.bin", needle="--format"),
+    case("export-missing-folder", "`export -o` into a folder that does not exist", "export",
+         "{ckpt}", "-o", "{files}/missing/model.onnx", needle="does not exist"),
+    case("export-onto-folder", "`export -o` naming a folder", "export", "{ckpt}", "-o",
+         "{dir_safetensors}", needle="it is a folder"),
+    case("export-readonly", "`export -o` in a read-only folder", "export", "{ckpt}", "-o",
+         "{readonly}/model.onnx", needle="permission denied", needs_non_root=True),
+    case("bench-engine", "an unknown inference engine", "bench", "resnet20", "--engines",
+         "warp", needle="unknown engine 'warp'"),
+    case("bench-corrupt", "`bench` on a corrupt checkpoint", "bench", "{half}",
+         needle="cannot read checkpoint"),
+    # ------------------------------------------------------------ reproduce
+    case("reproduce-depth-21", "a depth that is not 6n+2", "reproduce", "degradation",
+         "--depths", "20", "21", "--out", "{out}", needle="depth 21 is not 6n+2"),
+    case("reproduce-paper-and-iterations", "`--paper` with `--iterations`", "reproduce",
+         "cifar-table", "--paper", "--iterations", "10", "--out", "{out}",
+         needle="not both"),
+    case("reproduce-unknown", "an unknown experiment", "reproduce", "fig9",
+         needle="invalid choice"),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One thread: the CPU is shared, and two OpenMP threads contend badly on two cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _png(path: Path, colour: tuple[int, int, int], size: int = 32) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every file and folder the cases name (built once; the cases must not change them)."""
+    root = tmp_path_factory.mktemp("bad")
+    with pytest.MonkeyPatch.context() as m:  # conftest's cache folder (set per test only)
+        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        assert main([*TRAIN, "--epochs", "1", "--out", str(root), "--name", "run"]) == 0
+    f: dict[str, Path] = {"files": root, "out": root / "out", "run": root / "run"}
+    f["ckpt"] = root / "run" / "last.pt"
+    f["empty"] = root / "empty"
+    f["empty"].mkdir()
+    _png(root / "one_class" / "cat" / "0.png", (200, 0, 0))
+    _png(root / "one_class" / "cat" / "1.png", (0, 200, 0))
+    f["one_class"] = root / "one_class"
+    for cls in ("a", "b"):
+        for i in range(3):
+            bad = root / "corrupt_images" / cls / f"{i}.png"
+            bad.parent.mkdir(parents=True, exist_ok=True)
+            bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    f["corrupt_images"] = root / "corrupt_images"
+    for split in ("train", "test"):
+        for k, cls in enumerate(("ant", "bee", "cow")):
+            for i in range(4):
+                _png(root / "three" / split / cls / f"{i}.png", (60 * k, 20 * i, 90))
+    f["three_classes"] = root / "three"
+    f["notes"] = root / "notes.txt"
+    f["notes"].write_text("not an image, not a checkpoint\n")
+    f["image"] = root / "image.png"
+    _png(f["image"], (10, 20, 30))
+    f["foreign"] = root / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, f["foreign"])
+    data = f["ckpt"].read_bytes()
+    f["half"] = root / "half.pt"
+    f["half"].write_bytes(data[: len(data) // 2])
+    f["noise_run"] = root / "noise_run"
+    f["noise_run"].mkdir()
+    f["noise"] = f["noise_run"] / "last.pt"
+    f["noise"].write_bytes(os.urandom(4096))
+    f["existing_onnx"] = root / "existing.onnx"
+    f["existing_onnx"].write_bytes(b"a model exported earlier")
+    f["dir_safetensors"] = root / "weights.safetensors"
+    f["dir_safetensors"].mkdir()
+    f["bad_tar"] = root / "data.tar.gz"
+    f["bad_tar"].write_bytes(b"this is not gzip")
+    recipes = {
+        "bad_yaml": "model: [resnet20\noptim: {lr: 0.1\n",
+        "list_yaml": "- model\n- data\n",
+        "wrong_key_yaml": "optim:\n  lrr: 0.1\nrun:\n  epochs: 1\n",
+        "section_yaml": "optimizer:\n  lr: 0.1\nrun:\n  epochs: 1\n",
+        "scalar_section_yaml": "optim: 5\nrun:\n  epochs: 1\n",
+        "no_length_yaml": "model:\n  name: resnet20\n",
+    }
+    for key, text in recipes.items():
+        f[key] = root / f"{key}.yaml"
+        f[key].write_text(text)
+    f["binary_yaml"] = root / "binary_yaml.yaml"
+    f["binary_yaml"].write_bytes(b"model:\n  name: \xff\xfe\x00resnet\n")
+    f["readonly"] = root / "readonly"
+    f["readonly"].mkdir()
+    f["readonly"].chmod(0o555)
+    f["unreadable"] = root / "unreadable.png"
+    _png(f["unreadable"], (1, 2, 3))
+    f["unreadable"].chmod(0o000)
+    return f
+
+
+def _digests(root: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and os.access(path, os.R_OK):
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+# ---------------------------------------------------------------- the table
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_bad_input(c: Case, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    if c.needs_non_root and IS_ROOT:
+        pytest.skip("permissions do not apply to root")
+    argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in c.argv]
+    root = files["files"]
+    before = _digests(root)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == c.code, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"resnetlab {argv[0]}: error: "), lines[0]
+    assert c.needle in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    after = _digests(root)
+    changed = [k for k, v in before.items() if after.get(k) != v]
+    assert changed == [], f"changed or deleted: {changed}"
+    assert not list(root.rglob("*.tmp")), "temporary files left behind"
+    if c.keep:  # the file the case names, spelt out
+        kept = str(files[c.keep].relative_to(root))
+        assert after[kept] == before[kept]
+    table = os.environ.get("RESNETLAB_BAD_INPUT_TABLE")
+    if table:
+        with open(table, "a", encoding="utf-8") as fh:
+            row = {"id": c.id, "what": c.what, "code": code,
+                   "argv": [a.replace(str(root), "DIR") for a in argv],
+                   "error": lines[0].replace(str(root), "DIR")}  # fmt: skip
+            fh.write(json.dumps(row) + "\n")
+
+
+def test_table_is_large_and_unique() -> None:
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)

@@ -1,0 +1,219 @@
+"""Data-parallel training on CPU with gloo: the sampler, the lr rule, the stop agreement, and
+two real 2-process runs (one through ``torch.multiprocessing``, one through ``torchrun`` and
+the command line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from resnetlab.data.augment import Preprocess
+from resnetlab.data.loaders import TrainBatches, shard_order
+from resnetlab.data.tensors import ImageTensors
+from resnetlab.train import runner
+from resnetlab.train.checkpoint import load_checkpoint, save_checkpoint
+from resnetlab.train.config import ConfigError, TrainConfig, resolve_config
+from resnetlab.train.distributed import agreed_stop, scaled_lr, stop_flags
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- the sampler
+def test_shards_are_disjoint_and_rebuild_the_single_process_batches() -> None:
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    parts = [shard_order(order, 4, r, 3) for r in range(3)]
+    assert all(len(p) == 16 for p in parts)  # 50 // 12 = 4 global batches of 3 × 4
+    assert len(set(torch.cat(parts).tolist())) == 48
+    single = shard_order(order, 12)
+    for b in range(4):
+        glued = torch.cat([p[b * 4 : (b + 1) * 4] for p in parts])
+        assert torch.equal(glued, single[b * 12 : (b + 1) * 12])
+
+
+def _images(n: int = 40) -> ImageTensors:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    return ImageTensors(x, torch.arange(n) % 4, ("a", "b", "c", "d"))
+
+
+def test_rank_batches_concatenate_to_the_global_batch() -> None:
+    data, cpu = _images(), torch.device("cpu")
+    pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8, augment="none")
+    single = list(TrainBatches(data, pre, batch_size=8, seed=3, epoch=2, device=cpu))
+    ranks = [list(TrainBatches(data, pre, batch_size=4, seed=3, epoch=2, device=cpu, rank=r,
+                               world_size=2)) for r in range(2)]  # fmt: skip
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
+    for b, (x, y) in enumerate(single):
+        assert torch.equal(torch.cat([ranks[0][b][0], ranks[1][b][0]]), x)
+        assert torch.equal(torch.cat([ranks[0][b][1], ranks[1][b][1]]), y)
+
+
+def test_a_rank_resumes_its_own_augmentation_mid_epoch() -> None:
+    data, cpu = _images(), torch.device("cpu")
+    pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8, augment="cifar")
+    kw: dict[str, Any] = {"batch_size": 4, "seed": 1, "epoch": 0, "device": cpu, "world_size": 2}
+    whole = list(TrainBatches(data, pre, rank=1, **kw))
+    other = list(TrainBatches(data, pre, rank=0, **kw))
+    assert not torch.equal(whole[0][0], other[0][0])  # each rank draws its own crops
+    first = TrainBatches(data, pre, rank=1, **kw)
+    it = iter(first)
+    next(it), next(it)
+    rest = TrainBatches(data, pre, rank=1, start_batch=2,
+                        generator_state=first.generator_state(), **kw)  # fmt: skip
+    for (x, y), (x2, y2) in zip(whole[2:], rest, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+# ---------------------------------------------------------------- rules
+def test_linear_scaling_rule() -> None:
+    assert scaled_lr(0.1, batch_size=128, world_size=4, reference=256) == pytest.approx(0.2)
+    assert scaled_lr(0.1, batch_size=128, world_size=4, reference=None) == 0.1
+    assert scaled_lr(0.1, batch_size=128, world_size=4, reference=256, enabled=False) == 0.1
+
+
+def test_every_rank_acts_on_the_most_urgent_stop_request() -> None:
+    summed = [a + b for a, b in zip(stop_flags(""), stop_flags("sigterm"), strict=True)]
+    assert agreed_stop(summed) == "sigterm"
+    assert agreed_stop([a + b for a, b in zip(stop_flags("time"), stop_flags("sigint"),
+                                              strict=True)]) == "sigint"  # fmt: skip
+    assert agreed_stop(stop_flags("")) == ""
+
+
+def tiny(out: Path, name: str, **over: Any) -> TrainConfig:
+    base: dict[str, Any] = {
+        "data.source": "sample", "data.limit_per_class": 20, "data.batch_size": 8,
+        "data.eval_batch_size": 50, "data.augment": "none", "optim.lr": 0.02,
+        "run.iterations": 6, "run.out_dir": str(out), "run.name": name, "run.device": "cpu",
+        "run.precision": "fp32", "run.log_every": 2, "run.test": False, "run.sync_bn": True,
+        "model.options.layers": [1, 1, 1],  # ResNet-8: BN, strides and shortcuts, fewer ops
+    }  # fmt: skip
+    base.update(over)
+    return resolve_config("paper-cifar", base)
+
+
+def test_resume_needs_the_same_number_of_processes(tmp_path: Path) -> None:
+    done = runner.fit(tiny(tmp_path, "one", **{"run.iterations": 1}), log=quiet)
+    state = load_checkpoint(done.run_dir / "last.pt")
+    save_checkpoint({**state, "world_size": 2}, done.run_dir / "last.pt")
+    with pytest.raises(ConfigError, match="trained by 2 process"):
+        runner.fit(tiny(tmp_path, "one", **{"run.iterations": 2}), resume=done.run_dir, log=quiet)
+
+
+# ---------------------------------------------------------------- 2 ranks = 1 process
+class Float64(nn.Module):
+    """The model in float64, so that the comparison below measures the algorithm and not
+    float32 rounding, which training amplifies (a rounding can flip a ReLU)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x.double())
+        return out
+
+
+def _float64_models() -> None:
+    build = runner.build_model
+    runner.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
+
+
+def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
+    """One of two ranks: train until the time limit stops it at the first log point (mid-
+    epoch), then resume to the end."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))  # fmt: skip
+    torch.set_num_threads(1)
+    _float64_models()
+    first = runner.fit(tiny(Path(out), "ddp", **{"run.time_limit_min": 1e-6}), log=quiet)
+    assert first.status == "time", first.status
+    os.environ["MASTER_PORT"] = str(ports[1])
+    runner.fit(tiny(Path(out), "ddp"), resume=first.run_dir, log=quiet)
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_with_twice_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 ranks × batch 8 with SyncBN (paused and resumed mid-epoch) = 1 process × batch 16,
+    after 6 SGD steps."""
+    procs = torch.multiprocessing.start_processes(
+        _rank, args=((free_port(), free_port()), str(tmp_path)), nprocs=2, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not procs.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in procs.processes:
+                p.kill()
+            pytest.fail("the 2-process run did not finish in 300 s")
+    paused_then_resumed = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert paused_then_resumed["step"] == 6 and paused_then_resumed["world_size"] == 2
+    steps = (tmp_path / "ddp" / "steps.csv").read_text().splitlines()
+    assert [s.split(",")[0] for s in steps] == ["step", "2", "4", "6"]
+
+    monkeypatch.setattr(runner, "build_model", runner.build_model)  # undone after the test
+    _float64_models()
+    single = runner.fit(tiny(tmp_path, "single", **{"data.batch_size": 16}), log=quiet)
+    a, b = paused_then_resumed["model"], load_checkpoint(single.run_dir / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    print(f"max abs weight difference: {diff:.3g}")
+    assert diff < 1e-5, diff
+    rows = [json.loads(r) for r in (single.run_dir / "metrics.jsonl").read_text().splitlines()]
+    ddp_rows = [
+        json.loads(r) for r in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == len(ddp_rows) == 1
+    for key in ("train_loss", "val_loss", "val_top1"):  # metrics are the global batch's
+        assert ddp_rows[0][key] == pytest.approx(rows[0][key], abs=1e-6)
+
+
+# ---------------------------------------------------------------- torchrun and the CLI
+def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={free_port()}", "-m", "resnetlab", "train", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_torchrun_cli_runs_writes_one_folder_and_resumes(tmp_path: Path) -> None:
+    first = torchrun("--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "20",
+                     "--batch-size", "8", "--iterations", "6", "--precision", "fp32",
+                     "--device", "cpu", "--out", str(tmp_path), "--name", "run", "--no-test",
+                     "--time-limit", "0.000001", "--set", "run.log_every=2")  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count("run folder:") == 1  # rank 1 says nothing
+    assert "2 processes × batch 8 = 16" in first.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    paused = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert paused["partial"]["batches_done"] == 2 and len(paused["ranks"]) == 2
+
+    again = torchrun("--resume", str(tmp_path / "run"), "--time-limit", "10")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming" in again.stdout
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 6 and state["partial"] is None
+    lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 2  # the header and epoch 1, written once (by rank 0)
+    assert (tmp_path / "run" / "results.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]

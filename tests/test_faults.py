@@ -1,0 +1,330 @@
+"""Faults that must not lose work: a real SIGKILL mid-run, damaged checkpoints, a save that
+fails half-way or finds the disk full (for real, through /dev/full), stale temporary files.
+SIGTERM (save and exit 0 within seconds) is tested in test_train.py."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from resnetlab.cli import main
+from resnetlab.train import checkpoint
+from resnetlab.train.checkpoint import (
+    CheckpointSaveError,
+    load_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+)
+
+TRAIN = ["train", "--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "5",
+         "--batch-size", "10", "--precision", "fp32", "--device", "cpu", "--no-test"]  # fmt: skip
+DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC (Linux)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kill_resume", REPO / "scripts/kill_resume.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kill_resume"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
+    return state
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real one-epoch run (it also fills the session's decoded-data cache, which the
+    subprocesses below share through RESNETLAB_CACHE)."""
+    out = tmp_path_factory.mktemp("faults")
+    with pytest.MonkeyPatch.context() as m:  # conftest's cache folder (set per test only)
+        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        assert main([*TRAIN, "--epochs", "1", "--out", str(out), "--name", "good"]) == 0
+    return out / "good"
+
+
+# ---------------------------------------------------------------- kill -9, then --resume
+@pytest.mark.slow  # about 8-12 s on a busy 2-core CPU: one real process start, one kill
+def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    """A real SIGKILL (no handler runs) somewhere after the first checkpoint; `train
+    --resume` finishes the run with weights bit-identical to an uninterrupted run's.
+    RESNETLAB_KILL_SEED picks another moment; scripts/kill_resume.py runs many, each in
+    its own processes (here the reference and the resumed run run in-process, for speed)."""
+    kr = _script()
+    setup = kr.Setup(epochs=4)
+    seed = int(os.environ.get("RESNETLAB_KILL_SEED", "0"))
+    # Within epochs 2-3: well clear of the run's end even if epoch 1 (which sets the
+    # scale) was slowed by warm-up.
+    fraction = 0.05 + 0.5 * random.Random(seed).random()
+    kill = kr.start_and_kill(setup, tmp_path, "killed", fraction)
+    assert kill.killed, f"the run finished before the kill ({kill})"
+    assert 1 <= kill.epoch < setup.epochs, kill
+    run = tmp_path / "killed"
+    assert main(["train", "--resume", str(run)]) == 0
+    assert main(setup.command(tmp_path, "reference")[3:]) == 0  # after `python -m resnetlab`
+    identical, diff = kr.compare(tmp_path / "reference" / "last.pt", run / "last.pt")
+    assert identical, f"resumed weights differ by up to {diff}"
+    assert not list(run.glob(".*.tmp"))
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(rows[-1])["epoch"] == setup.epochs
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+def _damage(kind: str, good: bytes, target: Path) -> None:
+    if kind == "truncated":
+        target.write_bytes(good[: len(good) // 2])
+    elif kind == "random-bytes":
+        target.write_bytes(random.Random(0).randbytes(len(good)))
+    elif kind == "empty":
+        target.write_bytes(b"")
+    elif kind == "bit-flip":  # inside a tensor's bytes: torch.load alone would not notice
+        flipped = bytearray(good)
+        flipped[len(good) // 2] ^= 0x10
+        target.write_bytes(bytes(flipped))
+    elif kind == "foreign-torch-file":
+        torch.save({"state_dict": {"w": torch.zeros(3)}}, target)
+    elif kind == "pickled-model":  # loading it would run code: refused
+        torch.save(torch.nn.Linear(2, 2), target)
+    else:
+        raise AssertionError(kind)
+
+
+DAMAGE = ["truncated", "random-bytes", "empty", "bit-flip", "foreign-torch-file", "pickled-model"]
+COMMANDS = ["train-resume", "eval", "predict", "export"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_checkpoint_is_one_line_naming_the_file(
+    kind: str, command: str, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_run = tmp_path / "run"
+    bad_run.mkdir()
+    ckpt = bad_run / "last.pt"
+    _damage(kind, (run_dir / "last.pt").read_bytes(), ckpt)
+    before = _sha(ckpt)
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(image)
+    exported = tmp_path / "model.safetensors"
+    argv = {
+        "train-resume": ["train", "--resume", str(bad_run)],
+        "eval": ["eval", str(ckpt)],
+        "predict": ["predict", str(ckpt), str(image)],
+        "export": ["export", str(ckpt), "-o", str(exported)],
+    }[command]
+    code, out, err = _cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"resnetlab {argv[0]}: error: "), lines[0]
+    assert str(ckpt) in lines[0]
+    assert "Traceback" not in out + err
+    assert _sha(ckpt) == before
+    assert not exported.exists()
+    assert sorted(p.name for p in bad_run.iterdir()) == ["last.pt"]  # nothing else written
+
+
+def test_damaged_checkpoint_in_a_real_process(run_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "last.pt"
+    _damage("truncated", (run_dir / "last.pt").read_bytes(), bad)
+    done = subprocess.run([sys.executable, "-m", "resnetlab", "eval", str(bad)],
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"resnetlab eval: error: cannot read checkpoint {bad}: truncated or damaged "
+        "(not a complete zip archive)"
+    ]
+
+
+# ---------------------------------------------------------------- failing saves
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, str]:
+    target = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "w": torch.arange(1000.0)}, target)
+    return target, _sha(target)
+
+
+def _write_half_then(exc: BaseException) -> Any:
+    """A torch.save that writes half of the real bytes, then fails."""
+    real = torch.save
+
+    def save(obj: object, f: Any) -> None:
+        import io
+
+        buf = io.BytesIO()
+        real(obj, buf)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        f.flush()
+        raise exc
+
+    return save
+
+
+def test_a_save_failing_mid_write_keeps_the_old_file(
+    saved: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, digest = saved
+    monkeypatch.setattr(torch, "save", _write_half_then(RuntimeError("bug in a state_dict")))
+    with pytest.raises(RuntimeError, match="bug in a state_dict"):  # not an I/O error: as is
+        save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, target)
+    monkeypatch.undo()
+    assert _sha(target) == digest
+    assert os.listdir(target.parent) == ["last.pt"]
+    assert load_checkpoint(target)["epoch"] == 1
+
+
+def test_disk_full_mid_write_is_a_clear_error_and_keeps_the_old_file(
+    saved: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, digest = saved
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(torch, "save", _write_half_then(full))
+    with pytest.raises(CheckpointSaveError) as info:
+        save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, target)
+    monkeypatch.undo()
+    err = info.value
+    assert err.no_space and err.errno == errno.ENOSPC and isinstance(err, OSError)
+    assert str(err) == (
+        f"cannot save {target}: No space left on device (the previous one is intact)"
+    )
+    assert _sha(target) == digest
+    assert os.listdir(target.parent) == ["last.pt"]
+
+
+def _dev_full_after(monkeypatch: pytest.MonkeyPatch, name: str, skip: int) -> dict[str, Any]:
+    """Make the save of ``name`` after ``skip`` successful ones write to /dev/full: the
+    kernel's own ENOSPC, through torch's real writer. Records the file's digest then."""
+    if not DEV_FULL.exists():
+        pytest.skip("no /dev/full on this system")
+    real = checkpoint.make_temp
+    seen: dict[str, Any] = {"saves": 0, "digest": None}
+
+    def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, str]:
+        fd, tmp = real(target, suffix)
+        if target.name != name:
+            return fd, tmp
+        seen["saves"] += 1
+        if seen["saves"] <= skip:
+            return fd, tmp
+        os.close(fd)  # the temporary file exists (and must be removed); its data go nowhere
+        seen["digest"] = _sha(target) if target.exists() else None
+        return os.open(DEV_FULL, os.O_WRONLY), tmp
+
+    monkeypatch.setattr(checkpoint, "make_temp", make_temp)
+    return seen
+
+
+def test_real_disk_full_through_dev_full(
+    saved: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, digest = saved
+    _dev_full_after(monkeypatch, "last.pt", skip=0)
+    with pytest.raises(CheckpointSaveError, match="No space left on device") as info:
+        save_checkpoint({"epoch": 2, "w": torch.zeros(100_000)}, target)
+    assert info.value.no_space
+    assert _sha(target) == digest
+    assert os.listdir(target.parent) == ["last.pt"]
+
+
+def test_first_save_on_a_full_disk_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _dev_full_after(monkeypatch, "best.pt", skip=0)
+    with pytest.raises(CheckpointSaveError, match=r"\(nothing was written\)"):
+        save_checkpoint({"epoch": 1}, tmp_path / "best.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_training_stops_cleanly_on_a_full_disk_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk fills up at the end of epoch 2: one line, exit 2, epoch 1's last.pt intact
+    and no temporary file; after space is freed, --resume ends where an uninterrupted run
+    ends, bit for bit."""
+    argv = [*TRAIN, "--epochs", "3", "--out", str(tmp_path)]
+    assert _cli(capsys, *argv, "--name", "reference")[0] == 0
+    with monkeypatch.context() as m:
+        seen = _dev_full_after(m, "last.pt", skip=1)
+        code, _, err = _cli(capsys, *argv, "--name", "full")
+    run = tmp_path / "full"
+    assert code == 2
+    assert err.splitlines() == [
+        f"resnetlab train: error: cannot save {run / 'last.pt'}: No space left on device "
+        "(the previous one is intact)"
+    ]
+    assert seen["digest"] is not None and _sha(run / "last.pt") == seen["digest"]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert not list(run.glob(".*.tmp"))
+    code, _, err = _cli(capsys, "train", "--resume", str(run))
+    assert code == 0, err
+    a, b = _weights(tmp_path / "reference" / "last.pt"), _weights(run / "last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    stale = tmp_path / f".last.pt.k3j4h5g6.{dead}.tmp"  # a kill -9 during a save
+    alive = tmp_path / f".best.pt.a1b2c3d4.{os.getppid()}.tmp"  # being written right now
+    other = tmp_path / ".results.json.x9y8z7w6.tmp"  # not a checkpoint's
+    for p in (stale, alive, other):
+        p.write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path) == [stale]
+    save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "last.pt"])
+
+
+def test_resume_drops_metrics_rows_logged_after_the_checkpoint(tmp_path: Path) -> None:
+    from resnetlab.train.metrics import read_metrics, truncate_metrics
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"epoch": e, "val_top1": 10.0 * e} for e in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"ep')
+    (run / "metrics.csv").write_text("epoch,val_top1\n1,10\n2,20\n3,30\n")
+    truncate_metrics(run, 2)
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    assert (run / "metrics.csv").read_text().splitlines() == ["epoch,val_top1", "1,10", "2,20"]
+    truncate_metrics(run, 5)  # nothing to drop: unchanged
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
