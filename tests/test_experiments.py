@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from resnetlab.cli import main
@@ -123,6 +124,17 @@ def test_interrupted_job_resumes(tmp_path: Path) -> None:
     assert any(line.startswith("resnet20 seed 0: resuming") for line in lines)
     assert record.results["status"] == "completed"
     assert int(record.steps[-1]["step"]) == 6
+    # A run made before a setting existed (no such key in its config.yaml, another digest
+    # in its folder name) is still found, not trained again.
+    old = record.run_dir.with_name("resnet20-s0-0ldd1ges7")
+    record.run_dir.rename(old)
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["run"]["compile"]
+    del saved["optim"]["label_smoothing"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    lines.clear()
+    again = run_job(budget, "resnet20", 0, tmp_path, log=lines.append)
+    assert again.run_dir == old and lines == [f"resnet20 seed 0: finished earlier in {old}"]
 
 
 def test_reproduce_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,7 +202,7 @@ def test_html_report_renders_in_chromium(store: Path, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- landscape, lesion
-def test_landscape_and_lesion_reports(store: Path) -> None:
+def test_landscape_and_lesion_reports(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     extra = ["--grid", "3", "--images", "64", "--draws", "2", "--swaps", "2"]
     assert _reproduce(store, "landscape", "--depths", "20", *extra) == 0
     numbers = _check_report(store / "landscape", "Loss landscapes")
@@ -207,6 +219,10 @@ def test_landscape_and_lesion_reports(store: Path) -> None:
     assert isinstance(models, dict) and set(models) == {"plain32", "resnet32"}
     single = models["resnet32"]["single"]
     assert len(single) == 15 and sum(s["downsampling"] for s in single) == 2
+    capsys.readouterr()
+    assert _reproduce(store, "lesion", "--depths", "32", *extra) == 0  # the report again
+    assert capsys.readouterr().out.count("read from the earlier report") == 2
+    assert json.loads((store / "lesion" / "results.json").read_text())["models"] == models
     assert lesion["path_lengths"] == {  # type: ignore[comparison-overlap]
         "blocks": 15,
         "counts": [math.comb(15, k) for k in range(16)],

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resnetlab.train.config import TrainConfig, resolve_config
+import yaml
+
+from resnetlab.train.config import ConfigError, TrainConfig, config_from_dict, resolve_config
 from resnetlab.train.metrics import read_metrics, read_steps
 from resnetlab.train.runner import fit
 
@@ -84,10 +86,30 @@ def _options_tag(options: dict[str, Any]) -> str:
 
 def digest(cfg: TrainConfig) -> str:
     """Eight hex digits naming everything in ``cfg`` that changes the trained weights."""
+    text = json.dumps(_comparable(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _comparable(cfg: TrainConfig) -> dict[str, Any]:
     data = cfg.to_dict()
     data["run"] = {k: v for k, v in data["run"].items() if k not in _IGNORED}
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return data
+
+
+def find_run(store: Path, cfg: TrainConfig) -> Path | None:
+    """The run folder in ``store`` whose saved config, read with today's defaults, is
+    ``cfg`` (so a setting added to resnetlab later does not orphan the runs made before it;
+    their folder names keep the digest they were made with)."""
+    prefix = str(cfg.run.name).rsplit("-", 1)[0]
+    want = _comparable(cfg)
+    for folder in sorted(store.glob(f"{prefix}-*")):
+        try:
+            saved = config_from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+        except (OSError, yaml.YAMLError, ConfigError, TypeError):
+            continue
+        if _comparable(saved) == want:
+            return folder
+    return None
 
 
 @dataclass(frozen=True)
@@ -148,7 +170,7 @@ def run_job(
 ) -> RunRecord:
     """Read, resume or train one job; raises :class:`RunInterruptedError` if it was stopped."""
     cfg = budget.config(model, seed, store, **options)
-    run_dir = store / str(cfg.run.name)
+    run_dir = find_run(store, cfg) or store / str(cfg.run.name)
     done = read_run(run_dir, model, seed)
     if done is not None:
         log(f"{model} seed {seed}: finished earlier in {run_dir}")
