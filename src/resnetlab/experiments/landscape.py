@@ -87,6 +87,7 @@ class Grid:
     acc1d: np.ndarray
     loss2d: np.ndarray  # (G, G): [i, j] is α = coords[i], β = coords[j]
     acc2d: np.ndarray
+    seconds: float = 0.0  # evaluation time so far, over every session of a resumed grid
 
     @classmethod
     def empty(cls, points: int, span: float) -> Grid:
@@ -101,7 +102,7 @@ class Grid:
     def save(self, path: Path) -> None:
         buf = io.BytesIO()
         np.savez(buf, coords=self.coords, loss1d=self.loss1d, acc1d=self.acc1d,
-                 loss2d=self.loss2d, acc2d=self.acc2d)  # fmt: skip
+                 loss2d=self.loss2d, acc2d=self.acc2d, seconds=self.seconds)  # fmt: skip
         write_bytes_atomic(path, buf.getvalue())
 
     @classmethod
@@ -113,8 +114,9 @@ class Grid:
             return fresh
         try:
             with np.load(path) as z:
-                grid = cls(*(np.array(z[k]) for k in ("coords", "loss1d", "acc1d", "loss2d",
-                                                        "acc2d")))  # fmt: skip
+                a = {k: np.array(z[k]) for k in ("coords", "loss1d", "acc1d", "loss2d", "acc2d")}
+                seconds = float(z["seconds"]) if "seconds" in z.files else 0.0
+            grid = cls(a["coords"], a["loss1d"], a["acc1d"], a["loss2d"], a["acc2d"], seconds)
         except (OSError, ValueError, KeyError):
             return fresh
         same = grid.coords.shape == fresh.coords.shape and np.allclose(grid.coords, fresh.coords)
@@ -148,12 +150,21 @@ def surface(
     eta = filter_normalized_direction(model, gen)
     base = [p.detach().clone() for p in model.parameters()]
     grid = Grid.load(save_to, points, span)
+    clock = time.monotonic()
+
+    def save() -> None:
+        nonlocal clock
+        now = time.monotonic()
+        grid.seconds += now - clock
+        clock = now
+        grid.save(save_to)
+
     try:
         for i, a in enumerate(grid.coords):
             if math.isnan(grid.loss1d[i]):
                 set_weights(model, base, [(float(a), delta)])
                 grid.loss1d[i], grid.acc1d[i] = loss_and_accuracy(model, batches, place)
-        grid.save(save_to)
+        save()
         start, rows_done = time.monotonic(), 0
         for i, a in enumerate(grid.coords):
             if np.isfinite(grid.loss2d[i]).all():
@@ -162,7 +173,7 @@ def surface(
                 if math.isnan(grid.loss2d[i, j]):
                     set_weights(model, base, [(float(a), delta), (float(b), eta)])
                     grid.loss2d[i, j], grid.acc2d[i, j] = loss_and_accuracy(model, batches, place)
-            grid.save(save_to)
+            save()
             rows_done += 1
             left = int(np.isnan(grid.loss2d).any(axis=1).sum())
             per_row = (time.monotonic() - start) / rows_done
@@ -170,6 +181,14 @@ def surface(
     finally:
         set_weights(model, base, [])
     return grid
+
+
+def inner(grid: Grid) -> np.ndarray:
+    """The 2-D losses at the points with |α|, |β| ≤ half the span, flattened."""
+    half = float(np.abs(grid.coords).max()) / 2 + 1e-9
+    near = np.abs(grid.coords) <= half
+    values: np.ndarray = grid.loss2d[np.ix_(near, near)].ravel()
+    return values
 
 
 def local_minima(values: np.ndarray) -> int:

@@ -111,6 +111,9 @@ class Report:
         for kind, body in self.blocks:
             if kind == "h2":
                 parts.append(f"<h2>{e(body)}</h2>")
+            elif kind == "p" and all(line.startswith("- ") for line in body.splitlines()):
+                items = "".join(f"<li>{_inline(line[2:])}</li>" for line in body.splitlines())
+                parts.append(f"<ul>{items}</ul>")
             elif kind == "p":
                 parts.append(f"<p>{_inline(body)}</p>")
             elif kind == "code":

@@ -84,24 +84,24 @@ def landscape_report(req: Request, records: list[RunRecord], log: Log) -> Path:
     report = Report("Loss landscapes of plain and residual networks (Li et al. 2018)",
                     req.report_dir)  # fmt: skip
     grids: dict[str, L.Grid] = {}
-    started = time.monotonic()
     for record in _ordered(records):
         trained = Trained.load(record, log)
         batches = trained.batches(trained.train, images, seed=0, place=place)
+        save_to = req.report_dir / f"{record.model}.npz"
+        left = L.Grid.load(save_to, points, span)
+        evals = int(np.isnan(left.loss1d).sum() + np.isnan(left.loss2d).sum())
         t0 = time.monotonic()
         L.loss_and_accuracy(trained.model, batches, place)
         per_eval = time.monotonic() - t0
-        evals = points + points * points
-        log(f"{record.model}: {evals} evaluations of {images:,} training images, about "
+        log(f"{record.model}: {evals} evaluations to go, of {images:,} training images, about "
             f"{evals * per_eval / 60:.1f} min ({per_eval:.2f} s each, "
             f"{place.precision})")  # fmt: skip
-        save_to = req.report_dir / f"{record.model}.npz"
         req.report_dir.mkdir(parents=True, exist_ok=True)
         grid = L.surface(trained.model, batches, place, points=points, span=span,
                          seed=record.seed, save_to=save_to, log=log)  # fmt: skip
         grid.write_csv(req.report_dir / f"{record.model}.csv")
         grids[record.model] = grid
-    seconds = time.monotonic() - started
+    seconds = sum(g.seconds for g in grids.values())
     report.para(_budget_note(req, records))
     report.para(
         f"Each model's training loss on {images:,} training images (a fixed random subset, no "
@@ -110,7 +110,11 @@ def landscape_report(req: Request, records: list[RunRecord], log: Log) -> Path:
         "filter-normalised (each filter rescaled to the norm of the same filter of θ); "
         "biases and BN parameters are not moved and BN uses its trained running statistics "
         "(the authors' `--xignore biasbn`, evaluation mode). "
-        f"Computing the grids took {seconds / 60:.1f} min."
+        + (
+            f"Evaluating the grids took {seconds / 60:.1f} min."
+            if all(g.seconds > 0 for g in grids.values())
+            else "(Some grids were read back from files that do not record their time.)"
+        )
     )
     report.heading("What it shows")
     report.para(_landscape_findings(grids))
@@ -125,13 +129,17 @@ def landscape_report(req: Request, records: list[RunRecord], log: Log) -> Path:
     rows: list[list[Cell]] = []
     for model, g in grids.items():
         c = len(g.coords) // 2
+        inner = L.inner(g)
         rows.append([_label(model), float(g.loss2d[c, c]), float(g.acc2d[c, c]),
-                     float(np.nanmean(g.loss2d)), float(np.nanmax(g.loss2d)),
+                     float(np.median(g.loss2d)), float(inner.mean()), float(inner.max()),
                      L.local_minima(g.loss2d)])  # fmt: skip
-    report.table(Table(["model", "loss at θ", "accuracy at θ (%)", "mean loss on grid",
-                        "max loss on grid", "local minima"], rows,
-                       caption="Local minima: interior grid points below all eight "
-                       "neighbours (1 for a single basin)."))  # fmt: skip
+    report.table(Table(["model", "loss at θ", "accuracy at θ (%)", "median loss on grid",
+                        "inner mean loss", "inner max loss", "local minima"], rows,
+                       caption="Inner: the points with |α|, |β| ≤ half the span. Local "
+                       "minima: interior grid points below all eight neighbours (1 for a "
+                       "single basin). Losses far from θ reach the thousands in deep nets, "
+                       "so medians and the inner region describe the shape better than "
+                       "means."))  # fmt: skip
     report.para("Raw grids: `<model>.npz` (coords, loss1d, acc1d, loss2d, acc2d) and "
                 "`<model>.csv` in this folder.")  # fmt: skip
     report.numbers["grids"] = {
@@ -156,19 +164,24 @@ def _landscape_findings(grids: dict[str, L.Grid]) -> str:
         p, r = grids.get(f"plain{d}"), grids.get(f"resnet{d}")
         if p is None or r is None:
             continue
-        pm, rm = float(np.nanmean(p.loss2d)), float(np.nanmean(r.loss2d))
         lines.append(
-            f"- depth {d}: mean grid loss plain {pm:.2f} vs ResNet {rm:.2f}; local minima "
-            f"plain {L.local_minima(p.loss2d)} vs ResNet {L.local_minima(r.loss2d)}."
+            f"- depth {d}: median grid loss plain {np.median(p.loss2d):.2f} vs ResNet "
+            f"{np.median(r.loss2d):.2f}; highest loss in the inner region plain "
+            f"{L.inner(p).max():.2f} vs ResNet {L.inner(r).max():.2f}; local minima plain "
+            f"{L.local_minima(p.loss2d)} vs ResNet {L.local_minima(r.loss2d)}."
         )
     plains = sorted((m for m in grids if m.startswith("plain")), key=_depth)
-    if len(plains) >= 2:
-        a, b = (float(np.nanmean(grids[m].loss2d)) for m in (plains[0], plains[-1]))
+    deep = plains[-1] if plains else ""
+    twin = deep.replace("plain", "resnet")
+    if len(plains) >= 2 and twin in grids:
+        a, b = (float(np.median(grids[m].loss2d)) for m in (plains[0], deep))
+        c = float(np.median(grids[twin].loss2d))
+        shown = b > a and b > c
         lines.append(
-            f"- Li et al.: without shortcuts the surface gets sharper and more chaotic with "
-            f"depth. Here {_label(plains[-1])}'s mean grid loss is {b:.2f} against "
-            f"{_label(plains[0])}'s {a:.2f} — "
-            + ("steeper, as they report." if b > a else "NOT steeper at this budget.")
+            f"- Li et al.: without shortcuts the surface turns sharp as the net gets deeper, "
+            f"and shortcuts keep it smooth. Here the median loss around {_label(deep)} is "
+            f"{b:.2f}, against {a:.2f} around {_label(plains[0])} and {c:.2f} around "
+            f"{_label(twin)}: " + ("as they report." if shown else "NOT as they report.")
         )
     return "\n".join(lines) or "No plain/residual pair to compare."
 
@@ -244,6 +257,7 @@ class LesionResult:
     single: list[tuple[int, bool, float]]  # (block, downsampling, accuracy)
     deletions: dict[int, list[float]]  # k → accuracy per draw
     swaps: dict[int, list[float]]  # number of swaps → accuracy per draw
+    seconds: float = 0.0  # how long the study of this model took
 
 
 def lesion_study(model: ResNet, batches: list[tuple[Tensor, Tensor]], place: Placement, *,
@@ -252,6 +266,7 @@ def lesion_study(model: ResNet, batches: list[tuple[Tensor, Tensor]], place: Pla
     non-downsampling blocks deleted (k = 1 … n, ``draws`` draws each), and after 1 …
     ``max_swaps`` random swaps of blocks within a stage."""
     rng = random.Random(seed)
+    started = time.monotonic()
     blocks = [b for stage in model.stages() for b in stage]
     intact = _accuracy(model, batches, place)
     single = []
@@ -272,7 +287,7 @@ def lesion_study(model: ResNet, batches: list[tuple[Tensor, Tensor]], place: Pla
         for _ in range(draws):
             with V.lesioned(model, order=V.random_swaps(model, s, rng)):
                 swaps[s].append(_accuracy(model, batches, place))
-    return LesionResult(intact, single, deletions, swaps)
+    return LesionResult(intact, single, deletions, swaps, time.monotonic() - started)
 
 
 def lesion_report(req: Request, records: list[RunRecord], log: Log) -> Path:
@@ -284,7 +299,6 @@ def lesion_report(req: Request, records: list[RunRecord], log: Log) -> Path:
     report = Report("Lesion study: deleting and re-ordering blocks (Veit et al. 2016)",
                     req.report_dir)  # fmt: skip
     results: dict[str, LesionResult] = {}
-    started = time.monotonic()
     for record in _ordered(records):
         trained = Trained.load(record, log)
         split = trained.test if split_name == "test" else trained.val
@@ -302,7 +316,7 @@ def lesion_report(req: Request, records: list[RunRecord], log: Log) -> Path:
         results[record.model] = lesion_study(trained.model, batches, place, draws=draws,
                                              seed=record.seed, max_swaps=max_swaps,
                                              log=log)  # fmt: skip
-    seconds = time.monotonic() - started
+    seconds = sum(r.seconds for r in results.values())
     n_images = sum(len(y) for _, y in batches)
     report.para(_budget_note(req, records))
     report.para(
@@ -312,7 +326,7 @@ def lesion_report(req: Request, records: list[RunRecord], log: Log) -> Path:
         "option A's zero-padding for the two downsampling blocks); a deleted plain block "
         "is replaced by the same. Random deletions draw from the non-downsampling blocks "
         f"({draws} draws per k); re-ordering swaps two random blocks of the same stage. "
-        f"The study took {seconds / 60:.1f} min."
+        f"The study took {seconds / 60:.1f} min of evaluation."
     )
     report.heading("What it shows")
     report.para(_lesion_findings(results))
@@ -349,7 +363,7 @@ def lesion_report(req: Request, records: list[RunRecord], log: Log) -> Path:
     report.numbers["models"] = {
         m: {"intact": r.intact,
             "single": [{"block": g, "downsampling": d, "accuracy": a} for g, d, a in r.single],
-            "deletions": r.deletions, "swaps": r.swaps}
+            "deletions": r.deletions, "swaps": r.swaps, "seconds": r.seconds}
         for m, r in results.items()
     }  # fmt: skip
     report.numbers["path_lengths"] = {"blocks": n, "counts": counts, "total": sum(counts)}
@@ -375,11 +389,13 @@ def _earlier_lesion(
     old.setdefault("swaps", len(entry.get("swaps", {})))
     if str(record.run_dir) not in runs or any(old.get(k) != v for k, v in settings.items()):
         return None
+    share = float(old.get("seconds", 0.0)) / max(1, len(earlier["models"]))
     return LesionResult(
         float(entry["intact"]),
         [(int(s["block"]), bool(s["downsampling"]), float(s["accuracy"])) for s in entry["single"]],
         {int(k): list(v) for k, v in entry["deletions"].items()},
         {int(k): list(v) for k, v in entry["swaps"].items()},
+        float(entry.get("seconds", share)),
     )
 
 
