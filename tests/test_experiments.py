@@ -164,7 +164,7 @@ def test_response_stds_are_per_channel_stds() -> None:
     model.layer2[0].bn2.register_forward_hook(lambda _m, _i, o: captured.append(o))
     model(x)
     assert len(stds) == 19 and "layer2.0.bn2" in stds and "bn1" in stds
-    out = captured[0].double()
+    out = captured[0].detach().double()
     want = out.transpose(0, 1).reshape(out.shape[1], -1).std(dim=1, unbiased=False).mean()
     assert stds["layer2.0.bn2"] == pytest.approx(float(want), rel=1e-6)
 
