@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from resnetlab.cli_train import _override
+
 EXPERIMENTS = ("degradation", "cifar-table", "responses", "shortcuts", "landscape", "lesion")
 
 
@@ -60,15 +62,6 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     g.add_argument("--swaps", type=positive_int, default=10, help="lesion: most swaps tried")
     g.add_argument("--split", choices=("test", "val"), default="test", help="lesion: split")
     p.set_defaults(func=cmd_reproduce)
-
-
-def _override(text: str) -> tuple[str, Any]:
-    from resnetlab.train.config import ConfigError, parse_override
-
-    try:
-        return parse_override(text)
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def request_from_args(args: argparse.Namespace) -> Any:

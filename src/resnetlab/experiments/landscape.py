@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from resnetlab.fileio import write_bytes_atomic
 from resnetlab.train.device import Placement
-from resnetlab.train.loop import autocast, to_input
+from resnetlab.train.loop import evaluate
 
 Log = Callable[[str], None]
 
@@ -60,22 +60,12 @@ def set_weights(
         p.copy_(value)
 
 
-@torch.no_grad()
 def loss_and_accuracy(
     model: nn.Module, batches: list[tuple[Tensor, Tensor]], place: Placement
 ) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (%) of ``model`` over ``batches``."""
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64)
-    correct = 0
-    seen = 0
-    for x, y in batches:
-        with autocast(place):
-            logits = model(to_input(x, place)).float()
-        loss += nn.functional.cross_entropy(logits, y, reduction="sum").double().cpu()
-        correct += int((logits.argmax(1) == y).sum())
-        seen += y.shape[0]
-    return float(loss) / seen, 100.0 * correct / seen
+    result = evaluate(model, batches, place=place)
+    return result["loss"], result["top1"]
 
 
 @dataclass

@@ -204,7 +204,8 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
     """The closing section: how every number in the report was made."""
     report.heading("How these numbers were made")
     first = records[0] if records else None
-    lines = [f"- command: `{command or 'library call'}`", f"- code: {code_version()}"]
+    code = code_version()
+    lines = [f"- command: `{command or 'library call'}`", f"- code: {code}"]
     if first is not None:
         res = first.results
         lines += [
@@ -244,7 +245,7 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
     )
     report.numbers["provenance"] = {
         "command": command,
-        "code": code_version(),
+        "code": code,
         "runs": [
             {
                 "model": r.model,

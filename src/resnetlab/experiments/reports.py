@@ -206,10 +206,11 @@ def cifar_table_report(req: Request, records: list[RunRecord], log: Log) -> Path
         test = [r.test_error for r in runs]
         paper = PAPER_TABLE6.get(depth, (float("nan"), "–"))
         mean_std = f" ({_pm(test)})" if len(test) > 1 else ""
-        rows.append([f"ResNet-{depth}", f"{_params(model) / 1e6:.2f}M", paper[1],
+        params = _params(model)
+        rows.append([f"ResNet-{depth}", f"{params / 1e6:.2f}M", paper[1],
                      f"{chosen.test_error:.2f}{mean_std}", len(runs),
                      ", ".join(f"{t:.2f}" for t in test)])  # fmt: skip
-        numbers[model] = {"params": _params(model), "test_error": test,
+        numbers[model] = {"params": params, "test_error": test,
                           "seeds": [r.seed for r in runs], "chosen_seed": chosen.seed,
                           "chosen_test_error": chosen.test_error,
                           "best_val_error": [r.best_val_error for r in runs],
@@ -373,19 +374,17 @@ def response_stds(model: nn.Module, batches: Any) -> list[tuple[str, float]]:
 
 
 def _responses_of(record: RunRecord, log: Log) -> tuple[int, list[tuple[str, float]]]:
-    from resnetlab.data.datasets import eval_split_batches
-    from resnetlab.train.checkpoint import load_checkpoint
-    from resnetlab.train.config import config_from_dict
-    from resnetlab.train.runner import build_model, load_run_data, preprocess_for
+    from resnetlab.experiments.trained import Trained
+    from resnetlab.train.device import choose
 
-    state = load_checkpoint(record.run_dir / "best.pt")
-    cfg = config_from_dict(state["config"])
-    bundle = load_run_data(cfg, lambda _s: None)
-    model = build_model(cfg, len(bundle.classes), bundle.train.image_size[0], log)
-    model.load_state_dict(state["model"])
-    batches = eval_split_batches(bundle.val, preprocess_for(cfg, bundle), batch_size=500,
-                                 device=torch.device("cpu"))  # fmt: skip
-    return len(bundle.val), response_stds(model, batches)
+    trained = Trained.load(record, log)
+    batches = trained.batches(trained.val, None, 0, choose("cpu", "fp32"))
+    return len(trained.val), response_stds(trained.model, batches)
+
+
+def _ordered(records: list[RunRecord]) -> list[RunRecord]:
+    """Plain nets first, then ResNets, each by depth."""
+    return sorted(records, key=lambda r: (r.model.startswith("resnet"), _depth(r.model)))
 
 
 def responses_report(req: Request, records: list[RunRecord], log: Log) -> Path:
@@ -393,7 +392,7 @@ def responses_report(req: Request, records: list[RunRecord], log: Log) -> Path:
                     req.report_dir)  # fmt: skip
     stds: dict[str, list[float]] = {}
     images = 0
-    for r in sorted(records, key=lambda r: (r.model.startswith("resnet"), _depth(r.model))):
+    for r in _ordered(records):
         log(f"responses of {r.model} (seed {r.seed}) on its validation split")
         images, layers = _responses_of(r, log)
         stds[r.model] = [s for _, s in layers]

@@ -14,61 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from resnetlab.data.datasets import eval_split_batches
-from resnetlab.data.tensors import ImageTensors, Split
 from resnetlab.experiments import landscape as L
 from resnetlab.experiments import lesion as V
 from resnetlab.experiments.driver import Request
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.reports import COLORS, _budget_note, _depth, _label
+from resnetlab.experiments.reports import COLORS, _budget_note, _depth, _label, _ordered
 from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.trained import Trained
 from resnetlab.fileio import pyplot
 from resnetlab.models.resnet import ResNet
-from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.config import config_from_dict
 from resnetlab.train.device import Placement, choose
-from resnetlab.train.loop import autocast, to_input
-from resnetlab.train.runner import build_model, load_run_data, preprocess_for
-
-
-@dataclass
-class Trained:
-    """A finished run's best checkpoint, ready to evaluate."""
-
-    record: RunRecord
-    model: ResNet
-    train: Split
-    val: Split
-    test: Split | None
-    pre: Any
-
-    @classmethod
-    def load(cls, record: RunRecord, log: Log) -> Trained:
-        state = load_checkpoint(record.run_dir / "best.pt")
-        cfg = config_from_dict(state["config"])
-        bundle = load_run_data(cfg, lambda _s: None)
-        model = build_model(cfg, len(bundle.classes), bundle.train.image_size[0], log)
-        model.load_state_dict(state["model"])
-        assert isinstance(model, ResNet)
-        return cls(record, model.eval(), bundle.train, bundle.val, bundle.test,
-                   preprocess_for(cfg, bundle))  # fmt: skip
-
-    def batches(self, split: Split, images: int | None, seed: int,
-                place: Placement) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
-        """Up to ``images`` images of ``split`` (a seeded random subset), preprocessed
-        without augmentation, placed for ``place`` once."""
-        if images is not None and images < len(split):
-            if not isinstance(split, ImageTensors):
-                raise ValueError("a subset of a streamed split is not supported; omit --images")
-            gen = torch.Generator().manual_seed(seed)
-            split = split.subset(torch.randperm(len(split), generator=gen)[:images])
-        out = []
-        for x, y in eval_split_batches(split, self.pre, batch_size=250, device=place.device):
-            out.append((to_input(x, place), y))
-        return out
+from resnetlab.train.loop import evaluate
 
 
 def _placement(req: Request) -> Placement:
@@ -91,7 +49,7 @@ def landscape_report(req: Request, records: list[RunRecord], log: Log) -> Path:
         left = L.Grid.load(save_to, points, span)
         evals = int(np.isnan(left.loss1d).sum() + np.isnan(left.loss2d).sum())
         t0 = time.monotonic()
-        L.loss_and_accuracy(trained.model, batches, place)
+        evaluate(trained.model, batches, place=place)
         per_eval = time.monotonic() - t0
         log(f"{record.model}: {evals} evaluations to go, of {images:,} training images, about "
             f"{evals * per_eval / 60:.1f} min ({per_eval:.2f} s each, "
@@ -152,10 +110,6 @@ def landscape_report(req: Request, records: list[RunRecord], log: Log) -> Path:
                                   "precision": place.precision, "seconds": seconds}  # fmt: skip
     provenance(report, records, req.command)
     return report.write()
-
-
-def _ordered(records: list[RunRecord]) -> list[RunRecord]:
-    return sorted(records, key=lambda r: (r.model.startswith("resnet"), _depth(r.model)))
 
 
 def _landscape_findings(grids: dict[str, L.Grid]) -> str:
@@ -243,12 +197,7 @@ def _curves(grids: dict[str, L.Grid]) -> Any:
 
 # ---------------------------------------------------------------------- lesion
 def _accuracy(model: nn.Module, batches: list[tuple[Tensor, Tensor]], place: Placement) -> float:
-    correct = seen = 0
-    with torch.no_grad(), autocast(place):
-        for x, y in batches:
-            correct += int((model(x).argmax(1) == y).sum())
-            seen += y.shape[0]
-    return 100.0 * correct / seen
+    return evaluate(model, batches, place=place)["top1"]
 
 
 @dataclass
