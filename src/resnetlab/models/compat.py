@@ -62,7 +62,8 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the model (one-line message)."""
+    """A checkpoint that cannot be read, is not the kind expected (a resnetlab training
+    checkpoint, a state dict) or does not fit the model (one-line message)."""
 
 
 def resnetlab_name(torchvision_name: str) -> str:

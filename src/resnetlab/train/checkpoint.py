@@ -23,12 +23,11 @@ import torch
 
 from resnetlab.fileio import make_temp
 
+# One error for every checkpoint problem, training checkpoints and published weights alike.
+from resnetlab.models.compat import CheckpointError as CheckpointError
+
 FORMAT = "resnetlab-checkpoint/1"
 ZIP_MAGIC = b"PK\x03\x04"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or is not a resnetlab training checkpoint."""
 
 
 class CheckpointSaveError(CheckpointError, OSError):
