@@ -71,3 +71,46 @@ def test_unknown_engine_is_skipped_with_a_reason() -> None:
                                   min_seconds=0.05)  # fmt: skip
     assert fast.engine == "eager"
     assert "unknown engine" in fast.skipped["warp"]
+
+
+_FAULTS = """
+import resource, sys, torch
+from resnetlab.infer.memory import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(16 * 2**20)  # 64 MiB: above glibc's largest mmap threshold
+    del x
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sum(faults[-3:]), faults)
+"""
+
+
+def test_keeping_freed_memory_stops_page_faults_on_large_tensors() -> None:
+    """The measurable effect of ``keep_freed_memory``: by default each 64 MiB tensor is a
+    fresh mmap, faulted in page by page (16,384 pages); with freed memory kept, once the heap
+    has grown (the first allocations), later ones reuse it and fault nothing. Separate
+    processes, because the setting is process-wide and one way."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+        print(mode, " ".join(out[2:]))
+        return out[0], int(out[1])
+
+    kept, faults_kept = run("keep")
+    if kept != "True":
+        pytest.skip("not glibc: nothing to tune")
+    _, faults_default = run("default")
+    assert faults_default > 3 * 16_000  # three fresh mappings, every page touched
+    assert faults_kept < 1_000
+
+
+def test_fast_model_reports_whether_memory_is_kept() -> None:
+    model = create_model("resnet20").eval()
+    fast = optimize_for_inference(model, torch.randn(2, 3, 32, 32), engines=["eager"],
+                                  min_seconds=0.05, keep_memory=False)  # fmt: skip
+    assert not fast.memory_kept and "freed memory kept" not in fast.report()

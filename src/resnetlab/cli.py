@@ -387,6 +387,11 @@ def build_parser() -> Parser:
     return parser
 
 
+# Commands that run a model over many batches: they keep freed memory in the process
+# (glibc would otherwise map and unmap every activation over 32 MiB on each call).
+RUNS_MODELS = frozenset({"train", "eval", "predict", "bench", "reproduce"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(argv) if argv is not None else sys.argv[1:]
@@ -396,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = getattr(args, "input_size", None)
         if size is not None and len(size) != 4:
             raise UsageError(f"--input-size takes four numbers, N C H W; got {len(size)}")
+        if args.command in RUNS_MODELS:
+            from resnetlab.infer.memory import keep_freed_memory
+
+            keep_freed_memory()  # the process is ours: reuse large activations, see the module
         code = args.func(args)
     except (
         UsageError,

@@ -11,7 +11,9 @@ Every engine starts from the same preparation: eval mode, BN folded into the pre
 - ``onnxruntime``: the model exported to ONNX and run by ONNX Runtime (fp32).
 
 :func:`optimize_for_inference` times the candidates on the batch size you care about and
-returns the fastest, saying which it picked and what each measured.
+returns the fastest, saying which it picked and what each measured. By default it also
+keeps freed memory in the process (:mod:`resnetlab.infer.memory`): without that, glibc maps
+and unmaps every activation over 32 MiB on each call.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.fileio import write_bytes_atomic
+from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.train.device import cpu_has_fast_bf16
 
 Runner = Callable[[Tensor], Tensor]
@@ -224,6 +227,7 @@ class FastModel:
     run: Runner
     results: list[EngineResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    memory_kept: bool = False  # freed memory reused by the next call (glibc heap kept)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.run(x)
@@ -236,6 +240,8 @@ class FastModel:
             lines.append(f"{r.engine:<14} {r.images_per_s:>10.1f} {ms:>10.1f} "
                          f"{r.max_rel_error:>12.2e}{mark}")  # fmt: skip
         lines += [f"{e:<14} skipped: {why}" for e, why in self.skipped.items()]
+        if self.memory_kept:
+            lines.append("(freed memory kept in the process: see resnetlab.infer.memory)")
         return "\n".join(lines)
 
 
@@ -257,11 +263,17 @@ def optimize_for_inference(
     engines: Sequence[str] | None = None,
     min_seconds: float = 2.0,
     max_rel_error: float = 0.05,
+    keep_memory: bool = True,
 ) -> FastModel:
     """Try each engine on ``example`` (the batch shape you will run) and keep the fastest
     whose outputs agree with the fp32 model (max relative error ≤ ``max_rel_error``; bf16
     engines differ by ~1e-2, fp32 ones by ~1e-6). An engine that fails is skipped with its
-    reason. Returns a :class:`FastModel`; ``.report()`` shows every measurement."""
+    reason. Returns a :class:`FastModel`; ``.report()`` shows every measurement.
+
+    ``keep_memory`` calls :func:`~resnetlab.infer.memory.keep_freed_memory` first (a
+    process-wide glibc setting: large activations are reused instead of page-faulted in on
+    every call; the process keeps its peak memory)."""
+    kept = keep_freed_memory() if keep_memory else False
     device = example.device
     model = model.to(device).eval()
     with torch.no_grad():
@@ -287,4 +299,4 @@ def optimize_for_inference(
     if not results:
         raise RuntimeError(f"no inference engine could run: {skipped}")
     best = min(results, key=lambda r: r.seconds_per_batch)
-    return FastModel(best.engine, runners[best.engine], results, skipped)
+    return FastModel(best.engine, runners[best.engine], results, skipped, memory_kept=kept)
