@@ -270,3 +270,15 @@ def test_large_folders_stream_and_match_memory(tmp_path: Path) -> None:
     seen = sum(len(y) for _, y in train_batches(disk.train, pre, batch_size=4, seed=0, epoch=0,
                                                  device=cpu))  # fmt: skip
     assert 0 < seen <= len(disk.train)
+
+
+def test_a_corrupt_first_image_does_not_fail_the_folder(tmp_path: Path) -> None:
+    """load_data reads one image's header to size the data: a corrupt file in first place
+    is skipped there (and reported by decoding) instead of failing the whole folder."""
+    folder = make_folder(tmp_path, {"train/cat": 3, "train/dog": 3, "test/cat": 1,
+                                    "test/dog": 1})  # fmt: skip
+    first = next(iter(index_folder(folder).splits.values()))[0][0]
+    (folder / first).write_bytes(b"\x89PNG broken")
+    bundle = load_data(str(folder), cache=False)
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 7  # 8 files, one bad
+    assert [name for name, _ in bundle.skipped] == [first]

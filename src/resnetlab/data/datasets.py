@@ -111,13 +111,24 @@ def _load_folder(
     return splits, report.skipped
 
 
-def _probe_side(index: FolderIndex) -> int:
-    """The larger side of the first image (a cheap header read), to size the data."""
-    from PIL import Image
+def _probe_side(index: FolderIndex, tries: int = 20) -> int:
+    """The larger side of the first readable image (a cheap header read), to size the data.
+    Unreadable files are skipped here; decoding reports them (or fails, per ``on_error``)."""
+    from PIL import Image, UnidentifiedImageError
 
-    name = next(iter(index.splits.values()))[0][0]
-    with Image.open(index.source / name) as im:
-        return max(im.size)
+    names = [name for items in index.splits.values() for name, _ in items[:tries]][:tries]
+    first_error = ""
+    for name in names:
+        try:
+            with Image.open(index.source / name) as im:
+                return max(im.size)
+        except UnidentifiedImageError:
+            first_error = first_error or f"{name}: not an image Pillow can read"
+        except (OSError, ValueError) as err:
+            first_error = first_error or f"{name}: {str(err).strip() or type(err).__name__}"
+    raise DataError(
+        f"{index.source}: none of the first {len(names)} images can be read ({first_error})"
+    )
 
 
 def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:

@@ -8,6 +8,7 @@ such folder. Class names are the sorted folder names of the training split.
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,20 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
 
 
+def _tar_reason(err: BaseException, source: Path) -> str:
+    """One line for a tarfile error. ``tarfile.open`` lists each compression it tried on a
+    line of its own; the one the file's name promises says it best (.tar.gz: gzip's)."""
+    text = str(err).strip() or type(err).__name__
+    if "\n" not in text:
+        return text
+    reasons = dict(re.findall(r"- method (\w+): \w+\('?(.*?)'?\)$", text, flags=re.M))
+    name = source.name.lower()
+    promised = ((("gz", "tgz"), "gz"), (("bz2",), "bz2"), (("xz",), "xz"))
+    method = next((m for suffixes, m in promised if name.endswith(suffixes)), "tar")
+    reason = reasons.get(method) or next(iter(reasons.values()), "")
+    return f"not a readable tar archive ({reason})" if reason else text.splitlines()[0]
+
+
 def _list_files(source: Path) -> list[str]:
     """Relative POSIX paths of every image file under a folder or inside an archive."""
     if is_archive(source):
@@ -55,7 +70,7 @@ def _list_files(source: Path) -> list[str]:
             with tarfile.open(source) as tar:
                 names = [m.name for m in tar.getmembers() if m.isfile()]
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise DataError(f"cannot read archive {source}: {err}") from err
+            raise DataError(f"cannot read archive {source}: {_tar_reason(err, source)}") from err
     elif source.is_dir():
         names = [
             str(PurePosixPath(Path(dirpath, f).relative_to(source)))
@@ -122,7 +137,7 @@ def _read_bytes(source: Path, names: list[str]) -> Iterator[tuple[str, bytes | N
                         f = tar.extractfile(member)
                         found[member.name] = f.read() if f is not None else b""
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise DataError(f"cannot read archive {source}: {err}") from err
+            raise DataError(f"cannot read archive {source}: {_tar_reason(err, source)}") from err
         for n in names:
             if n in found:
                 yield n, found[n], ""

@@ -176,6 +176,17 @@ def read_state_dict(
     p = download_checkpoint(str(source), sha256=sha256) if _is_url(source) else Path(source)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
+    if p.suffix != ".safetensors":
+        with open(p, "rb") as f:
+            head = f.read(4)
+        # torch.save writes a zip archive; files of torch < 1.6 are a pickle (protocol 2+)
+        if not head:
+            raise CheckpointError(f"cannot read checkpoint {p}: the file is empty")
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            raise CheckpointError(
+                f"cannot read checkpoint {p}: not a PyTorch weights file (neither a zip "
+                "archive nor a pickle); .safetensors files need that suffix"
+            )
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file

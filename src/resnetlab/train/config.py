@@ -91,7 +91,9 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: on when precision is bf16/fp16
-    compile: bool = False
+    compile: bool = False  # torch.compile the training forward/backward
+    # "reduce-overhead" adds CUDA graphs on a GPU; "max-autotune" also tunes kernels
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     early_stopping_patience: int | None = None  # epochs without a better val metric
     early_stopping_metric: Literal["val_loss", "val_top1"] = "val_loss"
     time_limit_min: float | None = None  # stop (and save) once this much time has passed

@@ -240,8 +240,11 @@ class _Run:
         self.model = model.to(self.place.device)
         self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
         if cfg.run.compile:  # the training forward/backward only; checkpoints hold self.model's
-            log("torch.compile: the first steps (and a last, smaller batch) build the graph")
-            self.net = torch.compile(self.net)  # type: ignore[assignment]
+            log(
+                f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, "
+                "smaller batch) build the graph"
+            )
+            self.net = torch.compile(self.net, mode=cfg.run.compile_mode)  # type: ignore[assignment]
         if group.rank > 0:  # dropout draws its own numbers on every rank
             torch.manual_seed(cfg.run.seed + 1_000_003 * group.rank)
         params = [p for p in self.model.parameters() if p.requires_grad]
