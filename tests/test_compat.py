@@ -31,7 +31,7 @@ from resnetlab.models import (
     read_state_dict,
     resnetlab_name,
 )
-from resnetlab.models.compat import TORCHVISION_NAMES
+from resnetlab.models.compat import TORCHVISION_NAMES, from_akamaster
 
 
 def _one_line(err: pytest.ExceptionInfo[CheckpointError]) -> str:
@@ -364,4 +364,32 @@ def test_download_errors_are_one_line(served: tuple[str, Path]) -> None:
         port = s.getsockname()[1]
     with pytest.raises(CheckpointError, match=r"cannot download .*offline\?") as e:
         read_state_dict(f"http://127.0.0.1:{port}/resnet20-12fca82f.th")
+    _one_line(e)
+
+
+def test_pretrained_flag_reads_akamaster_files_as_the_same_function(tmp_path: Path) -> None:
+    """``train --pretrained akamaster.th`` (fine-tuning) converts the layout as
+    ``load_pretrained(layout="akamaster")`` does: the initialised net computes what
+    akamaster's does. Without the conversion most tensors would match by name and load, and
+    the net would silently compute something else."""
+    from resnetlab.train.runner import _load_pretrained
+
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(_AkaResNet(3))
+    state = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    path = _save({"state_dict": state}, tmp_path / "a.th")
+    logged: list[str] = []
+    model = create_model("resnet20")
+    _load_pretrained(model, str(path), logged.append)
+    assert any("akamaster" in m for m in logged)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_akamaster_option_b_is_refused_in_one_line() -> None:
+    state = {f"{k}": v for k, v in _AkaResNet(3).state_dict().items()}
+    state["layer2.0.shortcut.0.weight"] = torch.zeros(32, 16, 1, 1)
+    with pytest.raises(CheckpointError, match="option-B") as e:
+        from_akamaster(state)
     _one_line(e)

@@ -313,6 +313,11 @@ def from_akamaster(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """
     if "linear.weight" not in state or "conv1.weight" not in state:
         return dict(state)  # not this layout: the parity report will say what is there
+    if any(".shortcut." in k for k in state):
+        raise CheckpointError(
+            "an akamaster option-B checkpoint (projection shortcuts): only option A, the "
+            "paper's CIFAR nets, converts"
+        )
     out = {("fc." + k[7:] if k.startswith("linear.") else k): v for k, v in state.items()}
     try:
         # order[i] = the akamaster channel that is our channel i of the residual stream.

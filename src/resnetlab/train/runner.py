@@ -133,12 +133,17 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) 
 
 
 def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
-    from resnetlab.models.compat import read_state_dict
+    from resnetlab.models.compat import from_akamaster, read_state_dict
 
     try:
         state = load_checkpoint(path)["model"]
     except CheckpointError:
-        state = read_state_dict(path)  # a torchvision/timm weights file
+        state = read_state_dict(path)  # a torchvision/timm/akamaster weights file
+        if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
+            # Renaming alone would load strictly and compute something else: akamaster's
+            # option-A shortcut orders the residual channels differently (models.compat).
+            state = from_akamaster(state)
+            log(f"{path}: akamaster's CIFAR layout (linear → fc, residual channels reordered)")
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(usable))
