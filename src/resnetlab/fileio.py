@@ -92,3 +92,13 @@ def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Pa
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def cache_root() -> Path:
+    """Where resnetlab caches downloads and decoded data: ``$RESNETLAB_CACHE``, else
+    ``$XDG_CACHE_HOME/resnetlab``, else ``~/.cache/resnetlab``."""
+    env = os.environ.get("RESNETLAB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "resnetlab"

@@ -28,21 +28,13 @@ from resnetlab.data.folders import (
 from resnetlab.data.loaders import TrainBatches, eval_batches
 from resnetlab.data.streaming import FileSplit, StreamBatches, sample_stats, stream_eval_batches
 from resnetlab.data.tensors import DataError, ImageTensors, Split, channel_stats
+from resnetlab.fileio import cache_root
 
 SAMPLE = "sample"
 CIFAR_NAMES = ("cifar10", "cifar100")
 # Decoded uint8 data up to this size is held in memory; a larger folder is streamed.
 MEMORY_BUDGET_BYTES = 4 * 1024**3
 STREAM_SIZE = 256  # default decoded side of streamed images (ImageNet-style: 224 crops)
-
-
-def cache_root() -> Path:
-    """``$RESNETLAB_CACHE``, else ``$XDG_CACHE_HOME/resnetlab``, else ``~/.cache/resnetlab``."""
-    env = os.environ.get("RESNETLAB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "resnetlab"
 
 
 def sample_archive() -> Path:

@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from resnetlab.fileio import make_temp
+from resnetlab.fileio import cache_root, make_temp
 from resnetlab.models.registry import create_model
 
 # torchvision builder name → resnetlab model name.
@@ -92,14 +92,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def checkpoint_cache() -> Path:
-    """Downloaded checkpoints: ``$RESNETLAB_CACHE/checkpoints``, else
-    ``$XDG_CACHE_HOME/resnetlab/checkpoints``, else ``~/.cache/resnetlab/checkpoints`` (the
-    same root as the data cache)."""
-    env = os.environ.get("RESNETLAB_CACHE")
-    if env:
-        return Path(env).expanduser() / "checkpoints"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "resnetlab" / "checkpoints"
+    """Downloaded checkpoints: ``checkpoints/`` in resnetlab's cache (``$RESNETLAB_CACHE``,
+    else ``$XDG_CACHE_HOME/resnetlab``, else ``~/.cache/resnetlab``), beside the data."""
+    return cache_root() / "checkpoints"
 
 
 def _sha256(path: Path) -> str:
