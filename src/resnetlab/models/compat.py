@@ -154,6 +154,24 @@ def download_checkpoint(url: str, *, sha256: str | None = None, timeout: float =
     return target
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # what torch.save writes (since torch 1.6)
+
+
+def read_head(p: Path) -> bytes:
+    """The first four bytes of checkpoint file ``p``, to tell its format before loading it;
+    a one-line :class:`CheckpointError` when it is missing, unreadable or empty."""
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        with p.open("rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {p}: {err.strerror or err}") from err
+    if not head:
+        raise CheckpointError(f"cannot read checkpoint {p}: the file is empty")
+    return head
+
+
 def _is_url(source: str | os.PathLike[str]) -> bool:
     return isinstance(source, str) and source.startswith(("https://", "http://"))
 
@@ -169,15 +187,12 @@ def read_state_dict(
     DataParallel/DDP ``module.`` prefix.
     """
     p = download_checkpoint(str(source), sha256=sha256) if _is_url(source) else Path(source)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    if p.suffix != ".safetensors":
-        with open(p, "rb") as f:
-            head = f.read(4)
-        # torch.save writes a zip archive; files of torch < 1.6 are a pickle (protocol 2+)
-        if not head:
-            raise CheckpointError(f"cannot read checkpoint {p}: the file is empty")
-        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+    if p.suffix == ".safetensors":
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint not found: {p}")
+    else:
+        head = read_head(p)  # files of torch < 1.6 are a pickle (protocol 2+): b"\x80"
+        if head != ZIP_MAGIC and head[:1] != b"\x80":
             raise CheckpointError(
                 f"cannot read checkpoint {p}: not a PyTorch weights file (neither a zip "
                 "archive nor a pickle); .safetensors files need that suffix"

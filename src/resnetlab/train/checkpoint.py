@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 from resnetlab.fileio import make_temp
+from resnetlab.models.compat import ZIP_MAGIC, read_head
 
 # One error for every checkpoint problem, training checkpoints and published weights alike.
 from resnetlab.models.compat import CheckpointError as CheckpointError
 
 FORMAT = "resnetlab-checkpoint/1"
-ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointSaveError(CheckpointError, OSError):
@@ -124,16 +124,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a training checkpoint (no code runs from the file); one-line errors."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    try:
-        with p.open("rb") as f:
-            head = f.read(4)
-    except OSError as err:
-        raise CheckpointError(f"cannot read checkpoint {p}: {err.strerror or err}") from err
-    if head != ZIP_MAGIC:  # torch.save writes a zip archive; checkpoints are never legacy
-        what = "the file is empty" if not head else "not a PyTorch file (no zip archive)"
-        raise CheckpointError(f"cannot read checkpoint {p}: {what}")
+    if read_head(p) != ZIP_MAGIC:  # resnetlab checkpoints are never legacy pickles
+        raise CheckpointError(f"cannot read checkpoint {p}: not a PyTorch file (no zip archive)")
     # torch.load does not check the zip's CRC-32s: a flipped bit in a tensor would load as a
     # silently wrong weight. Checking them costs one more read of the file.
     try:
