@@ -13,7 +13,7 @@ it too.
 never to trim the heap, so freed activations are reused by the next call. The cost: the
 process keeps its peak memory until it exits. It changes the whole process, so the library
 calls it only where asked (``optimize_for_inference(keep_memory=True)``, the default there,
-and the ``bench``/``predict`` commands, which own their process).
+and the commands that run models and own their process: ``cli.RUNS_MODELS``).
 """
 
 from __future__ import annotations
@@ -56,9 +56,4 @@ def keep_freed_memory() -> bool:
         _kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
             libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM)
         )
-    return _kept
-
-
-def freed_memory_kept() -> bool:
-    """Whether :func:`keep_freed_memory` is in force in this process."""
     return _kept
