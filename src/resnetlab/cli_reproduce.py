@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetlab.cli_train import _override
+from resnetlab.cli_train import add_overrides
 
 EXPERIMENTS = ("degradation", "cifar-table", "responses", "shortcuts", "landscape", "lesion")
 
@@ -40,15 +40,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        type=_override,
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="a training setting for every run, e.g. schedule.warmup_min_depth=20",
-    )
+    add_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
     g = p.add_argument_group("landscape and lesion")
     g.add_argument("--grid", type=positive_int, default=13, help="landscape: points per axis")
     g.add_argument("--span", type=float, default=1.0, help="landscape: α, β in [-SPAN, SPAN]")

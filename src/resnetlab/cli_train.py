@@ -30,6 +30,12 @@ def _override(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def add_overrides(p: argparse.ArgumentParser, example: str) -> None:
+    """``--set SECTION.KEY=VALUE`` (repeatable) into ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help=example)  # fmt: skip
+
+
 def add_parsers(sub: Any, positive_int: Any) -> None:
     p = sub.add_parser(
         "train",
@@ -60,15 +66,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--out", help="folder for run folders (default: runs)")
     p.add_argument("--name", help="run folder name")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue a run (folder or .pt)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        type=_override,
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="any config value, e.g. optim.nesterov=true",
-    )
+    add_overrides(p, "any config value, e.g. optim.nesterov=true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
