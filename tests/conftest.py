@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,33 @@ def _private_cache(
 ) -> None:
     """Decoded-data caches go to a per-session temporary folder, never ~/.cache."""
     monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One thread for a module's tests: the CPU is shared, and two OpenMP threads contend
+    badly on two cores (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``resnetlab ARGV`` in-process: (exit status, stdout, stderr)."""
+    from resnetlab.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights a training checkpoint holds."""
+    from resnetlab.train.checkpoint import load_checkpoint
+
+    state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
+    return state

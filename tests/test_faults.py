@@ -12,7 +12,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, checkpoint_weights, cli
 from resnetlab.cli import main
 from resnetlab.train import checkpoint
 from resnetlab.train.checkpoint import (
@@ -36,12 +35,7 @@ TRAIN = ["train", "--recipe", "paper-cifar", "--data", "sample", "--limit-per-cl
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC (Linux)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _script() -> ModuleType:
@@ -55,20 +49,6 @@ def _script() -> ModuleType:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
-    return state
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +133,7 @@ def test_damaged_checkpoint_is_one_line_naming_the_file(
         "predict": ["predict", str(ckpt), str(image)],
         "export": ["export", str(ckpt), "-o", str(exported)],
     }[command]
-    code, out, err = _cli(capsys, *argv)
+    code, out, err = cli(capsys, *argv)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1, err
@@ -283,10 +263,10 @@ def test_training_stops_cleanly_on_a_full_disk_and_resumes_exactly(
     and no temporary file; after space is freed, --resume ends where an uninterrupted run
     ends, bit for bit."""
     argv = [*TRAIN, "--epochs", "3", "--out", str(tmp_path)]
-    assert _cli(capsys, *argv, "--name", "reference")[0] == 0
+    assert cli(capsys, *argv, "--name", "reference")[0] == 0
     with monkeypatch.context() as m:
         seen = _dev_full_after(m, "last.pt", skip=1)
-        code, _, err = _cli(capsys, *argv, "--name", "full")
+        code, _, err = cli(capsys, *argv, "--name", "full")
     run = tmp_path / "full"
     assert code == 2
     assert err.splitlines() == [
@@ -296,9 +276,12 @@ def test_training_stops_cleanly_on_a_full_disk_and_resumes_exactly(
     assert seen["digest"] is not None and _sha(run / "last.pt") == seen["digest"]
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert not list(run.glob(".*.tmp"))
-    code, _, err = _cli(capsys, "train", "--resume", str(run))
+    code, _, err = cli(capsys, "train", "--resume", str(run))
     assert code == 0, err
-    a, b = _weights(tmp_path / "reference" / "last.pt"), _weights(run / "last.pt")
+    a, b = (
+        checkpoint_weights(tmp_path / "reference" / "last.pt"),
+        checkpoint_weights(run / "last.pt"),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED
+from conftest import SHARED, checkpoint_weights, cli
 from resnetlab.cli import main
 from resnetlab.train import runner
 from resnetlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -148,16 +148,11 @@ def test_pretrained_weights_keep_a_fresh_head(tmp_path: Path) -> None:
     result = runner.fit(cfg, log=messages.append)
     assert result.status == "completed"
     assert any("kept fresh (fc.bias, fc.weight)" in m for m in messages)
-    before = _weights(first.run_dir / "best.pt")
-    after = _weights(result.run_dir / "last.pt")
+    before = checkpoint_weights(first.run_dir / "best.pt")
+    after = checkpoint_weights(result.run_dir / "last.pt")
     for key in ("layer2.0.conv1.weight", "layer2.0.bn1.running_mean"):  # frozen, stats too
         assert torch.equal(before[key], after[key])
     assert after["fc.weight"].shape == (2, 64)
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
-    return state
 
 
 class _FireAfter(runner._Signals):
@@ -190,7 +185,10 @@ def test_resume_mid_epoch_gives_the_same_weights(
     assert paused["partial"] is not None and 0 < paused["partial"]["batches_done"] < 8
     resumed = runner.fit(tiny(tmp_path, "stopped"), resume=stopped.run_dir, log=quiet)
     assert resumed.status == "completed"
-    a, b = _weights(whole.run_dir / "last.pt"), _weights(resumed.run_dir / "last.pt")
+    a, b = (
+        checkpoint_weights(whole.run_dir / "last.pt"),
+        checkpoint_weights(resumed.run_dir / "last.pt"),
+    )
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     epochs = [json.loads(x)["epoch"] for x in
@@ -244,15 +242,6 @@ def test_corrupt_checkpoint_is_one_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- through the CLI
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
@@ -417,7 +406,10 @@ def test_compile_trains_and_checkpoints_the_plain_model(
     result = runner.fit(tiny(tmp_path, "compiled", **over), log=quiet)
     assert result.status == "completed" and len(compiled) == 1
     plain = runner.fit(tiny(tmp_path, "plain", **{**over, "run.compile": False}), log=quiet)
-    a, b = _weights(result.run_dir / "last.pt"), _weights(plain.run_dir / "last.pt")
+    a, b = (
+        checkpoint_weights(result.run_dir / "last.pt"),
+        checkpoint_weights(plain.run_dir / "last.pt"),
+    )
     assert a.keys() == b.keys()
     # Inductor fuses and reorders float work: two steps agree to ~1e-4, not to the bit (and
     # training amplifies such differences: after 8 steps they reach 1e-2, so the test is short)
