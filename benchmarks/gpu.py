@@ -32,10 +32,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from common import interleaved
 from torch import nn
 
 from resnetlab.models import create_model
-from resnetlab.train.device import hardware
+from resnetlab.train.device import hardware, matmul_gflops
 
 GFLOP_PER_IMAGE = 8.18  # resnet50_v1_5 forward at 224×224 (2 × 4.09 G MACs)
 
@@ -74,19 +75,6 @@ def train_steps(model: nn.Module, *, device: torch.device, batch: int, side: int
     return steps
 
 
-def matmul_tflops(device: torch.device, n: int, reps: int) -> float:
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
-
-
 def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     batch, side, steps, rounds = (2, 64, 1, 2) if args.smoke else (args.batch_size, 224, 20, 3)
@@ -110,13 +98,13 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         runners[name](3)  # warm-up: compilation, cuDNN autotuning
         print(f"{name}: warm-up (compile) {time.perf_counter() - start:.0f} s", flush=True)
-    ips: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            ips[name].append(batch * steps / run(steps))
-    median = {k: sorted(v)[len(v) // 2] for k, v in ips.items()}
+    median, ips = interleaved(
+        {name: (lambda run=run: batch * steps / run(steps)) for name, run in runners.items()},
+        rounds,
+    )
     n = 512 if args.smoke else 8192
-    peak = matmul_tflops(device, n, 2 if args.smoke else 50)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_gflops(dtype, device, n=n, reps=2 if args.smoke else 50) / 1000
     ours = median["resnetlab resnet50_v1_5"]
     flops = 3 * GFLOP_PER_IMAGE * (side / 224) ** 2 / 1000  # TFLOP per trained image
     out: dict[str, Any] = {

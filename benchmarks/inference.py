@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from common import interleaved
 from torch import Tensor, nn
 
 from resnetlab.infer.fast import (
@@ -35,7 +36,7 @@ from resnetlab.infer.fast import (
 )
 from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.models import create_model
-from resnetlab.train.device import hardware
+from resnetlab.train.device import hardware, matmul_gflops
 
 GFLOP_PER_IMAGE = 8.18  # 2 × 4.09 G MACs, resnet50_v1_5 at 224×224
 
@@ -50,24 +51,17 @@ def plain_runner(model: nn.Module, channels_last: bool) -> Callable[[Tensor], Te
     return run
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    secs = time_runner(lambda _: a @ b, a, min_seconds=seconds)
-    return 2 * n**3 / secs / 1e9
-
-
 def time_rounds(runners: dict[str, Callable[[Tensor], Tensor]], x: Tensor, rounds: int,
                 seconds: float) -> dict[str, float]:  # fmt: skip
-    """Images/s of each runner: the median of ``rounds`` timings, the runners interleaved
-    (A B C A B C …) so that a slow spell of the shared machine hits all of them alike."""
-    ips: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            ips[name].append(x.shape[0] / time_runner(run, x, min_seconds=seconds / rounds))
+    """Images/s of each runner: the median of ``rounds`` interleaved timings."""
+    median, ips = interleaved(
+        {name: (lambda run=run: x.shape[0] / time_runner(run, x, min_seconds=seconds / rounds))
+         for name, run in runners.items()},
+        rounds,
+    )  # fmt: skip
     for name, v in ips.items():
         print(f"  timed {name}: {' '.join(f'{a:.1f}' for a in v)} images/s", flush=True)
-    return {k: sorted(v)[len(v) // 2] for k, v in ips.items()}
+    return median
 
 
 def rel_err(a: Tensor, b: Tensor) -> float:
@@ -143,7 +137,8 @@ def main() -> None:
     ours = [k for k in figures if "ONNX" not in k]  # resnetlab's own (PyTorch) paths
     fp32_best = max((k for k in ours if "bf16" not in k), key=lambda k: ips[k])
     bf16_best = max((k for k in figures if "bf16" in k), key=lambda k: ips[k])
-    fp32_peak, bf16_peak = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    fp32_peak = matmul_gflops(torch.float32, reps=30)
+    bf16_peak = matmul_gflops(torch.bfloat16, reps=30)
     latency_bf16 = time_runner(runners[bf16_best], one, min_seconds=args.seconds / 2)
     summary = {
         "freed memory kept after the default baseline": kept,

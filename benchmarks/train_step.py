@@ -21,9 +21,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import interleaved
 
 from resnetlab.models import create_model
-from resnetlab.train.device import Placement, choose, hardware
+from resnetlab.train.device import Placement, choose, hardware, matmul_gflops
 from resnetlab.train.loop import autocast, to_input
 
 
@@ -50,15 +51,6 @@ def trainer(model_name: str, place: Placement, batch: int, side: int, fast_optim
 
     steps(3)  # warm-up: oneDNN builds its kernels on the first calls
     return steps
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
 def loader_images_per_s(batch: int, side: int, n: int = 50_000) -> float:
@@ -95,11 +87,11 @@ def main() -> None:
         f"fast path ({fast_place.precision}{layout}, foreach SGD)":
             trainer(args.model, fast_place, b, side, True),
     }  # fmt: skip
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, steps in runs.items():
-            times[name].append(b * args.steps / steps(args.steps))
-    ips = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    ips, times = interleaved(
+        {name: (lambda steps=steps: b * args.steps / steps(args.steps)) for name, steps in
+         runs.items()},
+        args.rounds,
+    )  # fmt: skip
     base, fast = ips.values()
     for name, v in times.items():
         print(f"{name:<44} {ips[name]:8.0f} images/s  (rounds: {' '.join(f'{a:.0f}' for a in v)})")

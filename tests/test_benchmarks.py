@@ -12,6 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _scripts_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripts import their shared ``common`` module from their own folder."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+
 def _gpu_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
     assert spec is not None and spec.loader is not None

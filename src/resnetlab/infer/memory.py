@@ -4,8 +4,8 @@ glibc's ``malloc`` serves every request above its mmap threshold (32 MiB at most
 fresh ``mmap`` and gives it back to the kernel on ``free``. A CNN whose activations are
 larger than that (ResNet-50 at batch 16: 51 MiB for each stage-1 output in fp32) therefore
 faults in, and has the kernel zero, every page of those tensors on every forward pass. On the
-development machine (2 cores) that was 38% of ResNet-50's default eager fp32 time: 12.7
-against 20.6 images/s with freed memory kept (``benchmarks/inference.py``, one run).
+development machine (2 cores) that was 36% of ResNet-50's default eager fp32 time: 12.2
+against 19.0 images/s with freed memory kept (``benchmarks/inference.py``, one run).
 ONNX Runtime keeps its own memory arena and never pays it; tcmalloc (``LD_PRELOAD``) avoids
 it too.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -68,3 +69,24 @@ def choose(
         raise ValueError("fp16 autocast needs a CUDA GPU; use bf16 on a CPU")
     cl = dtype is not None if channels_last is None else channels_last
     return Placement(dev, dtype, cl)
+
+
+def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", *, n: int = 2048,
+                  reps: int = 10) -> float:  # fmt: skip
+    """GFLOP/s of one ``n``×``n`` matmul in ``dtype`` on ``device``: the median of ``reps``
+    timed calls after a warm-up. The arithmetic rate that the speed benchmarks set their
+    figures against, measured in the same run."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+
+    def timed() -> float:
+        start = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - start
+
+    timed()
+    times = sorted(timed() for _ in range(reps))
+    return 2 * n**3 / times[len(times) // 2] / 1e9
