@@ -31,52 +31,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from common import interleaved
+from common import interleaved, train_steps
 from torch import nn
 
 from resnetlab.models import create_model
-from resnetlab.train.device import hardware, matmul_gflops
+from resnetlab.train.device import choose, hardware, matmul_gflops
 
 GFLOP_PER_IMAGE = 8.18  # resnet50_v1_5 forward at 224×224 (2 × 4.09 G MACs)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def train_steps(model: nn.Module, *, device: torch.device, batch: int, side: int,
-                compile_model: bool, classes: int = 1000) -> Callable[[int], float]:  # fmt: skip
-    """A function that runs n training steps of ``model`` (bf16 autocast where the device
-    runs it, channels_last, SGD) on one synthetic batch and returns their seconds."""
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-5, **fused)
-    net = torch.compile(model) if compile_model else model
-    x = torch.randn(batch, 3, side, side, device=device).contiguous(
-        memory_format=torch.channels_last
-    )
-    y = torch.randint(0, classes, (batch,), device=device)
-
-    def steps(n: int) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(n):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(net(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        _sync(device)
-        return time.perf_counter() - start
-
-    return steps
-
-
 def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
+    place = choose(args.device, "auto")  # bf16 + channels_last where the device runs bf16
+    device = place.device
+    optim = {"weight_decay": 5e-5, **({"fused": True} if device.type == "cuda" else
+                                      {"foreach": True})}  # fmt: skip
     batch, side, steps, rounds = (2, 64, 1, 2) if args.smoke else (args.batch_size, 224, 20, 3)
     candidates: dict[str, Callable[[], nn.Module]] = {
         "resnetlab resnet50_v1_5": lambda: create_model("resnet50_v1_5")
@@ -93,8 +61,8 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
     runners = {}
     for name, make in candidates.items():
         torch.manual_seed(0)
-        runners[name] = train_steps(make(), device=device, batch=batch, side=side,
-                                    compile_model=not args.no_compile)  # fmt: skip
+        runners[name] = train_steps(make(), place, batch=batch, side=side, classes=1000,
+                                    optim=optim, compile_model=not args.no_compile)  # fmt: skip
         start = time.perf_counter()
         runners[name](3)  # warm-up: compilation, cuDNN autotuning
         print(f"{name}: warm-up (compile) {time.perf_counter() - start:.0f} s", flush=True)

@@ -18,37 +18,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from common import interleaved
+from common import interleaved, train_steps
 
 from resnetlab.models import create_model
 from resnetlab.train.device import Placement, choose, hardware, matmul_gflops
-from resnetlab.train.loop import autocast, to_input
 
 
-def trainer(model_name: str, place: Placement, batch: int, side: int, fast_optim: bool):
+def trainer(model_name: str, place: Placement, batch: int, side: int,
+            fast_optim: bool) -> Callable[[int], float]:  # fmt: skip
     """A function that runs ``steps`` training steps and returns their seconds."""
     torch.manual_seed(0)
-    model = create_model(model_name)
-    if place.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    extra = {"foreach": True} if fast_optim else {}
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, **extra)
-    x = torch.randn(batch, 3, side, side)
-    y = torch.randint(0, 10, (batch,))
-
-    def steps(n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            with autocast(place):
-                loss = F.cross_entropy(model(to_input(x, place)).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return time.perf_counter() - start
-
+    optim = {"weight_decay": 5e-4, **({"foreach": True} if fast_optim else {})}
+    steps = train_steps(create_model(model_name), place, batch=batch, side=side, classes=10,
+                        optim=optim)  # fmt: skip
     steps(3)  # warm-up: oneDNN builds its kernels on the first calls
     return steps
 
