@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +75,18 @@ def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
 
     state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
     return state
+
+
+@contextlib.contextmanager
+def http_server(handler: Any) -> Iterator[str]:
+    """A local HTTP server on a free port (no internet needed) for the duration; yields its
+    base URL, ``http://127.0.0.1:PORT``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -11,7 +11,6 @@ import pickle
 import socket
 import struct
 import tarfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import http_server
 from resnetlab.data import cifar
 from resnetlab.data.cifar import (
     download_file,
@@ -357,15 +357,8 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def server(no_proxy: None) -> Iterator[tuple[str, Served]]:
     state = Served()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/cifar-10-python.tar.gz", state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with http_server(_handler(state)) as base:
+        yield f"{base}/cifar-10-python.tar.gz", state
 
 
 def build_archive(tmp_path: Path) -> tuple[bytes, ImageTensors, ImageTensors]:

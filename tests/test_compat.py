@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import pickle
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from conftest import meta_model
+from conftest import http_server, meta_model
 from resnetlab.analysis import count_params
 from resnetlab.infer.fast import randomize_batchnorm
 from resnetlab.models import (
@@ -310,16 +309,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(functools.partial(Quiet, directory=str(folder))) as base:
+        yield base, folder
 
 
 def _sha(path: Path) -> str:
