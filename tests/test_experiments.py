@@ -23,6 +23,7 @@ from resnetlab.experiments.reports import (
     response_stds,
 )
 from resnetlab.experiments.runs import Budget, read_run, run_job
+from resnetlab.train.config import resolve_config
 from resnetlab.train.runner import fit
 
 TINY = ["--data", "sample", "--iterations", "4", "--batch-size", "32",
@@ -111,7 +112,7 @@ def test_shortcuts_report(store: Path) -> None:
 
 
 def test_interrupted_job_resumes(tmp_path: Path) -> None:
-    budget = Budget(iterations=6, batch_size=32, data="sample", limit_per_class=12,
+    budget = Budget(protocol="step", iterations=6, batch_size=32, data="sample", limit_per_class=12,
                     precision="fp32")  # fmt: skip
     cfg = budget.config("resnet20", 0, tmp_path)
     stopped = fit(cfg.__class__(**{**cfg.__dict__, "run": cfg.run.__class__(
@@ -304,3 +305,58 @@ def test_lesion_mechanics() -> None:
     for n in (9, 27, 54):
         counts = V.path_length_counts(n)
         assert sum(counts) == 2**n and V.mean_path_length(n) == n / 2
+
+
+def test_budget_protocol_schedule() -> None:
+    """The default protocol: one-cycle over the epochs (linear warm-up over the first fifth to
+    0.2, linear decay to 0), Nesterov, weight decay 5e-4; the paper's nets and split."""
+    from resnetlab.train.optim import LRSchedule
+
+    budget = Budget(epochs=5, data="sample")
+    cfg = budget.config("resnet56", 0, Path("store"))
+    assert (cfg.schedule.name, cfg.run.epochs, cfg.run.iterations) == ("onecycle", 5, None)
+    assert cfg.optim.nesterov and cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 0.2
+    assert cfg.data.batch_size == 128 and cfg.data.val_fraction == 0.1
+    assert cfg.schedule.warmup_lr is None and cfg.model.options == {}  # option A
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = LRSchedule(
+        opt,
+        cfg.schedule,
+        base_lr=cfg.optim.lr,
+        steps_per_epoch=100,
+        total_steps=500,
+        model_depth=56,
+    )
+    assert sched.lr_at(0) == pytest.approx(0.2 / 100)  # warm-up: 1 epoch of 5
+    assert sched.lr_at(49) == pytest.approx(0.1)
+    assert sched.lr_at(99) == pytest.approx(0.2)  # the peak
+    assert sched.lr_at(300) == pytest.approx(0.1)  # halfway down the decay
+    assert sched.lr_at(500) == pytest.approx(0.0)
+
+
+def test_paper_protocol_is_the_papers_schedule() -> None:
+    paper = Budget(protocol="step").config("resnet110", 0, Path("store"))
+    recipe = resolve_config("paper-cifar", {})
+    assert paper.schedule == recipe.schedule  # lr 0.1, ÷10 at 32k and 48k, §4.2 warm-up
+    assert paper.optim == recipe.optim and paper.run.iterations == 64000
+    assert paper.schedule.milestones == (32000, 48000) and paper.schedule.warmup_lr == 0.01
+    cut = Budget(protocol="step", iterations=1000).config("resnet20", 0, Path("store"))
+    assert cut.schedule.milestones == (500, 750) and cut.run.iterations == 1000
+
+
+def test_reproduce_protocol_options(tmp_path: Path) -> None:
+    from resnetlab.cli import build_parser
+    from resnetlab.cli_reproduce import request_from_args
+
+    def budget(*args: str) -> Budget:
+        argv = ["reproduce", "degradation", "--out", str(tmp_path), *args]
+        ns = build_parser().parse_args(argv)
+        ns.command_line = "resnetlab " + " ".join(argv)
+        return request_from_args(ns).budget
+
+    assert (budget().protocol, budget().epochs) == ("budget", 10)
+    assert budget("--epochs", "3").epochs == 3
+    assert budget("--paper").is_paper and budget("--paper").peak_lr == 0.1
+    assert budget("--iterations", "800").iterations == 800
+    with pytest.raises(ValueError, match="--epochs"):
+        budget("--paper", "--epochs", "3")

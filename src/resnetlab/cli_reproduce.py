@@ -28,14 +28,25 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--depths", type=positive_int, nargs="+", help="network depths (6n+2)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (one run per seed and model)")
     p.add_argument(
+        "--epochs",
+        type=positive_int,
+        help="epochs per run under the CPU budget protocol, the default (one-cycle learning "
+        "rate; default 10 epochs)",
+    )
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's step schedule instead: 64k iterations, lr 0.1 divided by 10 at 32k "
+        "and 48k, weight decay 1e-4",
+    )
+    p.add_argument(
         "--iterations",
         type=positive_int,
-        help="training iterations per run (paper: 64000; default 1400, a CPU budget); the "
-        "learning rate drops 10× at 1/2 and 3/4 of them",
+        help="the paper's step schedule cut to this many iterations (the lr drops 10× at 1/2 "
+        "and 3/4 of them)",
     )
-    p.add_argument("--paper", action="store_true", help="the paper's full schedule (64k)")
     p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, help="peak learning rate (budget 0.2, paper 0.1)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
@@ -57,25 +68,26 @@ def add_parser(sub: Any, positive_int: Any) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from resnetlab.experiments.driver import (
-        CPU_ITERATIONS,
-        DEFAULT_DEPTHS,
-        DEFAULT_SEEDS,
-        Request,
-    )
-    from resnetlab.experiments.runs import Budget
+    from resnetlab.experiments.driver import DEFAULT_DEPTHS, DEFAULT_SEEDS, Request
+    from resnetlab.experiments.runs import BUDGET_EPOCHS, PAPER_ITERATIONS, Budget
 
     if args.span <= 0:
         raise ValueError("--span must be positive")
     if args.paper and args.iterations:
         raise ValueError("give --paper or --iterations, not both")
-    iterations = 64000 if args.paper else args.iterations or CPU_ITERATIONS
+    step = args.paper or args.iterations is not None
+    if step and args.epochs:
+        raise ValueError(
+            "--epochs is the budget protocol's; --paper and --iterations count iterations"
+        )
     depths = args.depths or DEFAULT_DEPTHS[args.experiment]
     bad = [d for d in depths if (d - 2) % 6]
     if bad:
         raise ValueError(f"depth {bad[0]} is not 6n+2 (20, 32, 44, 56, 110, …)")
     budget = Budget(
-        iterations=iterations,
+        protocol="step" if step else "budget",
+        epochs=args.epochs or BUDGET_EPOCHS,
+        iterations=args.iterations or PAPER_ITERATIONS,
         batch_size=args.batch_size,
         lr=args.lr,
         precision=args.precision,

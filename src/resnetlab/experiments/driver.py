@@ -20,8 +20,6 @@ DEFAULT_DEPTHS = {
     "lesion": [56],
 }
 DEFAULT_SEEDS = {"cifar-table": [0, 1]}  # one seed (0) for the others
-# Paper: 64k iterations. CPU default: 1,400 (about 4 epochs of the 45k training images).
-CPU_ITERATIONS = 1400
 
 
 @dataclass
