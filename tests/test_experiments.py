@@ -360,3 +360,20 @@ def test_reproduce_protocol_options(tmp_path: Path) -> None:
     assert budget("--iterations", "800").iterations == 800
     with pytest.raises(ValueError, match="--epochs"):
         budget("--paper", "--epochs", "3")
+
+
+def test_report_only_trains_nothing_and_names_what_is_missing(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in (store / "runs").iterdir())
+    args = ["cifar-table", "--depths", "20", "32", "--seeds", "0", "1", "--report-only"]
+    assert _reproduce(store, *args) == 0
+    assert sorted(p.name for p in (store / "runs").iterdir()) == before  # nothing trained
+    numbers = _check_report(store / "cifar-table", "CIFAR-10 test error")
+    models = numbers["models"]
+    assert isinstance(models, dict) and models["resnet20"]["seeds"] == [0]
+    md = (store / "cifar-table" / "report.md").read_text()
+    assert "left out of it:** resnet20 seed 1, resnet32 seed 1." in md
+    assert "left out of the report: resnet20 seed 1, resnet32 seed 1" in capsys.readouterr().out
+    assert _reproduce(tmp_path, "degradation", "--report-only") == 2
+    assert "no finished runs for degradation" in capsys.readouterr().err

@@ -50,6 +50,12 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from the runs already finished in OUT/runs, training nothing "
+        "(the report names the runs left out)",
+    )
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
     add_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
     g = p.add_argument_group("landscape and lesion")
@@ -106,6 +112,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
             args.seeds if args.seeds is not None else DEFAULT_SEEDS.get(args.experiment, [0])
         ),
         command=args.command_line,
+        report_only=args.report_only,
         options={
             "grid": args.grid,
             "span": args.span,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.experiments import jobs as J
-from resnetlab.experiments.runs import Budget, Log, RunRecord, run_job
+from resnetlab.experiments.runs import Budget, Log, RunRecord, finished_run, run_job
 
 DEFAULT_DEPTHS = {
     "degradation": [20, 32, 44, 56],
@@ -33,6 +33,10 @@ class Request:
     seeds: list[int] = field(default_factory=list)
     command: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # experiment-specific
+    # Write the report from the runs already finished, training nothing (``--report-only``).
+    report_only: bool = False
+    # Jobs that had no finished run when ``report_only`` (filled by :func:`run_all`).
+    missing: list[str] = field(default_factory=list)
 
     @property
     def store(self) -> Path:
@@ -62,8 +66,21 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
     start = time.monotonic()
     records = []
     for model, seed, options in training_jobs(req):
-        records.append(run_job(req.budget, model, seed, req.store, log=log,
-                               command=req.command, **options))  # fmt: skip
+        if not req.report_only:
+            records.append(
+                run_job(req.budget, model, seed, req.store, log=log, command=req.command, **options)
+            )
+            continue
+        done = finished_run(req.budget, model, seed, req.store, **options)
+        if done is None:
+            label = model + "".join(f" ({k}={v})" for k, v in sorted(options.items()))
+            req.missing.append(f"{label} seed {seed}")
+        else:
+            records.append(done)
+    if req.report_only and not records:
+        raise ValueError(f"no finished runs for {req.name} in {req.store}: nothing to report")
+    if req.missing:
+        log(f"not finished, left out of the report: {', '.join(req.missing)}")
     return records, time.monotonic() - start
 
 

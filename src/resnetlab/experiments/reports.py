@@ -90,18 +90,19 @@ def _budget_note(req: Request, records: list[RunRecord]) -> str:
     from the paper, then the training speed of each model on this machine."""
     b = req.budget
     epochs = max((int(r.results.get("epochs", 0)) for r in records), default=0)
+    batch = "batch 128" if b.batch_size == 128 else f"batch {b.batch_size} (the paper: 128)"
     same = (
-        "the paper's architectures (option-A shortcuts), batch 128, 4-pixel padding with "
-        "random 32×32 crops and flips, the 45k/5k train/validation split; each run's "
-        "checkpoint is chosen on its validation split and its test error measured once, "
-        "at the end"
+        f"the paper's architectures (option-A shortcuts), {batch}, 4-pixel padding with "
+        "random 32×32 crops and flips, a validation split of 10% held out of the training "
+        "images (45k/5k on CIFAR-10); each run's checkpoint is chosen on its validation "
+        "split and its test error measured once, at the end"
     )
     if b.protocol == "budget":
         steps = max((int(r.steps[-1]["step"]) for r in records if r.steps), default=0)
         note = (
             f"**Protocol: the CPU budget, not the paper's schedule.** Each net trains "
-            f"{b.epochs} epochs ({steps:,} iterations at batch {b.batch_size}, "
-            f"{100 * steps / PAPER_ITERATIONS:.0f}% of the paper's 64k) with a one-cycle "
+            f"{b.epochs} epoch{'s' * (b.epochs != 1)} ({steps:,} iterations, "
+            f"{100 * steps / PAPER_ITERATIONS:.1f}% of the paper's 64k) with a one-cycle "
             f"learning rate: a linear warm-up from 0 to {b.peak_lr} over the first "
             f"{BUDGET_WARMUP:.0%} of the steps, then a linear decay to 0. It differs from the "
             f"paper (§4.2) in the schedule (the paper: lr 0.1, divided by 10 at 32k and 48k "
@@ -119,12 +120,17 @@ def _budget_note(req: Request, records: list[RunRecord]) -> str:
             f"({100 * n / PAPER_ITERATIONS:.1f}% of its 64k).**"
         )
         note = (
-            f"{which} {n:,} iterations at batch {b.batch_size} ({epochs} epochs); learning "
+            f"{which} {n:,} iterations ({epochs} epochs); learning "
             f"rate {b.peak_lr}, divided by 10 at {n // 2:,} and {3 * n // 4:,} iterations; SGD "
             f"momentum 0.9, weight decay 1e-4; {_precisions(records)} arithmetic; {same}."
         )
     changed = ", ".join(f"`{k}={v}`" for k, v in sorted(b.extra.items()))
     note += f" Changed for every run: {changed}." if changed else ""
+    if req.missing:
+        note += (
+            f" **Not finished when this report was written, and left out of it:** "
+            f"{', '.join(req.missing)}."
+        )
     return note + " " + _speeds(records)
 
 

@@ -206,6 +206,14 @@ def read_run(run_dir: Path, model: str, seed: int) -> RunRecord | None:
     return RunRecord(run_dir, model, seed, results, read_metrics(run_dir), read_steps(run_dir))
 
 
+def finished_run(
+    budget: Budget, model: str, seed: int, store: Path, **options: Any
+) -> RunRecord | None:
+    """The job's finished run in ``store``, or None (never trains)."""
+    cfg = budget.config(model, seed, store, **options)
+    return read_run(find_run(store, cfg) or store / str(cfg.run.name), model, seed)
+
+
 def run_job(
     budget: Budget,
     model: str,

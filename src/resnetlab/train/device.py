@@ -19,20 +19,29 @@ class Placement:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
 
 
+# The CPU features that decide which training and inference paths run fast, as /proc/cpuinfo
+# names them (AMX: Intel's matrix tiles; AVX-512 BF16/VNNI: bf16 and int8 dot products).
+ISA_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+
+
 def hardware() -> str:
-    """A one-line description of the machine, for reports (CPU model, threads, GPU)."""
+    """A one-line description of the machine, for reports: CPU model and the ISA features
+    of :data:`ISA_FLAGS` it has, threads, torch, GPU."""
     import platform
     from pathlib import Path
 
-    cpu = platform.processor() or platform.machine()
+    cpu, model, flags = platform.processor() or platform.machine(), "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("model name") and not model:
+                cpu = model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    text = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    isa = " ".join(f for f in ISA_FLAGS if f in flags)
+    text = f"{cpu}{f' ({isa})' if isa else ''}, {torch.get_num_threads()} threads"
+    text += f", torch {torch.__version__}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text
