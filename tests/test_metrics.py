@@ -9,13 +9,13 @@ import json
 import math
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from resnetlab.train.metrics import (
+    TENSORBOARD_DIR,
     ConfusionMatrix,
     MetricsLogger,
     ProgressBar,
@@ -161,7 +161,7 @@ def test_metrics_logger_writes_csv_and_jsonl(tmp_path: Path) -> None:
 
 def test_metrics_logger_appends_on_resume(tmp_path: Path) -> None:
     first, second = _rows()
-    log = MetricsLogger(tmp_path, tensorboard=True)  # tensorboard absent: silently skipped
+    log = MetricsLogger(tmp_path, tensorboard=False)
     log.log(first)
     log.close()
     log = MetricsLogger(tmp_path)
@@ -275,31 +275,29 @@ def test_format_epoch() -> None:
     assert format_epoch({}) == ""
 
 
-def test_metrics_logger_tensorboard_scalars(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # tensorboard is usually not installed: stand in a fake torch.utils.tensorboard.
-    calls: list[tuple[str, float, int]] = []
+def test_metrics_logger_tensorboard_scalars(tmp_path: Path) -> None:
+    """The real TensorBoard writer: the event file holds each numeric metric by epoch."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    class FakeWriter:
-        def __init__(self, log_dir: str) -> None:
-            self.log_dir = log_dir
-
-        def add_scalar(self, tag: str, value: float, global_step: int) -> None:
-            calls.append((tag, value, global_step))
-
-        def flush(self) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    fake = types.ModuleType("torch.utils.tensorboard")
-    fake.SummaryWriter = FakeWriter  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
     with MetricsLogger(tmp_path) as log:
         log.log({"epoch": 4, "val_top1": 50.0, "phase": "main"})
-    assert calls == [("val_top1", 50.0, 4)]
+        log.log({"epoch": 5, "val_top1": 62.5, "train_loss": 0.75, "phase": "main"})
+    events = EventAccumulator(str(tmp_path / TENSORBOARD_DIR))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"val_top1", "train_loss"}
+    assert [(e.step, e.value) for e in events.Scalars("val_top1")] == [(4, 50.0), (5, 62.5)]
+    assert [(e.step, e.value) for e in events.Scalars("train_loss")] == [(5, 0.75)]
+
+
+def test_metrics_logger_without_tensorboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with MetricsLogger(tmp_path, tensorboard=True) as log:  # skipped without a word
+        log.log(_rows()[0])
+    assert read_metrics(tmp_path) == _rows()[:1]
+    assert not (tmp_path / TENSORBOARD_DIR).exists()
 
 
 def test_import_does_not_load_matplotlib() -> None:
