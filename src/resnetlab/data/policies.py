@@ -50,7 +50,7 @@ OPS: tuple[str, ...] = (
 DRAWN = len(OPS) - 1  # TrivialAugment and RandAugment choose among all but invert
 SIGNED = frozenset(OPS[1:10])  # strength applied in a random direction
 
-# AutoAugment's learnt sub-policies (Cubuk et al. 2019, Table 7 / appendix): two
+# AutoAugment's learnt sub-policies (Cubuk et al. 2019), as torchvision lists them: two
 # (op, probability, magnitude bin of 10) each.
 AA_CIFAR10: tuple[tuple[tuple[str, float, int], tuple[str, float, int]], ...] = (
     (("invert", 0.1, 0), ("contrast", 0.2, 6)),
