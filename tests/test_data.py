@@ -282,3 +282,166 @@ def test_a_corrupt_first_image_does_not_fail_the_folder(tmp_path: Path) -> None:
     bundle = load_data(str(folder), cache=False)
     assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 7  # 8 files, one bad
     assert [name for name, _ in bundle.skipped] == [first]
+
+
+# ---------------------------------------------------------------- policies, erasing, mixing
+@pytest.mark.parametrize(
+    "op",
+    [
+        "shear_x",
+        "shear_y",
+        "translate_x",
+        "translate_y",
+        "rotate",
+        "brightness",
+        "color",
+        "contrast",
+        "sharpness",
+        "posterize",
+        "solarize",
+        "autocontrast",
+        "equalize",
+        "invert",
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_policy_ops_keep_dtype_range_and_shape(op: str, dtype: torch.dtype) -> None:
+    from resnetlab.data.policies import OPS, apply_ops, magnitudes
+
+    x = torch.randint(0, 256, (6, 3, 12, 10), generator=torch.Generator().manual_seed(0))
+    x = x.to(dtype)
+    table = magnitudes("trivialaugment", 31, 10)
+    strongest = table[op][-1] if op in table else torch.tensor(0.0)
+    strength = torch.tensor([strongest, -strongest, 0.0, strongest, strongest, 0.5])
+    ops = torch.full((6,), OPS.index(op))
+    out = apply_ops(x.float(), ops, strength)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 255
+    if op != "equalize":  # 120 pixels: PIL's equalisation leaves so sparse a histogram alone
+        assert not torch.equal(out, x.float())  # the op did something
+
+
+def test_equalize_flattens_the_histogram() -> None:
+    from resnetlab.data.policies import equalize
+
+    x = torch.randint(100, 120, (2, 1, 32, 32)).float()  # a narrow, low-contrast image
+    out = equalize(x, torch.zeros(2))
+    assert float(out.max() - out.min()) > 200
+    assert (out.diff(dim=-1).sign() * x.diff(dim=-1).sign()).min() >= 0  # order kept
+
+
+@pytest.mark.parametrize("policy", ["trivialaugment", "randaugment", "autoaugment"])
+def test_policies_are_repeatable_and_keep_dtype_range_shape(policy: str) -> None:
+    from resnetlab.data.policies import augment_policy
+
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    a = augment_policy(x, policy, torch.Generator().manual_seed(3))
+    b = augment_policy(x, policy, torch.Generator().manual_seed(3))
+    c = augment_policy(x, policy, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.dtype == torch.uint8 and a.shape == x.shape
+    changed = (a != x).flatten(1).any(dim=1).float().mean()
+    assert 0.3 < float(changed) < 1.0  # most images changed, identity draws kept some
+    f = augment_policy(x.float() + 0.25, policy, torch.Generator().manual_seed(3))
+    assert f.dtype == torch.float32 and f.shape == x.shape
+    assert float(f.min()) >= 0 and float(f.max()) <= 255
+    assert torch.equal(augment_policy(x, "none", None), x)
+
+
+def test_augment_keys_pick_the_base_and_leave_old_pipelines_alone() -> None:
+    from resnetlab.data.augment import split_augment
+
+    assert split_augment("trivialaugment", 32, 32) == ("cifar", "trivialaugment")
+    assert split_augment("randaugment", 256, 224) == ("imagenet", "randaugment")
+    assert split_augment("cifar", 32, 32) == ("cifar", "none")
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    old = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=32)
+    g = torch.Generator().manual_seed(1)
+    got = train_transform(x, old, g)
+    ref = torch.Generator().manual_seed(1)  # the pipeline as it was: crop, flip, normalise
+    want = normalize(random_flip(random_crop(x, 4, ref), ref), old.mean, old.std)
+    assert torch.equal(got, want) and torch.equal(g.get_state(), ref.get_state())
+    for augment in ("cifar", "imagenet"):
+        pre = Preprocess(
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            image_size=32,
+            augment=augment,
+            policy="trivialaugment",
+            random_erasing=0.5,
+        )
+        out = train_transform(x, pre, torch.Generator().manual_seed(0))
+        assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
+
+
+def test_random_erasing_boxes() -> None:
+    from resnetlab.data.augment import random_erasing
+
+    x = torch.ones(400, 3, 32, 32)
+    out = random_erasing(x, 0.5, torch.Generator().manual_seed(0))
+    erased = (out == 0).all(dim=1).flatten(1).sum(dim=1).float() / (32 * 32)
+    assert 0.4 < float((erased > 0).float().mean()) < 0.6
+    hit = erased[erased > 0]
+    assert float(hit.min()) >= 0.01 and float(hit.max()) <= 0.34  # 2-33% of the area
+    assert torch.equal(out, random_erasing(x, 0.5, torch.Generator().manual_seed(0)))
+    assert random_erasing(x, 0.0, None) is x
+
+
+def test_mixup_label_mass_sums_to_one() -> None:
+    from resnetlab.data.augment import mix_batch
+
+    pre = Preprocess(mean=(0.5,), std=(0.25,), image_size=8, mixup_alpha=0.4)
+    x, y = torch.rand(16, 3, 8, 8), torch.arange(16) % 10
+    mixed, target = mix_batch(x, y, 10, pre, torch.Generator().manual_seed(0))
+    assert target.shape == (16, 10)
+    torch.testing.assert_close(target.sum(dim=1), torch.ones(16))
+    lam = float(target[0, y[0]])  # image 0's own share (its partner, image 15, is class 5)
+    assert 0 < lam < 1
+    torch.testing.assert_close(mixed[0], lam * x[0] + (1 - lam) * x[15])
+    torch.testing.assert_close(target[0, 5], torch.tensor(1 - lam))
+    same = mix_batch(x, y, 10, pre, torch.Generator().manual_seed(0))
+    assert torch.equal(same[0], mixed) and torch.equal(same[1], target)
+    off = Preprocess(mean=(0.5,), std=(0.25,), image_size=8)
+    assert mix_batch(x, y, 10, off, None) == (x, y)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cutmix_boxes_have_the_sampled_area(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnetlab.data import augment
+
+    drawn: list[float] = []
+    real = augment._beta
+
+    def spy(alpha: float, generator: torch.Generator | None) -> float:
+        drawn.append(real(alpha, generator))
+        return drawn[-1]
+
+    monkeypatch.setattr(augment, "_beta", spy)
+    pre = Preprocess(
+        mean=(0.5,),
+        std=(0.25,),
+        image_size=32,
+        cutmix_alpha=1.0,
+        mixup_alpha=0.2,
+        mix_switch_prob=1.0,
+    )
+    x = torch.zeros(4, 1, 32, 40)
+    x[2:] = 1.0  # images 0, 1 are black; their partners (3, 2) white
+    y = torch.tensor([0, 1, 2, 3])
+    mixed, target = augment.mix_batch(x, y, 4, pre, torch.Generator().manual_seed(seed))
+    pasted = mixed[0].mean()  # the share of image 0 that came from image 3
+    assert abs(float(pasted) - (1 - drawn[0])) <= 2 * (32 + 40) / (32 * 40)  # rounding of a side
+    torch.testing.assert_close(target[0], torch.tensor([1 - float(pasted), 0, 0, float(pasted)]))
+    torch.testing.assert_close(target.sum(dim=1), torch.ones(4))
+    box = (mixed[0, 0] == 1).nonzero()
+    rows, cols = box[:, 0], box[:, 1]
+    if len(box):  # one solid rectangle
+        assert len(box) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+
+
+def test_soft_targets_compose_with_label_smoothing() -> None:
+    logits = torch.randn(5, 4)
+    hard = torch.tensor([0, 1, 2, 3, 0])
+    soft = F.one_hot(hard, 4).float()
+    loss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    torch.testing.assert_close(loss(logits, soft), loss(logits, hard))

@@ -348,3 +348,47 @@ def test_vgg_layout() -> None:
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 13
     assert get_entry("vgg16_bn").family == "vgg"
+
+
+# ---------------------------------------------------------------- stochastic depth
+def test_drop_path_changes_no_parameter_and_no_output_when_off() -> None:
+    plain = create_model("resnet20")
+    zero = create_model("resnet20", drop_path=0.0)
+    on = create_model("resnet20", drop_path=0.2)
+    assert count_params(plain) == count_params(on) == 269_722
+    assert plain.state_dict().keys() == on.state_dict().keys()
+    assert not any(type(m).__name__ == "DropPath" for m in zero.modules())
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    zero.load_state_dict(plain.state_dict())
+    zero.train()
+    plain.train()
+    assert torch.equal(plain(x), zero(x))
+
+
+def test_drop_path_decays_linearly_and_is_identity_at_eval() -> None:
+    model = create_model("resnet20", drop_path=0.3)
+    assert isinstance(model, ResNet)
+    rates = [block.drop_path.p for block in model.blocks() if block.drop_path is not None]
+    assert rates == pytest.approx([0.3 * (i + 1) / 9 for i in range(9)])  # Huang et al.: l/L
+    plain = create_model("resnet20")
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    plain.eval()
+    assert torch.equal(model(x), plain(x))
+    with pytest.raises(ValueError, match="plain net"):
+        create_model("plain20", drop_path=0.1)
+
+
+def test_drop_path_drops_at_its_rate_in_training() -> None:
+    from resnetlab.models.blocks import DropPath
+
+    drop = DropPath(0.3).train()
+    torch.manual_seed(0)
+    out = drop(torch.ones(20_000, 2, 3, 3))
+    dropped = (out == 0).all(dim=(1, 2, 3)).float().mean()
+    assert float(dropped) == pytest.approx(0.3, abs=0.015)
+    kept = out[(out != 0).any(dim=(1, 2, 3))]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 0.7))  # expectation unchanged
+    assert torch.equal(drop.eval()(out), out)

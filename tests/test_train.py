@@ -20,7 +20,13 @@ from conftest import SHARED, checkpoint_weights, cli
 from resnetlab.cli import main
 from resnetlab.train import runner
 from resnetlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from resnetlab.train.config import RECIPES, ConfigError, TrainConfig, resolve_config
+from resnetlab.train.config import (
+    RECIPES,
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    resolve_config,
+)
 
 CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
 
@@ -414,3 +420,222 @@ def test_compile_trains_and_checkpoints_the_plain_model(
     # Inductor fuses and reorders float work: two steps agree to ~1e-4, not to the bit (and
     # training amplifies such differences: after 8 steps they reach 1e-2, so the test is short)
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-3) for k in a)
+
+
+# ---------------------------------------------------------------- modern recipe options
+def test_new_keys_default_to_the_old_behaviour() -> None:
+    saved = resolve_config("paper-cifar").to_dict()
+    for section, key in (
+        ("optim", "ema_decay"),
+        ("optim", "norm_bias_decay"),
+        ("run", "tta"),
+        ("data", "mixup_alpha"),
+        ("data", "cutmix_alpha"),
+        ("data", "mix_switch_prob"),
+        ("data", "random_erasing"),
+    ):
+        del saved[section][key]  # a config saved before these keys existed
+    old = config_from_dict(saved)
+    assert old == resolve_config("paper-cifar")
+    for recipe in RECIPES:
+        cfg = resolve_config(recipe, {"run.epochs": 1})
+        assert (cfg.optim.ema_decay, cfg.optim.norm_bias_decay, cfg.run.tta) == (0.0, None, "none")
+        assert (cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.random_erasing) == (0, 0, 0)
+        assert cfg.data.augment in ("cifar", "imagenet")
+        assert "drop_path" not in cfg.model.options
+    with pytest.raises(ConfigError, match="ema_decay"):
+        resolve_config("fast", {"optim.ema_decay": 1.0})
+    with pytest.raises(ConfigError, match="run.tta must be one of"):
+        resolve_config("fast", {"run.tta": "mirror"})
+    with pytest.raises(ConfigError, match="data.augment"):
+        resolve_config("fast", {"data.augment": "autoaugmnet"})
+
+
+def _step_records(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> list[dict[str, torch.Tensor]]:
+    records: list[dict[str, torch.Tensor]] = []
+
+    def hook(*_args: object) -> None:
+        records.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    optimizer.register_step_post_hook(hook)
+    return records
+
+
+def test_ema_equals_a_hand_computed_average() -> None:
+    from resnetlab.train.config import OptimConfig, ScheduleConfig
+    from resnetlab.train.device import Placement
+    from resnetlab.train.loop import EpochState, train_one_epoch
+    from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU(), torch.nn.Linear(6, 3)
+    )
+    cpu = torch.device("cpu")
+    optimizer = build_optimizer(list(model.parameters()), OptimConfig(lr=0.5), device=cpu)
+    schedule = LRSchedule(
+        optimizer,
+        ScheduleConfig(name="constant"),
+        base_lr=0.5,
+        steps_per_epoch=4,
+        total_steps=4,
+        model_depth=0,
+    )
+    ema = build_ema(model, 0.8)
+    assert ema is not None
+    records = _step_records(model, optimizer)
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(4)]
+    train_one_epoch(
+        model,
+        batches,
+        optimizer=optimizer,
+        schedule=schedule,
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        place=Placement(cpu, None, False),
+        state=EpochState.fresh(cpu),
+        step=0,
+        total_batches=4,
+        max_steps=None,
+        should_stop=lambda: "",
+        log_every=2,
+        ema=ema,
+    )
+    assert len(records) == 4
+    want = dict(records[0])  # the first update copies the weights
+    for rec in records[1:]:
+        want = {
+            k: 0.8 * want[k] + 0.2 * rec[k] if v.is_floating_point() else rec[k]
+            for k, v in want.items()
+        }
+    got = ema.module.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=1e-7)
+    assert int(got["1.num_batches_tracked"]) == 4  # integer buffers are copied, not averaged
+    assert not torch.equal(got["0.weight"], model.state_dict()["0.weight"])
+    assert not torch.equal(got["1.running_mean"], model.state_dict()["1.running_mean"])
+
+
+def test_ema_run_saves_the_average_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    over = {"model.options.layers": [1, 1, 1], "optim.ema_decay": 0.9}
+    whole = runner.fit(tiny(tmp_path, "whole", **over), log=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_Signals", _FireAfter)
+        stopped = runner.fit(tiny(tmp_path, "stopped", **over), log=quiet)
+    assert stopped.status == "sigterm"
+    resumed = runner.fit(tiny(tmp_path, "stopped", **over), resume=stopped.run_dir, log=quiet)
+    assert resumed.status == "completed"
+    a = load_checkpoint(whole.run_dir / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "last.pt")
+    assert a["ema_updates"] == b["ema_updates"] == 16
+    for part in ("model", "train_model"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert not torch.equal(a["model"]["fc.weight"], a["train_model"]["fc.weight"])
+    # What was validated is the average: the best checkpoint's model gives its val top-1.
+    from resnetlab.infer.predict import Predictor
+
+    best = load_checkpoint(whole.run_dir / "best.pt")
+    predictor = Predictor.load(whole.run_dir / "best.pt")
+    metrics, _ = predictor.evaluate(predictor.split("val"))
+    assert metrics["top1"] == pytest.approx(best["best_val_top1"])
+
+
+def test_norm_bias_decay_spares_bn_and_biases() -> None:
+    from resnetlab.models import create_model
+    from resnetlab.train.config import OptimConfig
+    from resnetlab.train.optim import build_optimizer
+
+    cpu = torch.device("cpu")
+    for name, momentum in (("sgd", 0.9), ("adamw", 0.0)):
+        model = create_model("resnet20")
+        params = list(model.parameters())
+        cfg = OptimConfig(
+            name=name, lr=0.1, momentum=momentum, weight_decay=0.1, norm_bias_decay=0.0
+        )
+        opt = build_optimizer(params, cfg, device=cpu)
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        after = model.state_dict()
+        for key in ("bn1.weight", "layer1.0.bn2.bias", "fc.bias"):
+            assert torch.equal(before[key], after[key]), key
+        for key in ("conv1.weight", "fc.weight"):
+            torch.testing.assert_close(after[key], before[key] * (1 - 0.1 * 0.1))
+    default = build_optimizer(
+        list(create_model("resnet20").parameters()), OptimConfig(), device=cpu
+    )
+    assert len(default.param_groups) == 1  # the paper's decay everywhere; old states load
+
+
+class _Mirrored(torch.nn.Module):
+    """A mirror-symmetric classifier: f(x) = g(x) + g(flip(x))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.g = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.g(x) + self.g(x.flip(-1))
+        return out
+
+
+def test_tta_of_a_flip_invariant_model_equals_no_tta() -> None:
+    from resnetlab.train.device import Placement
+    from resnetlab.train.loop import evaluate, shift, tta_logits
+
+    torch.manual_seed(0)
+    model = _Mirrored()
+    x = torch.randn(6, 3, 8, 8)
+    model(x)
+    y = torch.randint(0, 5, (6,))
+    place = Placement(torch.device("cpu"), None, False)
+    torch.testing.assert_close(tta_logits(model, x, "flip"), tta_logits(model, x, "none"))
+    assert evaluate(model, [(x, y)], place=place, tta="flip") == pytest.approx(
+        evaluate(model, [(x, y)], place=place)
+    )
+    assert not torch.allclose(tta_logits(model, x, "flip-shift"), model(x))
+    lopsided = model.g  # not symmetric: the mirror view changes its answer
+    flip = tta_logits(lopsided, x, "flip")
+    torch.testing.assert_close(flip, 0.5 * (lopsided(x) + lopsided(x.flip(-1))))
+    assert not torch.allclose(flip, lopsided(x))
+    moved = shift(x, 1, 1)
+    assert torch.equal(moved[..., 1:, 1:], x[..., :-1, :-1])
+
+
+def test_modern_options_train_together(tmp_path: Path) -> None:
+    over = {
+        "model.options.layers": [1, 1, 1],
+        "model.options.drop_path": 0.1,
+        "data.augment": "trivialaugment",
+        "data.random_erasing": 0.25,
+        "data.mixup_alpha": 0.2,
+        "data.cutmix_alpha": 1.0,
+        "optim.label_smoothing": 0.1,
+        "optim.ema_decay": 0.9,
+        "optim.norm_bias_decay": 0.0,
+        "run.tta": "flip-shift",
+        "run.epochs": 1,
+    }
+    result = runner.fit(tiny(tmp_path, "modern", **over), log=quiet)
+    assert result.status == "completed" and result.test is not None
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["tta"] == "flip-shift" and results["ema_decay"] == 0.9
+    assert "test-time augmentation: flip-shift" in (result.run_dir / "report.md").read_text()
+    state = load_checkpoint(result.run_dir / "best.pt")
+    assert state["preprocess"]["policy"] == "trivialaugment"
+    assert state["preprocess"]["augment"] == "cifar"
+    with pytest.raises(ConfigError, match="run.tta"):
+        runner.fit(
+            tiny(tmp_path, "modern", **{**over, "run.tta": "none"}),
+            resume=result.run_dir,
+            log=quiet,
+        )

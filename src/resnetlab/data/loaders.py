@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from resnetlab.data.augment import Preprocess, eval_transform, train_transform
+from resnetlab.data.augment import Preprocess, eval_transform, train_batch
 from resnetlab.data.tensors import ImageTensors
 
 
@@ -84,7 +84,7 @@ class TrainBatches:
             idx = idx.to(self.data.images.device)  # data may live on the GPU already
             x = self.data.images[idx].to(self.device, non_blocking=True)
             y = self.data.labels[idx].to(self.device, non_blocking=True)
-            yield train_transform(x, self.pre, self.generator), y
+            yield train_batch(x, y, self.pre, self.generator, len(self.data.classes))
 
 
 def eval_batches(

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from resnetlab.data.augment import Preprocess, eval_transform, train_transform
+from resnetlab.data.augment import Preprocess, eval_transform, train_batch
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.loaders import epoch_generator, shard_generator, shard_order
 from resnetlab.data.tensors import DataError
@@ -145,7 +145,9 @@ class StreamBatches:
                     raise DataError("a whole batch of unreadable image files")
                 continue
             x = x.to(self.device, non_blocking=True)
-            yield train_transform(x, self.pre, self.generator), y.to(self.device)
+            yield train_batch(
+                x, y.to(self.device), self.pre, self.generator, len(self.data.classes)
+            )
 
 
 def stream_eval_batches(data: FileSplit, pre: Preprocess, *, batch_size: int,

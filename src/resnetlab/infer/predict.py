@@ -123,6 +123,7 @@ class Predictor:
     def evaluate(
         self, data: Split, *, batch_size: int = 500
     ) -> tuple[dict[str, float], ConfusionMatrix]:
+        """Metrics with the run's test-time views (``run.tta``), as in its final test."""
         cm = ConfusionMatrix(len(self.classes))
         metrics = evaluate(
             self.model,
@@ -131,6 +132,7 @@ class Predictor:
             ),
             place=self.place,
             confusion=cm,
+            tta=self.config.run.tta,
         )
         return metrics, cm
 

@@ -6,6 +6,7 @@ load key-for-key. Every ReLU is its own module so a summary shows one row per ca
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -60,6 +61,32 @@ class ZeroPadShortcut(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, each sample's residual branch is
+    dropped (zeroed, leaving the identity) with probability ``p`` and the kept ones are
+    scaled by ``1/(1-p)``, so the expected output is unchanged and evaluation is the
+    identity (the paper scales at test time instead; the two are the same in expectation).
+    No parameters or buffers: a state dict does not change. Draws from torch's global
+    generator, as dropout does (checkpoints save its state, so resuming stays exact)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
 def make_shortcut(
     option: Shortcut, in_ch: int, out_ch: int, stride: int, *, norm: bool
 ) -> nn.Module | None:
@@ -89,11 +116,13 @@ class ResidualUnit(nn.Module):
 
     residual: bool
     downsample: nn.Module | None
+    drop_path: DropPath | None  # set by the network (ResNetSpec.drop_path); None: never drops
 
     def _add_shortcut(
         self, option: Shortcut, in_ch: int, out_ch: int, stride: int, *, residual: bool, norm: bool
     ) -> None:
         self.residual = residual
+        self.drop_path = None
         self.downsample = (
             make_shortcut(option, in_ch, out_ch, stride, norm=norm) if residual else None
         )
@@ -102,6 +131,8 @@ class ResidualUnit(nn.Module):
         """``branch + shortcut`` (an identity takes ``x``, a projection ``shortcut_input``)."""
         if not self.residual:
             return branch
+        if self.drop_path is not None:
+            branch = self.drop_path(branch)
         return branch + (x if self.downsample is None else self.downsample(shortcut_input))
 
 
@@ -285,6 +316,7 @@ __all__ = [
     "BasicBlock",
     "Block",
     "Bottleneck",
+    "DropPath",
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResidualUnit",

@@ -17,6 +17,7 @@ from resnetlab.models.blocks import (
     BasicBlock,
     Block,
     Bottleneck,
+    DropPath,
     PreActBasicBlock,
     PreActBottleneck,
 )
@@ -83,6 +84,17 @@ class ResNet(nn.Module):
             self.drop = nn.Dropout(spec.head_dropout) if spec.head_dropout > 0 else None
             self.fc = nn.Linear(in_ch, spec.num_classes)
         self._init_weights()
+        self._set_drop_path(spec.drop_path)
+
+    def _set_drop_path(self, rate: float) -> None:
+        """Huang et al. 2016's linear decay rule: block l of L drops with ``rate``·l/L, so
+        the early blocks, whose features every later one uses, are rarely dropped. No module
+        is added when ``rate`` is 0: the model is exactly the one without the option."""
+        if rate <= 0:
+            return
+        blocks = self.blocks()
+        for i, block in enumerate(blocks):
+            block.drop_path = DropPath(rate * (i + 1) / len(blocks))
 
     def _make_stage(
         self, in_ch: int, planes: int, blocks: int, stride: int

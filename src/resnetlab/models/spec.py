@@ -67,6 +67,9 @@ class ResNetSpec:
     head: Head = "linear"
     head_hidden: int = 200  # hidden units of the mlp head (seed 004: Dense(200, relu))
     dropout: float | None = None  # None: 0.5 for the mlp head (seed 004), 0 for linear
+    # Stochastic depth (Huang et al. 2016): the last residual branch is dropped with this
+    # probability in training, block l of L with l/L of it (their linear decay rule). 0: off.
+    drop_path: float = 0.0
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_EXPANSION:
@@ -97,6 +100,10 @@ class ResNetSpec:
             raise ValueError(f"width must be a positive number, got {self.width!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.drop_path, int | float) and 0.0 <= self.drop_path < 1.0):
+            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path!r}")
+        if self.drop_path > 0 and not self.residual:
+            raise ValueError("drop_path drops residual branches: a plain net has none")
         if self.groups > 1 and self.block != "bottleneck":
             raise ValueError("groups > 1 (ResNeXt) needs bottleneck blocks")
 

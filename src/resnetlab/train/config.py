@@ -43,8 +43,16 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
     image_size: int | None = None  # model input side; None: the images' own size
     load_size: int | None = None  # resize stored images to this side when loading
-    augment: Literal["cifar", "imagenet", "none"] = "cifar"
+    # cifar: pad-crop + flip; imagenet: random-resized crop + flip; trivialaugment,
+    # randaugment, autoaugment: one of those (see data.augment.policy_base) + the policy
+    augment: Literal[
+        "cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment"
+    ] = "cifar"
     padding: int = 4
+    random_erasing: float = 0.0  # probability per image of erasing a box (Zhong et al. 2017)
+    mixup_alpha: float = 0.0  # Beta(α, α) mixing of image pairs (Zhang et al. 2018); 0: off
+    cutmix_alpha: float = 0.0  # Beta(α, α) box pasting (Yun et al. 2019); 0: off
+    mix_switch_prob: float = 0.5  # with both α > 0: chance a batch uses CutMix, not mixup
     batch_size: int = 128
     eval_batch_size: int = 500
     limit_per_class: int | None = None  # use at most this many training images per class
@@ -61,6 +69,12 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    # Weight decay of BN (norm) weights and every bias; None: optim.weight_decay, as the
+    # paper applies it to all parameters; 0: none (the modern recipes' choice).
+    norm_bias_decay: float | None = None
+    # Exponential moving average of the weights (and BN statistics), updated every step;
+    # it is what is validated, selected and saved as the model. 0: off.
+    ema_decay: float = 0.0
     # The global batch ``lr`` was set for; with run.scale_lr, lr × global batch / this
     # (the linear scaling rule for multi-process runs). None: lr is used as given.
     reference_batch: int | None = None
@@ -101,6 +115,9 @@ class RunConfig:
     name: str | None = None  # run folder name; default: <model>-<recipe>-<timestamp>
     test: bool = True  # evaluate the best checkpoint on the test split once, at the end
     log_every: int = 50  # steps between NaN checks and progress updates
+    # Test-time augmentation of validation and test evaluation alike (so the model is
+    # selected as it is tested): average the logits over mirror (and 1-pixel shift) views.
+    tta: Literal["none", "flip", "flip-shift"] = "none"
     # Under torchrun (data.batch_size is per process):
     sync_bn: bool = False  # BN statistics over the global batch instead of each process's
     scale_lr: bool = True  # apply optim.reference_batch's linear scaling rule
@@ -299,8 +316,27 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if o.weight_decay < 0 or o.momentum < 0:
         raise ConfigError("optim.weight_decay and optim.momentum must not be negative")
-    if d.augment not in ("cifar", "imagenet", "none"):
-        raise ConfigError(f"data.augment must be cifar, imagenet or none, got {d.augment!r}")
+    augments = ("cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment")
+    if d.augment not in augments:
+        raise ConfigError(f"data.augment must be one of {', '.join(augments)}, got {d.augment!r}")
+    non_negative = {
+        "data.mixup_alpha": d.mixup_alpha,
+        "data.cutmix_alpha": d.cutmix_alpha,
+        "optim.norm_bias_decay": o.norm_bias_decay or 0.0,
+    }
+    for name, value in non_negative.items():
+        if not 0.0 <= value < math.inf:
+            raise ConfigError(f"{name} must be a number ≥ 0, got {value!r}")
+    for name, value in {
+        "data.random_erasing": d.random_erasing,
+        "data.mix_switch_prob": d.mix_switch_prob,
+    }.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+    if not 0.0 <= o.ema_decay < 1.0:
+        raise ConfigError(f"optim.ema_decay must be in [0, 1) (0: off), got {o.ema_decay!r}")
+    if r.tta not in ("none", "flip", "flip-shift"):
+        raise ConfigError(f"run.tta must be none, flip or flip-shift, got {r.tta!r}")
     if o.name not in ("sgd", "adam", "adamw"):
         raise ConfigError(f"optim.name must be sgd, adam or adamw, got {o.name!r}")
     if s.name not in ("multistep", "cosine", "onecycle", "plateau", "constant"):

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from resnetlab.train.device import Placement
 from resnetlab.train.distributed import Group, agreed_stop, stop_flags
@@ -79,6 +81,7 @@ def train_one_epoch(
     progress: ProgressBar | None = None,
     on_log: Callable[[int, float, float], None] | None = None,
     group: Group | None = None,
+    ema: AveragedModel | None = None,
 ) -> EpochOutcome:
     """Train over ``batches`` from optimiser step ``step``; stops early when
     ``should_stop()`` names a reason, when ``max_steps`` is reached, or on a non-finite
@@ -89,7 +92,11 @@ def train_one_epoch(
 
     With a ``group`` of several ranks, ``should_stop()`` is asked only at log points and the
     ranks act on the most urgent answer any of them gave (see module docstring); metrics are
-    those of the global batch."""
+    those of the global batch.
+
+    A batch's targets are class indices ``(N,)`` or, from mixup/CutMix, class
+    probabilities ``(N, classes)`` (``loss_fn`` takes either; training top-1 then counts
+    the dominant class). ``ema``, if given, is updated after every optimiser step."""
     group = group or Group()
     model.train()
     for m in model.modules():
@@ -119,10 +126,13 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         n = y.shape[0]
         state.loss_sum += loss.detach().double() * n
-        state.correct += topk_correct(logits.detach(), y, ks=(1,))[1]
+        hard = y if y.dim() == 1 else y.argmax(dim=1)
+        state.correct += topk_correct(logits.detach(), hard, ks=(1,))[1]
         bad |= ~torch.isfinite(loss.detach())
         state.seen += n
         state.batches_done += 1
@@ -175,6 +185,42 @@ def train_one_epoch(
     return EpochOutcome(metrics, step, stopped)
 
 
+TTA_VIEWS = ("none", "flip", "flip-shift")
+
+
+def shift(x: Tensor, dy: int, dx: int) -> Tensor:
+    """Translate a batch by ``(dy, dx)`` pixels, filling the edge by reflection."""
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="reflect")
+    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+def tta_logits(model: nn.Module, x: Tensor, tta: str = "none") -> Tensor:
+    """The model's logits, averaged over test-time views of ``x``.
+
+    ``flip``: the image and its mirror, equally weighted. ``flip-shift`` (airbench's
+    mirror-translate): half the weight on that pair, a quarter on each of the pair shifted
+    by one pixel up-left and down-right: the training crops' offsets, so every view is one
+    the model saw. A mirror-symmetric model gets the same logits from ``flip`` as from none.
+    """
+
+    def mirror(v: Tensor) -> Tensor:
+        out: Tensor = model(v).float()
+        if tta == "none":
+            return out
+        mirrored: Tensor = model(v.flip(-1)).float()
+        return 0.5 * (out + mirrored)
+
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+    logits = mirror(x)
+    if tta == "flip-shift":
+        moved = mirror(shift(x, -1, -1)) + mirror(shift(x, 1, 1))
+        logits = 0.5 * logits + 0.25 * moved
+    return logits
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -184,9 +230,11 @@ def evaluate(
     loss_fn: nn.Module | None = None,
     confusion: ConfusionMatrix | None = None,
     group: Group | None = None,
+    tta: str = "none",
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 accuracy (%) over every batch; fills ``confusion`` if given.
-    With a ``group``, each rank passes its shard of the data and the sums are all-reduced."""
+    With a ``group``, each rank passes its shard of the data and the sums are all-reduced.
+    ``tta``: the views whose logits are averaged (:func:`tta_logits`)."""
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
@@ -197,7 +245,7 @@ def evaluate(
     seen = 0
     for x, y in batches:
         with autocast(place):
-            logits = model(to_input(x, place)).float()
+            logits = tta_logits(model, to_input(x, place), tta)
         loss_sum += loss_fn(logits, y).double() * y.shape[0]
         for k, v in topk_correct(logits, y, ks=(1, 5)).items():
             correct[k] += v

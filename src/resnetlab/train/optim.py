@@ -12,7 +12,8 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from resnetlab.train.config import OptimConfig, ScheduleConfig
 
@@ -22,13 +23,15 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or Adam/AdamW, with the fused/foreach
     implementation where the device has one. Weight decay applies to every parameter,
-    as in the paper."""
+    as in the paper, unless ``cfg.norm_bias_decay`` sets another for BN weights and biases
+    (see :func:`param_groups`)."""
     fast: dict[str, Any] = {"foreach": True}
     if device.type == "cuda":
         fast = {"fused": True}
+    groups = param_groups(params, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params,
+            groups,
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
@@ -36,8 +39,54 @@ def build_optimizer(
             **fast,
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+
+
+def param_groups(
+    params: list[nn.Parameter], cfg: OptimConfig
+) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """``params`` as one group (``norm_bias_decay`` None: the paper's decay everywhere), or
+    two: conv/linear weights with ``weight_decay``, and the one-dimensional tensors (BN
+    scales and shifts, biases) with ``norm_bias_decay``. Decay on those does not regularise
+    anything a BN net can express: it only rescales what the next BN normalises away, and
+    pulls BN's γ toward zero (Goyal et al. 2017 §5.1 leave it off; timm and torchvision's
+    recipes too). A single group keeps old optimiser states loadable."""
+    if cfg.norm_bias_decay is None:
+        return params
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": cfg.norm_bias_decay},
+    ]
+
+
+def _ema_update(decay: float) -> Any:
+    """``AveragedModel``'s multi-tensor update: ``ema ← decay·ema + (1-decay)·w`` for float
+    tensors (one foreach lerp), a copy for integer buffers (BN's ``num_batches_tracked``,
+    which torch's own EMA function would average and truncate)."""
+
+    @torch.no_grad()
+    def update(ema: list[Tensor], current: list[Tensor], _n: Tensor) -> None:
+        if torch.is_floating_point(ema[0]):
+            torch._foreach_lerp_(ema, current, 1.0 - decay)
+        else:
+            for e, c in zip(ema, current, strict=True):
+                e.copy_(c)
+
+    return update
+
+
+def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and buffers (``None`` when
+    ``decay`` is 0). ``use_buffers``: the BN running statistics are averaged with the
+    weights, so they describe the averaged network rather than the last step's.
+    The first :meth:`~AveragedModel.update_parameters` copies the weights; each later one
+    applies ``ema ← decay·ema + (1-decay)·w``."""
+    if decay <= 0.0:
+        return None
+    return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
 
 
 class LRSchedule:

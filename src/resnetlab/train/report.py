@@ -31,7 +31,8 @@ def final_test(
     log: Log,
 ) -> dict[str, float]:
     """The one evaluation on the test split, with the best checkpoint (chosen on val), in
-    fp32 whatever the training precision: the figure then equals ``resnetlab eval``'s."""
+    fp32 whatever the training precision, with the test-time views ``run.tta`` that selected
+    it: the figure then equals ``resnetlab eval``'s."""
     place = Placement(place.device, None, channels_last=False)
     assert bundle.test is not None
     best = load_checkpoint(run_dir / "best.pt")
@@ -44,14 +45,21 @@ def final_test(
         ),
         place=place,
         confusion=cm,
+        tta=cfg.run.tta,
     )
     cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
     (run_dir / "confusion.txt").write_text(cm.to_text(bundle.classes))
     log(
         f"test (best checkpoint, epoch {best['epoch']}): top-1 {test['top1']:.2f}%, "
-        f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images"
+        f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images{tta_note(cfg)}"
     )
     return {**test, "best_epoch": float(best["epoch"])}
+
+
+def tta_note(cfg: TrainConfig) -> str:
+    """How the evaluated figures were made, in words ("" for a single plain view)."""
+    views = {"none": "", "flip": "flip", "flip-shift": "flip + 1-pixel shifts"}[cfg.run.tta]
+    return f" (test-time augmentation: {views}, on val and test alike)" if views else ""
 
 
 def write_results(
@@ -76,6 +84,8 @@ def write_results(
         "wall_time_s": time.monotonic() - started,  # includes earlier sessions of a resumed run
         "model": cfg.model.name,
         "recipe": cfg.recipe,
+        "tta": cfg.run.tta,  # the views of every validation and test figure
+        "ema_decay": cfg.optim.ema_decay,  # > 0: the figures are the weight average's
         "data": bundle.source,
         "device": str(place.device),
         "precision": place.precision,
@@ -91,13 +101,15 @@ def write_results(
         f"- data: {bundle.source}; validation: {bundle.val_note}",
         f"- status: {status} after {epochs} epochs, {results['wall_time_s']:.0f} s wall",
         f"- device: {place.device}, {place.precision}; {results['hardware']}",
-        f"- best validation top-1: {best_top1:.2f}%",
+        f"- best validation top-1: {best_top1:.2f}%{tta_note(cfg)}"
+        + (f"; weights: EMA, decay {cfg.optim.ema_decay:g}" if cfg.optim.ema_decay else ""),
         f"- resnetlab {__version__}; command: `{command or 'library call: fit(config)'}`",
     ]
     if test is not None:
         lines.append(
             f"- test top-1 {test['top1']:.2f}%, top-5 {test['top5']:.2f}% "
-            f"(best checkpoint, epoch {int(test['best_epoch'])}; test split used once)"
+            f"(best checkpoint, epoch {int(test['best_epoch'])}; test split used once; "
+            f"test-time augmentation: {cfg.run.tta})"
         )
     lines += ["", "![curves](curves.png)", ""]
     if test is not None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.data.augment import Preprocess
+from resnetlab.data.augment import Preprocess, split_augment
 from resnetlab.data.datasets import (
     DataBundle,
     eval_split_batches,
@@ -63,7 +63,7 @@ from resnetlab.train.metrics import (
     read_metrics,
     truncate_metrics,
 )
-from resnetlab.train.optim import LRSchedule, build_optimizer
+from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
 from resnetlab.train.report import final_test, write_results
 
 Log = Callable[[str], None]
@@ -184,13 +184,19 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
 
 
 def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
-    side = bundle.train.image_size[1]
+    d, side = cfg.data, bundle.train.image_size[1]
+    base, policy = split_augment(d.augment, side, d.image_size or side)
     return Preprocess(
         mean=bundle.mean,
         std=bundle.std,
-        image_size=cfg.data.image_size or side,
-        augment=cfg.data.augment,
-        padding=cfg.data.padding,
+        image_size=d.image_size or side,
+        augment=base,
+        padding=d.padding,
+        policy=policy,
+        random_erasing=d.random_erasing,
+        mixup_alpha=d.mixup_alpha,
+        cutmix_alpha=d.cutmix_alpha,
+        mix_switch_prob=d.mix_switch_prob,
     )
 
 
@@ -262,6 +268,8 @@ class _Run:
                 f"reference {cfg.optim.reference_batch} = {self.lr:g}")  # fmt: skip
         self.optimizer = build_optimizer(params, replace(cfg.optim, lr=self.lr),
                                          device=self.place.device)  # fmt: skip
+        # With optim.ema_decay the average is the model: validated, selected and saved.
+        self.ema = build_ema(self.model, cfg.optim.ema_decay)
         self.steps_per_epoch = len(self.bundle.train) // self.global_batch
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -295,7 +303,12 @@ class _Run:
             raise ConfigError(f"{self.run_dir} was trained by {world} process(es): resume it "
                               f"with as many (the global batch and the position in the epoch "
                               f"depend on it), not {g.size}")  # fmt: skip
-        self.model.load_state_dict(state["model"])
+        if self.ema is not None:  # "model" holds the average, "train_model" what trains
+            self.model.load_state_dict(state["train_model"])
+            self.ema.module.load_state_dict(state["model"])
+            self.ema.n_averaged.fill_(int(state["ema_updates"]))
+        else:
+            self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
@@ -334,8 +347,15 @@ class _Run:
         ranks = None
         if g.size > 1:  # each rank's own random streams, to resume each exactly
             ranks = g.gather({"rng": rng_state(), "generator": generator})
+        averaged: dict[str, Any] = {}
+        if self.ema is not None:
+            averaged = {
+                "train_model": self.model.state_dict(),
+                "ema_updates": int(self.ema.n_averaged),
+            }
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.eval_model.state_dict(), **averaged,
+            "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(), "epoch": pos.epoch, "step": pos.step, "best": pos.best,
@@ -345,6 +365,12 @@ class _Run:
             "data_size": list(self.bundle.train.image_size), "model_name": self.cfg.model.name,
             "elapsed_s": time.monotonic() - self.started, "world_size": g.size, "ranks": ranks,
         }  # fmt: skip
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated, tested and saved as the model: the weight average if there is
+        one, else the trained weights."""
+        return self.model if self.ema is None else self.ema.module
 
     # ------------------------------------------------------------ one epoch
     def train_epoch(
@@ -375,18 +401,19 @@ class _Run:
                               total_batches=self.steps_per_epoch, max_steps=self.total_steps,
                               should_stop=should_stop, log_every=cfg.run.log_every,
                               scaler=self.scaler, progress=bar, on_log=on_log,
-                              group=self.group)  # fmt: skip
+                              group=self.group, ema=self.ema)  # fmt: skip
         bar.close()
         return out, batches.generator_state()
 
     def validate(self) -> dict[str, float]:
         """Every rank evaluates its shard of the validation split with rank 0's BN
-        statistics (those the checkpoint keeps); the sums are all-reduced."""
-        self.group.share_buffers(self.model)
+        statistics (those the checkpoint keeps); the sums are all-reduced. Views:
+        ``run.tta``, as in the final test."""
+        self.group.share_buffers(self.eval_model)
         batches = eval_split_batches(self.val, self.pre, device=self.place.device,
                                      batch_size=self.cfg.data.eval_batch_size)  # fmt: skip
-        return evaluate(self.model, batches, place=self.place, loss_fn=self.loss_fn,
-                        group=self.group)  # fmt: skip
+        return evaluate(self.eval_model, batches, place=self.place, loss_fn=self.loss_fn,
+                        group=self.group, tta=self.cfg.run.tta)  # fmt: skip
 
     def save(self, snap: dict[str, Any], *names: str) -> None:
         """Rank 0 writes (``best.pt`` before ``last.pt``: if the second save fails, the run
@@ -466,6 +493,10 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
         if getattr(saved, section) != getattr(cfg, section):
             raise ConfigError(f"cannot resume {path} with a different {section} config; only "
                               "run settings (epochs, time limit) may change")  # fmt: skip
+    if saved.run.tta != cfg.run.tta:  # the best checkpoint so far was chosen with its views
+        raise ConfigError(
+            f"cannot resume {path} with run.tta {cfg.run.tta!r}: it selects with {saved.run.tta!r}"
+        )
 
 
 def fit(
