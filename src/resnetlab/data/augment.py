@@ -34,6 +34,14 @@ class Preprocess:
     augment: Augment = "cifar"
     padding: int = 4  # pixels of zero padding for the CIFAR random crop (paper §4.2)
     scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range (ImageNet)
+    # Evaluation (ImageNet-style): the centre crop's share of the resized side; 0.875 is
+    # 224 of 256 (torchvision's V1 weights), 224/232 its V2 weights'.
+    crop_pct: float = 0.875
+
+    @property
+    def resize_side(self) -> int:
+        """The side an image is resized to before the evaluation centre crop."""
+        return round(self.image_size / self.crop_pct)
 
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator | None) -> Tensor:
@@ -114,10 +122,12 @@ def train_transform(x: Tensor, pre: Preprocess, generator: torch.Generator | Non
 
 def eval_transform(x: Tensor, pre: Preprocess) -> Tensor:
     """uint8 batch → normalised float batch at the model's input size (no randomness).
-    ImageNet-style runs resize to 1/0.875 of the input side and take the centre crop."""
+    ImageNet-style runs resize to ``image_size / crop_pct`` (images stored at that side, as
+    photo folders and published weights' data are, are not resized again) and take the
+    centre crop."""
     if pre.augment == "imagenet" and x.shape[-1] != pre.image_size:
-        side = round(pre.image_size / 0.875)
-        x = resize(x.float(), side)
+        side = pre.resize_side
+        x = resize(x.float(), side) if x.shape[-1] != side else x.float()
         top = (side - pre.image_size) // 2
         x = x[..., top : top + pre.image_size, top : top + pre.image_size]
         return normalize(x, pre.mean, pre.std)

@@ -35,6 +35,7 @@ from resnetlab.data.datasets import (
 )
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
+from resnetlab.models.weights import PublishedWeights
 from resnetlab.train.checkpoint import (
     CheckpointError,
     CheckpointSaveError,
@@ -134,11 +135,15 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) 
 
 def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
     from resnetlab.models.compat import from_akamaster, read_state_dict
+    from resnetlab.models.published import resolve
 
     try:
         state = load_checkpoint(path)["model"]
     except CheckpointError:
-        state = read_state_dict(path)  # a torchvision/timm/akamaster weights file
+        file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
+        if entry is not None:
+            log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
+        state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
         if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
             # Renaming alone would load strictly and compute something else: akamaster's
             # option-A shortcut orders the residual channels differently (models.compat).
@@ -183,11 +188,28 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
     return bundle
 
 
+def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
+    """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
+    from resnetlab.models.published import is_weights_name, resolve
+
+    source = cfg.model.pretrained
+    if not source or not (is_weights_name(source) or Path(source).is_file()):
+        return None
+    try:
+        return resolve(source)[1]
+    except CheckpointError:
+        return None  # loading the weights reports the problem, in one line
+
+
 def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
+    """The run's preprocessing. Fine-tuning from published weights keeps the mean/std they
+    were trained with (the features expect them); otherwise the training split's own."""
     side = bundle.train.image_size[1]
+    w = pretrained_weights(cfg)
+    mean, std = (w.preprocessing.mean, w.preprocessing.std) if w else (bundle.mean, bundle.std)
     return Preprocess(
-        mean=bundle.mean,
-        std=bundle.std,
+        mean=mean,
+        std=std,
         image_size=cfg.data.image_size or side,
         augment=cfg.data.augment,
         padding=cfg.data.padding,
