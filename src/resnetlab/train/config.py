@@ -43,7 +43,8 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
     image_size: int | None = None  # model input side; None: the images' own size
     load_size: int | None = None  # resize stored images to this side when loading
-    augment: Literal["cifar", "imagenet", "none"] = "cifar"
+    # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.datasets)
+    augment: Literal["auto", "cifar", "imagenet", "none"] = "auto"
     padding: int = 4
     batch_size: int = 128
     eval_batch_size: int = 500
@@ -299,8 +300,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if o.weight_decay < 0 or o.momentum < 0:
         raise ConfigError("optim.weight_decay and optim.momentum must not be negative")
-    if d.augment not in ("cifar", "imagenet", "none"):
-        raise ConfigError(f"data.augment must be cifar, imagenet or none, got {d.augment!r}")
+    if d.augment not in ("auto", "cifar", "imagenet", "none"):
+        raise ConfigError(f"data.augment must be auto, cifar, imagenet or none, got {d.augment!r}")
     if o.name not in ("sgd", "adam", "adamw"):
         raise ConfigError(f"optim.name must be sgd, adam or adamw, got {o.name!r}")
     if s.name not in ("multistep", "cosine", "onecycle", "plateau", "constant"):

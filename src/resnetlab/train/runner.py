@@ -27,6 +27,7 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.datasets import (
+    SMALL_SIDE,
     DataBundle,
     eval_split_batches,
     load_data,
@@ -188,6 +189,20 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
     return bundle
 
 
+def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """``data.augment: auto`` → the pipeline the data's first image calls for (photos: the
+    ImageNet one, with the stored and input sizes; small images: pad-and-crop), written
+    into the config so the run's config.yaml and checkpoints say what was done."""
+    d = cfg.data
+    if d.augment != "auto":
+        return cfg, ""
+    from resnetlab.data.datasets import choose_pipeline
+
+    p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
+    data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)
+    return replace(cfg, data=data), p.describe()
+
+
 def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
     """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
     from resnetlab.models.published import is_weights_name, resolve
@@ -211,7 +226,10 @@ def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
         mean=mean,
         std=std,
         image_size=cfg.data.image_size or side,
-        augment=cfg.data.augment,
+        # "auto" here only when the caller did not resolve it (fit does): go by the size.
+        augment=cfg.data.augment
+        if cfg.data.augment != "auto"
+        else ("imagenet" if side > SMALL_SIDE else "cifar"),
         padding=cfg.data.padding,
     )
 
@@ -527,6 +545,7 @@ def _fit(
         if taken:
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume "
                               f"{run_dir} or choose another --name")  # fmt: skip
+    cfg, pipeline = resolve_pipeline(cfg)
     run = _Run(cfg, run_dir, log, group)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -536,6 +555,8 @@ def _fit(
     if state is not None:
         run.restore(state)
     log(run.describe())
+    if pipeline:
+        log(pipeline)
 
     signals = _Signals()
     limit_s = cfg.run.time_limit_min * 60 if cfg.run.time_limit_min else None
