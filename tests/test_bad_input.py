@@ -8,17 +8,26 @@ lines) when regenerating the docs table.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import http.server
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
 
+from conftest import http_server
 from resnetlab.cli import main
+from resnetlab.models import create_model
+from resnetlab.models import weights as catalogue
+from resnetlab.models.weights import get_weights
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -157,7 +166,7 @@ CASES = [
     case("eval-text", "`eval` on a text file", "eval", "{notes}",
          needle="cannot read checkpoint"),
     case("eval-foreign-torch", "`eval` on a torch file that is not a resnetlab checkpoint",
-         "eval", "{foreign}", needle="not a resnetlab training checkpoint"),
+         "eval", "{foreign}", needle="give --model NAME"),
     case("eval-other-classes", "`eval` of a 10-class checkpoint on 3-class data", "eval",
          "{ckpt}", "--data", "{three_classes}", needle="differ from the checkpoint's"),
     case("eval-out-is-file", "`eval --out` naming an existing file", "eval", "{ckpt}",
@@ -195,6 +204,20 @@ CASES = [
          needle="not both"),
     case("reproduce-unknown", "an unknown experiment", "reproduce", "fig9",
          needle="invalid choice"),
+    # ------------------------------------------------------------ published weights
+    case("eval-unknown-weights", "an unknown catalogue name", "eval", "resnet50.tv3_in1k",
+         needle="unknown weights 'resnet50.tv3_in1k'; did you mean"),
+    case("train-pretrained-unknown-weights", "`--pretrained` with an unknown catalogue name",
+         *TRAIN, "--epochs", "1", "--pretrained", "resnet20.akamaster_cifar100", "--out",
+         "{out}", needle="unknown weights 'resnet20.akamaster_cifar100'"),
+    case("eval-hash-mismatch", "a catalogue download whose SHA-256 is not the published one "
+         "(local server)", "eval", "resnet20.badhash", needle="refused and deleted"),
+    case("eval-published-no-model", "a published file the catalogue does not know, without "
+         "`--model`", "eval", "{aka_legacy}", needle="give --model NAME"),
+    case("eval-published-no-layout", "a foreign file whose keys do not say their layout",
+         "eval", "{foreign}", "--model", "resnet20", needle="give --layout"),
+    case("eval-legacy-pickled-class", "a legacy (pre-1.6) file with a pickled class in it",
+         "eval", "{aka_evil}", "--model", "resnet20", needle="refused, it would run code"),
 ]  # fmt: skip
 
 
@@ -207,14 +230,61 @@ def _png(path: Path, colour: tuple[int, int, int], size: int = 32) -> None:
     Image.new("RGB", (size, size), colour).save(path)
 
 
+class _Args:
+    """A class of the test's own, as files of akamaster's era pickled argparse.Namespace."""
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _published_files(root: Path, f: dict[str, Path], m: pytest.MonkeyPatch) -> Iterator[None]:
+    """akamaster-style legacy files, and a local server for ``resnet20.badhash``, a
+    catalogue entry whose published hash the served file does not have."""
+    state = {f"module.{k}": v for k, v in create_model("resnet20").state_dict().items()}
+    state = {k.replace(".fc.", ".linear."): v for k, v in state.items()}
+    f["aka_legacy"] = root / "resnet20-local.th"
+    torch.save({"state_dict": state}, f["aka_legacy"], _use_new_zipfile_serialization=False)
+    f["aka_evil"] = root / "resnet20-args.th"
+    torch.save(
+        {"state_dict": state, "args": _Args()}, f["aka_evil"], _use_new_zipfile_serialization=False
+    )
+    www = root / "www"
+    www.mkdir()
+    (www / "resnet20-served.th").write_bytes(f["aka_legacy"].read_bytes())
+    with http_server(functools.partial(_Quiet, directory=str(www))) as base:
+        entry = dataclasses.replace(
+            get_weights("resnet20.akamaster_cifar10"),
+            name="resnet20.badhash",
+            url=f"{base}/resnet20-served.th",
+            sha256="00000000",
+        )
+        m.setattr(catalogue, "WEIGHTS", (*catalogue.WEIGHTS, entry))
+        yield
+
+
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """Every file and folder the cases name (built once; the cases must not change them)."""
     root = tmp_path_factory.mktemp("bad")
     with pytest.MonkeyPatch.context() as m:  # conftest's cache folder (set per test only)
         m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         assert main([*TRAIN, "--epochs", "1", "--out", str(root), "--name", "run"]) == 0
     f: dict[str, Path] = {"files": root, "out": root / "out", "run": root / "run"}
+    with pytest.MonkeyPatch.context() as m:
+        yield from _with_published(root, f, m)
+
+
+def _with_published(
+    root: Path, f: dict[str, Path], m: pytest.MonkeyPatch
+) -> Iterator[dict[str, Path]]:
+    _common_files(root, f)
+    for _ in _published_files(root, f, m):
+        yield f
+
+
+def _common_files(root: Path, f: dict[str, Path]) -> None:
     f["ckpt"] = root / "run" / "last.pt"
     f["empty"] = root / "empty"
     f["empty"].mkdir()
@@ -270,7 +340,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     f["unreadable"] = root / "unreadable.png"
     _png(f["unreadable"], (1, 2, 3))
     f["unreadable"].chmod(0o000)
-    return f
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -289,6 +289,34 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+def cmd_weights(args: argparse.Namespace) -> None:
+    from resnetlab.models.weights import list_weights
+
+    entries = list_weights(args.pattern)
+    if not entries:
+        raise UsageError(f"no published weights match {args.pattern!r}")
+    if args.format == "json":
+        import dataclasses
+        import json
+
+        rows = [dataclasses.asdict(w) for w in entries]
+        _emit(json.dumps(rows, indent=2) + "\n", args.output)
+        return
+    blocks = []
+    for w in entries:
+        top = w.published()
+        blocks.append(
+            f"{w.name}  →  {w.model} ({w.layout} layout, {w.num_classes} classes)\n"
+            f"  url:        {w.url}\n"
+            f"  sha256:     {w.sha256}… ({w.file_format})\n"
+            f"  preprocess: {w.preprocessing.describe()}\n"
+            f"  published:  {top}\n"
+            f"  classes:    {w.classes_source}\n"
+            f"  licence:    {w.licence}\n"
+        )
+    _emit("\n".join(blocks), args.output)
+
+
 def cmd_tour(args: argparse.Namespace) -> None:
     text, charts = tour(args.out)
     sys.stdout.write(text + "\n")
@@ -372,6 +400,18 @@ def build_parser() -> Parser:
     _input_size_arg(p, "--input-size 1 3 224 224")
     _model_options(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "weights",
+        help="list the published weights our models load",
+        description="The weights catalogue (shell-style PATTERN over names and models): URL, "
+        "SHA-256, file format, key layout, preprocessing, published accuracy, classes and "
+        "licence of each. Pass a name to --pretrained, eval, predict, export or bench.",
+    )
+    p.add_argument("pattern", nargs="?", default="*", metavar="PATTERN")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser(
         "tour",

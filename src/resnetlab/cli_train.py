@@ -36,6 +36,21 @@ def add_overrides(p: argparse.ArgumentParser, example: str) -> None:
                    metavar="SECTION.KEY=VALUE", help=example)  # fmt: skip
 
 
+def add_published_options(p: argparse.ArgumentParser, flag: str = "--model") -> None:
+    """``--model``/``--layout`` for a published file the weights catalogue does not know."""
+    p.add_argument(
+        flag,
+        dest="arch",
+        metavar="NAME",
+        help="model of a published file the catalogue does not know",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("torchvision", "timm", "akamaster"),
+        help="key layout of such a file, where its keys do not say",
+    )
+
+
 def add_parsers(sub: Any, positive_int: Any) -> None:
     p = sub.add_parser(
         "train",
@@ -60,7 +75,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--image-size", type=positive_int, help="model input side (resizes)")
     p.add_argument("--val-fraction", type=float, help="held-out share of train (default 0.1)")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
-    p.add_argument("--pretrained", help="checkpoint whose weights initialise the model")
+    p.add_argument(
+        "--pretrained", help="weights to start from: a checkpoint, or a `resnetlab weights` name"
+    )
     p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
     p.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
     p.add_argument("--out", help="folder for run folders (default: runs)")
@@ -83,6 +100,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    add_published_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -95,6 +113,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    add_published_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -107,6 +126,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
     p.add_argument("-o", "--output", type=Path, required=True, help="FILE.onnx / .safetensors")
     p.add_argument("--format", choices=("onnx", "safetensors"))
+    add_published_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -128,6 +148,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         "this machine)",
     )
     p.add_argument("--seconds", type=float, default=2.0, help="timing per engine")
+    add_published_options(p, "--arch")
     p.set_defaults(func=cmd_bench)
 
 
@@ -172,7 +193,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_folder(args.out)
         args.out.mkdir(parents=True, exist_ok=True)
         check_writable(args.out / f"eval-{args.split}.json")
-    predictor = Predictor.load(args.checkpoint)
+    predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
+    _say_published(predictor)
     data = predictor.split(args.split, args.data)
     metrics, cm = predictor.evaluate(data, batch_size=args.batch_size)
     per_class = dict(zip(predictor.classes, cm.per_class_accuracy(), strict=True))
@@ -196,6 +218,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"loss {metrics['loss']:.4f}"
         )
         print(cm.to_text(predictor.classes))
+    if predictor.weights is not None:
+        w = predictor.weights
+        same = w.eval_data == (args.data or predictor.config.data.source, args.split)
+        result["published"] = {"top1": w.top1, "top5": w.top5, "data": w.metric_data}
+        result["same_data_as_published"] = same
+        if args.format != "json":
+            print(
+                f"published: {w.published()}; measured: top-1 {metrics['top1']:.2f}% on "
+                f"{args.split} of {args.data or predictor.config.data.source}"
+                + (
+                    " (the same data)"
+                    if same
+                    else f" (this data differs from theirs: {w.metric_data}; not comparable)"
+                )
+            )
     if args.out is not None:
         write_text_atomic(args.out / f"eval-{args.split}.json", json.dumps(result, indent=2))
         cm.plot(
@@ -205,10 +242,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_published(predictor: Any) -> None:
+    """One line on a published file: what it is and the preprocessing applied (stderr, so
+    that --format json stays parseable)."""
+    loaded = predictor.published
+    if loaded is None:
+        return
+    what = loaded.weights.name if loaded.weights else f"{loaded.path.name} (not catalogued)"
+    how = "assumed: the file does not say" if loaded.assumed else "the publisher's"
+    print(
+        f"{what}: {loaded.model_name}, {loaded.layout} layout; preprocessing ({how}): "
+        f"{loaded.preprocessing.describe()}",
+        file=sys.stderr,
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from resnetlab.infer.predict import Predictor
 
-    predictor = Predictor.load(args.checkpoint)
+    predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
+    _say_published(predictor)
     preds = predictor.predict_files([str(p) for p in args.images], top_k=args.top_k)
     if args.format == "json":
         data = [
@@ -232,7 +285,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if fmt is None:
         raise ConfigError("give --format onnx|safetensors or a .onnx / .safetensors file name")
     write = export_onnx_file if fmt == "onnx" else export_safetensors
-    print(f"wrote {write(args.checkpoint, args.output)}")
+    print(f"wrote {write(args.checkpoint, args.output, model=args.arch, layout=args.layout)}")
     return 0
 
 
@@ -246,10 +299,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for engine in args.engines or []:
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    if Path(args.model).is_file():
+    from resnetlab.models.published import is_weights_name
+
+    if Path(args.model).is_file() or is_weights_name(args.model):
         from resnetlab.infer.predict import Predictor
 
-        p = Predictor.load(args.model, device="cpu")
+        p = Predictor.load(args.model, device="cpu", model=args.arch, layout=args.layout)
+        _say_published(p)
         model, channels = p.model, p.data_size[0]
         side = args.image_size or p.preprocess.image_size
         label = f"{args.model} ({p.config.model.name})"

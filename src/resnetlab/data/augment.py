@@ -41,11 +41,20 @@ class Preprocess:
     augment: Augment = "cifar"
     padding: int = 4  # pixels of zero padding for the CIFAR random crop (paper §4.2)
     scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range (ImageNet)
+    # Evaluation (ImageNet-style): the centre crop's share of the resized side; 0.875 is
+    # 224 of 256 (torchvision's V1 weights), 224/232 its V2 weights'.
+    crop_pct: float = 0.875
+
     policy: Policy = "none"  # trivialaugment | randaugment | autoaugment after the base crop
     random_erasing: float = 0.0  # probability per image (Zhong et al. 2017)
     mixup_alpha: float = 0.0  # Beta(α, α) of mixup (Zhang et al. 2018); 0: off
     cutmix_alpha: float = 0.0  # Beta(α, α) of CutMix (Yun et al. 2019); 0: off
     mix_switch_prob: float = 0.5  # with both on: probability that a batch uses CutMix
+
+    @property
+    def resize_side(self) -> int:
+        """The side an image is resized to before the evaluation centre crop."""
+        return round(self.image_size / self.crop_pct)
 
 
 def policy_base(stored_side: int, image_size: int) -> Augment:
@@ -230,10 +239,12 @@ def train_batch(
 
 def eval_transform(x: Tensor, pre: Preprocess) -> Tensor:
     """uint8 batch → normalised float batch at the model's input size (no randomness).
-    ImageNet-style runs resize to 1/0.875 of the input side and take the centre crop."""
+    ImageNet-style runs resize to ``image_size / crop_pct`` (images stored at that side, as
+    photo folders and published weights' data are, are not resized again) and take the
+    centre crop."""
     if pre.augment == "imagenet" and x.shape[-1] != pre.image_size:
-        side = round(pre.image_size / 0.875)
-        x = resize(x.float(), side)
+        side = pre.resize_side
+        x = resize(x.float(), side) if x.shape[-1] != side else x.float()
         top = (side - pre.image_size) // 2
         x = x[..., top : top + pre.image_size, top : top + pre.image_size]
         return normalize(x, pre.mean, pre.std)

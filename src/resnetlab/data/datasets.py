@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from resnetlab.data.augment import Preprocess
+from resnetlab.data.augment import Augment, Preprocess
 from resnetlab.data.folders import (
     FolderIndex,
     LoadReport,
@@ -25,6 +25,7 @@ from resnetlab.data.folders import (
     load_split,
     stratified_split,
 )
+from resnetlab.data.images import IMAGE_SUFFIXES
 from resnetlab.data.loaders import TrainBatches, eval_batches
 from resnetlab.data.streaming import FileSplit, StreamBatches, sample_stats, stream_eval_batches
 from resnetlab.data.tensors import DataError, ImageTensors, Split, channel_stats
@@ -79,7 +80,7 @@ def _load_folder(
     cache: bool,
     progress: Callable[[str], None] | None,
 ) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]]:
-    key = _fingerprint(path, f"{load_size}|{on_error}|v1")
+    key = _fingerprint(path, f"{load_size}|{on_error}|v2")  # v2: resized by the shorter side
     cached = cache_root() / "decoded" / key
     if cache and cached.is_dir():
         splits = {p.stem: ImageTensors.load(p) for p in sorted(cached.glob("*.pt"))}
@@ -92,7 +93,9 @@ def _load_folder(
     for split in index.splits:
         if progress is not None:
             progress(f"decoding {len(index.splits[split]):,} {split} images from {path}")
-        splits[split] = load_split(index, split, size=size, on_error=on_error, report=report)
+        splits[split] = load_split(
+            index, split, size=size, crop=True, on_error=on_error, report=report
+        )
     if cache:
         try:
             cached.mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,73 @@ def _probe_side(index: FolderIndex, tries: int = 20) -> int:
     raise DataError(
         f"{index.source}: none of the first {len(names)} images can be read ({first_error})"
     )
+
+
+# Images up to this side are CIFAR-like (pad-and-crop); larger ones are photos.
+SMALL_SIDE = 64
+PHOTO_INPUT = 224  # a photo run's default input side (the ImageNet crop)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The data pipeline a run takes, chosen from the first image (``augment="auto"``).
+
+    Photos: stored with the shorter side at ``load_size`` (the centre square; 256 for a
+    224 input, i.e. ``image_size / 0.875``), trained on random-resized crops + flips,
+    evaluated on the centre crop. Small images (≤ :data:`SMALL_SIDE` px): stored as they
+    are, pad-and-crop + flips (He et al. 2015 §4.2).
+    """
+
+    augment: Augment
+    image_size: int | None
+    load_size: int | None
+    probed_side: int | None  # the larger side of the first image (None: a CIFAR name)
+
+    def describe(self) -> str:
+        seen = f"first image {self.probed_side} px" if self.probed_side else "CIFAR"
+        if self.augment == "imagenet":
+            return (
+                f"data pipeline: photos ({seen}) → ImageNet pipeline: stored at shorter side "
+                f"{self.load_size} (centre square); train random-resized crop "
+                f"{self.image_size} + flip; eval centre crop {self.image_size}"
+            )
+        size = f", resized to {self.image_size}" if self.image_size else ""
+        return f"data pipeline: small images ({seen}) → pad-and-crop + flip{size}"
+
+
+def probe_side(source: str) -> int | None:
+    """The larger side of the first readable image of a folder or archive (a header read);
+    None for the CIFAR names and the shipped sample (32×32)."""
+    from PIL import Image
+
+    if source in CIFAR_NAMES or source == SAMPLE:
+        return None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _probe_side(index_folder(path))
+    if is_archive(path):
+        import io
+        import tarfile
+
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                        f = tar.extractfile(member)
+                        with Image.open(io.BytesIO(f.read() if f else b"")) as im:
+                            return max(im.size)
+        except (tarfile.TarError, OSError, EOFError, ValueError):
+            return None  # loading reports the archive's problem, in one line
+    return None
+
+
+def choose_pipeline(source: str, *, image_size: int | None, load_size: int | None) -> Pipeline:
+    """Photos or small images, from ``source``'s first image (see :class:`Pipeline`)."""
+    side = probe_side(source)
+    if side is None or side <= SMALL_SIDE:
+        return Pipeline("cifar", image_size, load_size, side)
+    size = image_size or PHOTO_INPUT
+    return Pipeline("imagenet", size, load_size or round(size / 0.875), side)
 
 
 def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image
+from resnetlab.data.streaming import decode_square
 from resnetlab.data.tensors import DataError, ImageTensors, Split
 
 SPLIT_ALIASES = {
@@ -156,13 +157,16 @@ def load_split(
     split: str,
     *,
     size: tuple[int, int] | None = None,
+    crop: bool = False,
     on_error: str = "skip",
     report: LoadReport | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImageTensors:
     """Decode every image of ``split`` into memory as uint8 ``(N, 3, H, W)``.
 
-    ``size=(H, W)`` resizes every image; without it all images must share one size.
+    ``size=(H, W)`` resizes every image (``crop=True`` with a square size: the shorter
+    side to it and the centre square, so photos of any aspect keep their proportions, as
+    streamed folders do); without it all images must share one size.
     ``on_error="skip"`` reports unusable files in ``report`` and goes on;
     ``on_error="fail"`` raises :class:`DataError` naming the first one.
     """
@@ -180,14 +184,17 @@ def load_split(
         try:
             if data is None:
                 raise ImageError(f"{name}: {error}")
-            img = decode_image(data, name, size=size)
+            if crop and size is not None and size[0] == size[1]:
+                img = decode_square(data, name, size[0])
+            else:
+                img = decode_image(data, name, size=size)
             if shape is None:
                 shape = tuple(img.shape)
             elif tuple(img.shape) != shape:
                 raise DataError(
                     f"{index.source}: images differ in size ({name} is "
                     f"{img.shape[1]}×{img.shape[2]}, others {shape[1]}×{shape[2]}); "
-                    "give an image size to resize them"
+                    "set data.load_size=N to resize them"
                 )
         except ImageError as err:
             if on_error == "fail":

@@ -18,9 +18,12 @@ from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
+from resnetlab.models.compat import Layout
+from resnetlab.models.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.models.registry import create_model
-from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.config import TrainConfig, config_from_dict
+from resnetlab.models.weights import PublishedWeights
+from resnetlab.train.checkpoint import NotTrainingCheckpointError, load_checkpoint
+from resnetlab.train.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
 from resnetlab.train.device import Placement, choose
 from resnetlab.train.loop import evaluate
 from resnetlab.train.metrics import ConfusionMatrix
@@ -41,13 +44,39 @@ class Predictor:
     config: TrainConfig
     place: Placement
     epoch: int
+    # A published file: its catalogue entry (None when unknown to the catalogue), and
+    # whether the preprocessing is assumed rather than the publisher's.
+    published: LoadedWeights | None = None
+
+    @property
+    def weights(self) -> PublishedWeights | None:
+        return self.published.weights if self.published else None
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32"
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        model: str | None = None,
+        layout: Layout | None = None,
     ) -> Predictor:
-        """Rebuild the trained model from a checkpoint (read with ``weights_only=True``)."""
-        state = load_checkpoint(path)
+        """Rebuild the model from a resnetlab checkpoint, or from a published file or
+        catalogue name (see :func:`~resnetlab.models.published.load_published`; ``model``
+        and ``layout`` are for files the catalogue does not know). Everything is read with
+        ``weights_only=True``."""
+        text = str(path)
+        if text.endswith(".safetensors") or is_weights_name(text):
+            return cls.from_published(
+                load_published(text, model=model, layout=layout), device=device, precision=precision
+            )
+        try:
+            state = load_checkpoint(path)
+        except NotTrainingCheckpointError:
+            return cls.from_published(
+                load_published(text, model=model, layout=layout), device=device, precision=precision
+            )
         cfg = config_from_dict(state["config"])
         classes = tuple(state["classes"])
         c, h, w = (int(v) for v in state["data_size"])
@@ -59,17 +88,47 @@ class Predictor:
             augment=p["augment"],
             padding=int(p["padding"]),
             scale=tuple(p["scale"]),
+            crop_pct=float(p.get("crop_pct", 0.875)),  # checkpoints before it existed: 0.875
         )
         options: dict[str, Any] = {
             **cfg.model.options,
             "num_classes": len(classes),
             "in_channels": c,
         }
-        model = create_model(cfg.model.name, **options)
-        model.load_state_dict(state["model"])
+        net = create_model(cfg.model.name, **options)
+        net.load_state_dict(state["model"])
         place = choose(device, precision)
-        model.to(place.device).eval()
-        return cls(model, pre, classes, (c, h, w), cfg, place, int(state["epoch"]))
+        net.to(place.device).eval()
+        return cls(net, pre, classes, (c, h, w), cfg, place, int(state["epoch"]))
+
+    @classmethod
+    def from_published(
+        cls, loaded: LoadedWeights, *, device: str = "auto", precision: str = "fp32"
+    ) -> Predictor:
+        """A predictor that applies the publisher's preprocessing: images are stored with
+        their shorter side at the resize side (centre square) and centre-cropped to the
+        input side, or used at their own size where the publisher did not resize."""
+        pp = loaded.preprocessing
+        side = pp.resize or pp.crop
+        pre = Preprocess(
+            mean=pp.mean,
+            std=pp.std,
+            image_size=pp.crop,
+            augment="imagenet" if pp.resize else "none",
+            crop_pct=pp.crop_pct,
+        )
+        w = loaded.weights
+        data = DataConfig(
+            source=w.eval_data[0] if w and w.eval_data else "",
+            image_size=pp.crop,
+            load_size=pp.resize,
+            augment=pre.augment,
+        )
+        cfg = TrainConfig(recipe="published", model=ModelConfig(name=loaded.model_name), data=data)
+        place = choose(device, precision)
+        loaded.model.to(place.device).eval()
+        channels = int(getattr(getattr(loaded.model, "spec", None), "in_channels", 3))
+        return cls(loaded.model, pre, loaded.classes, (channels, side, side), cfg, place, 0, loaded)
 
     @torch.no_grad()
     def probabilities(self, images: Tensor) -> Tensor:
@@ -101,6 +160,10 @@ class Predictor:
         from resnetlab.train.runner import load_run_data
 
         d = self.config.data
+        if not (source or d.source):
+            raise DataError(
+                "give --data: a published weights file does not say which data to evaluate on"
+            )
         # The training run's data settings (so val is the same images), but the whole of
         # each split, nothing downloaded, and optionally another source with the same classes.
         data_cfg = replace(d, source=source or d.source, download=False, limit_per_class=None)
@@ -108,6 +171,10 @@ class Predictor:
         data = {"train": bundle.train, "val": bundle.val, "test": bundle.test}.get(split)
         if data is None:
             raise DataError(f"{source or d.source} has no {split!r} split")
+        if self._unnamed_classes() and len(data.classes) == len(self.classes):
+            # The file numbers its classes only (torchvision's ImageNet weights): a folder
+            # of ImageNet's synset ids, sorted, is in the same order, so take its names.
+            self.classes = tuple(data.classes)
         if tuple(data.classes) != self.classes:
             raise DataError(
                 f"the data's classes {list(data.classes)[:4]}… differ from the "
@@ -119,6 +186,9 @@ class Predictor:
                 f"{self.data_size}"
             )
         return data
+
+    def _unnamed_classes(self) -> bool:
+        return self.published is not None and self.classes[:1] == ("class 0",)
 
     def evaluate(
         self, data: Split, *, batch_size: int = 500
@@ -137,7 +207,13 @@ class Predictor:
         return metrics, cm
 
 
-def export_onnx_file(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+def export_onnx_file(
+    ckpt: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    layout: Layout | None = None,
+) -> Path:
     """The checkpoint's model, BN folded, as ONNX with a dynamic batch; the input is the
     normalised image batch at the model's input size (the preprocessing, classes and model
     name are in the file's metadata)."""
@@ -147,7 +223,7 @@ def export_onnx_file(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) 
     from resnetlab.infer.fast import export_onnx, fold_batchnorm
 
     target = check_writable(out)
-    p = Predictor.load(ckpt, device="cpu")
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
     c, side = p.data_size[0], p.preprocess.image_size
     example = torch.zeros(1, c, side, side)
     meta = {
@@ -159,7 +235,13 @@ def export_onnx_file(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) 
     return target
 
 
-def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+def export_safetensors(
+    ckpt: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    layout: Layout | None = None,
+) -> Path:
     """Write the checkpoint's weights as safetensors, with the model name, class names and
     preprocessing in the file's metadata (JSON strings)."""
     import json
@@ -169,7 +251,18 @@ def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]
     from resnetlab.fileio import check_writable, make_temp
 
     target = check_writable(out)
-    state = load_checkpoint(ckpt)
+    try:
+        state = load_checkpoint(ckpt)
+    except NotTrainingCheckpointError:  # a published file: what the predictor made of it
+        p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+        state = {
+            "model": p.model.state_dict(),
+            "model_name": p.config.model.name,
+            "config": p.config.to_dict(),
+            "classes": list(p.classes),
+            "preprocess": asdict(p.preprocess),
+            "data_size": list(p.data_size),
+        }
     tensors = {k: v.contiguous() for k, v in state["model"].items()}
     meta = {
         "format": "resnetlab",

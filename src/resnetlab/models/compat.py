@@ -97,12 +97,27 @@ def checkpoint_cache() -> Path:
     return cache_root() / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, hex, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_path(url: str, *, sha256: str | None = None) -> tuple[Path, str]:
+    """Where :func:`download_checkpoint` keeps ``url`` (a file put there by hand is used
+    too, once its hash checks), and the SHA-256 (prefix) it must have."""
+    name = Path(urllib.parse.urlparse(url).path).name or "checkpoint"
+    from_name = _HASH_IN_NAME.search(name)
+    want = (sha256 or (from_name.group(1) if from_name else "")).lower()
+    if not re.fullmatch(r"[0-9a-f]{8,64}", want):
+        raise CheckpointError(
+            f"{url}: pass sha256= (the file's SHA-256, at least 8 hex digits); "
+            "downloads are never loaded unchecked"
+        )
+    return checkpoint_cache() / want[:8] / name, want
 
 
 def download_checkpoint(url: str, *, sha256: str | None = None, timeout: float = 60.0) -> Path:
@@ -113,16 +128,8 @@ def download_checkpoint(url: str, *, sha256: str | None = None, timeout: float =
     the download is refused. A file whose hash differs is deleted and never loaded; a cached
     file is checked again on every use. ``timeout`` is in seconds, per network operation.
     """
-    name = Path(urllib.parse.urlparse(url).path).name or "checkpoint"
-    from_name = _HASH_IN_NAME.search(name)
-    want = (sha256 or (from_name.group(1) if from_name else "")).lower()
-    if not re.fullmatch(r"[0-9a-f]{8,64}", want):
-        raise CheckpointError(
-            f"{url}: pass sha256= (the file's SHA-256, at least 8 hex digits); "
-            "downloads are never loaded unchecked"
-        )
-    target = checkpoint_cache() / want[:8] / name
-    if target.is_file() and _sha256(target).startswith(want):
+    target, want = cache_path(url, sha256=sha256)
+    if target.is_file() and sha256_of(target).startswith(want):
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

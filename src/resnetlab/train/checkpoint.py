@@ -41,6 +41,12 @@ class CheckpointSaveError(CheckpointError, OSError):
         return self.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+class NotTrainingCheckpointError(CheckpointError):
+    """A readable PyTorch file that is not a resnetlab training checkpoint: a published
+    weights file (torchvision's, akamaster's legacy pickle, …), which ``models.published``
+    loads instead."""
+
+
 def _temp_suffix() -> str:
     # The writer's pid in the name lets a later save tell a killed writer's leftover from
     # a file being written right now.
@@ -124,7 +130,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a training checkpoint (no code runs from the file); one-line errors."""
     p = Path(path)
-    if read_head(p) != ZIP_MAGIC:  # resnetlab checkpoints are never legacy pickles
+    head = read_head(p)
+    if head[:1] == b"\x80":  # a legacy (pre-1.6) torch.save pickle: published weights
+        raise NotTrainingCheckpointError(
+            f"{p} is a legacy (pre-1.6) PyTorch file, not a resnetlab training checkpoint"
+        )
+    if head != ZIP_MAGIC:  # resnetlab checkpoints are never legacy pickles
         raise CheckpointError(f"cannot read checkpoint {p}: not a PyTorch file (no zip archive)")
     # torch.load does not check the zip's CRC-32s: a flipped bit in a tensor would load as a
     # silently wrong weight. Checking them costs one more read of the file.
@@ -152,7 +163,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             first = f"truncated or damaged ({first})"
         raise CheckpointError(f"cannot read checkpoint {p}: {first}") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{p} is not a resnetlab training checkpoint")
+        raise NotTrainingCheckpointError(f"{p} is not a resnetlab training checkpoint")
     return state
 
 

@@ -43,11 +43,12 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
     image_size: int | None = None  # model input side; None: the images' own size
     load_size: int | None = None  # resize stored images to this side when loading
+    # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.datasets);
     # cifar: pad-crop + flip; imagenet: random-resized crop + flip; trivialaugment,
     # randaugment, autoaugment: one of those (see data.augment.policy_base) + the policy
     augment: Literal[
-        "cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment"
-    ] = "cifar"
+        "auto", "cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment"
+    ] = "auto"
     padding: int = 4
     random_erasing: float = 0.0  # probability per image of erasing a box (Zhong et al. 2017)
     mixup_alpha: float = 0.0  # Beta(α, α) mixing of image pairs (Zhang et al. 2018); 0: off
@@ -316,7 +317,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if o.weight_decay < 0 or o.momentum < 0:
         raise ConfigError("optim.weight_decay and optim.momentum must not be negative")
-    augments = ("cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment")
+    augments = ("auto", "cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment")
     if d.augment not in augments:
         raise ConfigError(f"data.augment must be one of {', '.join(augments)}, got {d.augment!r}")
     non_negative = {

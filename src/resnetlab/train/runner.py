@@ -27,6 +27,7 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
 from resnetlab.data.datasets import (
+    SMALL_SIDE,
     DataBundle,
     eval_split_batches,
     load_data,
@@ -35,6 +36,7 @@ from resnetlab.data.datasets import (
 )
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
+from resnetlab.models.weights import PublishedWeights
 from resnetlab.train.checkpoint import (
     CheckpointError,
     CheckpointSaveError,
@@ -134,11 +136,15 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) 
 
 def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
     from resnetlab.models.compat import from_akamaster, read_state_dict
+    from resnetlab.models.published import resolve
 
     try:
         state = load_checkpoint(path)["model"]
     except CheckpointError:
-        state = read_state_dict(path)  # a torchvision/timm/akamaster weights file
+        file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
+        if entry is not None:
+            log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
+        state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
         if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
             # Renaming alone would load strictly and compute something else: akamaster's
             # option-A shortcut orders the residual channels differently (models.compat).
@@ -183,12 +189,45 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
     return bundle
 
 
+def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """``data.augment: auto`` → the pipeline the data's first image calls for (photos: the
+    ImageNet one, with the stored and input sizes; small images: pad-and-crop), written
+    into the config so the run's config.yaml and checkpoints say what was done."""
+    d = cfg.data
+    if d.augment != "auto":
+        return cfg, ""
+    from resnetlab.data.datasets import choose_pipeline
+
+    p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
+    data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)
+    return replace(cfg, data=data), p.describe()
+
+
+def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
+    """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
+    from resnetlab.models.published import is_weights_name, resolve
+
+    source = cfg.model.pretrained
+    if not source or not (is_weights_name(source) or Path(source).is_file()):
+        return None
+    try:
+        return resolve(source)[1]
+    except CheckpointError:
+        return None  # loading the weights reports the problem, in one line
+
+
 def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
+    """The run's preprocessing. Fine-tuning from published weights keeps the mean/std they
+    were trained with (the features expect them); otherwise the training split's own."""
     d, side = cfg.data, bundle.train.image_size[1]
-    base, policy = split_augment(d.augment, side, d.image_size or side)
+    w = pretrained_weights(cfg)
+    mean, std = (w.preprocessing.mean, w.preprocessing.std) if w else (bundle.mean, bundle.std)
+    # "auto" here only when the caller did not resolve it (fit does): go by the size.
+    augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")
+    base, policy = split_augment(augment, side, d.image_size or side)
     return Preprocess(
-        mean=bundle.mean,
-        std=bundle.std,
+        mean=mean,
+        std=std,
         image_size=d.image_size or side,
         augment=base,
         padding=d.padding,
@@ -536,6 +575,7 @@ def _fit(
         if taken:
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume "
                               f"{run_dir} or choose another --name")  # fmt: skip
+    cfg, pipeline = resolve_pipeline(cfg)
     run = _Run(cfg, run_dir, log, group)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -545,6 +585,8 @@ def _fit(
     if state is not None:
         run.restore(state)
     log(run.describe())
+    if pipeline:
+        log(pipeline)
 
     signals = _Signals()
     limit_s = cfg.run.time_limit_min * 60 if cfg.run.time_limit_min else None

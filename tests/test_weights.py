@@ -1,0 +1,400 @@
+"""The weights catalogue and published files in every command: legacy and zip files with
+foreign layouts, recognition by SHA-256, downloads from a local server, the publisher's
+preprocessing."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import cli, http_server, meta_model
+from resnetlab.analysis import count_params
+from resnetlab.data.augment import eval_transform, normalize
+from resnetlab.infer.fast import randomize_batchnorm
+from resnetlab.infer.predict import Predictor
+from resnetlab.models import create_model
+from resnetlab.models import weights as catalogue
+from resnetlab.models.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    UnknownWeightsError,
+    get_weights,
+    list_weights,
+)
+from test_compat import _AkaResNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+def test_catalogue_has_torchvision_v1_v2_and_akamaster() -> None:
+    names = {w.name for w in list_weights()}
+    tv = {
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+    }
+    assert {f"{a}.tv_in1k" for a in tv} <= names
+    v2 = tv - {"resnet18", "resnet34", "resnext101_64x4d"}  # torchvision published no V2
+    assert {f"{a}.tv2_in1k" for a in v2} <= names
+    assert {f"resnet{d}.akamaster_cifar10" for d in (20, 32, 44, 56, 110, 1202)} <= names
+    assert len(names) == len(list_weights()) == 10 + 7 + 6  # names are unique
+
+
+def test_every_entry_fits_its_model_with_the_published_parameter_count() -> None:
+    # Table 6 of the paper / akamaster's README round the CIFAR counts.
+    cifar_millions = {20: "0.27", 32: "0.46", 44: "0.66", 56: "0.85", 110: "1.7", 1202: "19.4"}
+    for w in list_weights():
+        model = meta_model(w.model, num_classes=w.num_classes)
+        n = count_params(model)
+        if w.layout == "akamaster":
+            published = cifar_millions[int(w.model.removeprefix("resnet"))]
+            assert f"{n / 1e6:.{len(published.split('.')[1])}f}" == published, w.name
+        else:
+            assert n == w.num_params, w.name
+        assert w.sha256 in w.file_name and len(w.sha256) >= 8, w.name
+        assert w.url.startswith("https://") and w.licence and w.source, w.name
+
+
+def test_published_facts() -> None:
+    v1, v2 = get_weights("resnet50.tv_in1k"), get_weights("resnet50.tv2_in1k")
+    assert v1.model == v2.model == "resnet50_v1_5"  # torchvision's stride placement
+    assert (v1.top1, v1.top5, v1.preprocessing.resize) == (76.130, 92.862, 256)
+    assert (v2.top1, v2.top5, v2.preprocessing.resize) == (80.858, 95.434, 232)
+    assert v2.url == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
+    aka = get_weights("resnet56.akamaster_cifar10")
+    # akamaster normalises CIFAR with ImageNet's statistics: the classic 10% trap.
+    assert aka.preprocessing.mean == IMAGENET_MEAN and aka.preprocessing.resize is None
+    assert aka.top1 == 93.39 and aka.classes[0] == "airplane" and "legacy" in aka.file_format
+
+
+def test_unknown_names_and_patterns() -> None:
+    with pytest.raises(UnknownWeightsError, match=r"did you mean resnet50\.tv_in1k"):
+        get_weights("resnet50.tv_in1")
+    assert [w.name for w in list_weights("wide_resnet50*")] == [
+        "wide_resnet50_2.tv_in1k",
+        "wide_resnet50_2.tv2_in1k",
+    ]
+    assert {w.name for w in list_weights("resnet50_v1_5")} == {
+        "resnet50.tv_in1k",
+        "resnet50.tv2_in1k",
+    }
+
+
+def test_weights_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "weights", "resnet20*")
+    assert code == 0 and "resnet20-12fca82f.th" in out and "BSD-2-Clause" in out
+    assert "top-1 91.73% on CIFAR-10 test" in out
+    code, out, _ = cli(capsys, "weights", "resnet18*", "--format", "json")
+    (row,) = json.loads(out)
+    assert row["sha256"] == "f37072fd" and row["preprocessing"]["resize"] == 256
+    code, _, err = cli(capsys, "weights", "nothing*")
+    assert code == 2 and err.count("\n") == 1 and "no published weights match" in err
+
+
+# --------------------------------------------------------------------------- published files
+
+
+def _aka_reference() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomize_batchnorm(_AkaResNet(3)).eval()
+
+
+def _save_aka(model: torch.nn.Module, path: Path) -> Path:
+    """As akamaster's trainer saved it: DataParallel keys, no BN counters, pre-1.6 format."""
+    state = {
+        f"module.{k}": v
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    torch.save(
+        {"epoch": 200, "state_dict": state, "best_prec1": 91.7},
+        path,
+        _use_new_zipfile_serialization=False,
+    )
+    assert path.read_bytes()[:1] == b"\x80"  # a legacy pickle, not a zip
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _catalogue_with(monkeypatch: pytest.MonkeyPatch, entry: Any) -> None:
+    monkeypatch.setattr(catalogue, "WEIGHTS", (*catalogue.WEIGHTS, entry))
+
+
+@pytest.fixture
+def aka(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    ref = _aka_reference()
+    return _save_aka(ref, tmp_path / "resnet20-local.th"), ref
+
+
+def test_legacy_foreign_file_needs_model_then_matches(
+    aka: tuple[Path, torch.nn.Module], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, ref = aka
+    code, _, err = cli(capsys, "eval", str(path), "--data", "sample")
+    assert code == 2 and err.count("\n") == 1 and "give --model NAME" in err
+    p = Predictor.load(path, model="resnet20", device="cpu")
+    assert p.published is not None and p.published.assumed and p.published.layout == "akamaster"
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        want = ref(normalize(x, IMAGENET_MEAN, IMAGENET_STD)).softmax(1)
+    torch.testing.assert_close(p.probabilities(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_catalogued_file_is_known_by_its_hash_and_its_preprocessing_is_applied(
+    aka: tuple[Path, torch.nn.Module],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, ref = aka
+    entry = dataclasses.replace(
+        get_weights("resnet20.akamaster_cifar10"), name="resnet20.test", sha256=_sha(path)[:8]
+    )
+    _catalogue_with(monkeypatch, entry)
+    renamed = shutil.copy(path, tmp_path / "whatever.pt")  # the content, not the name, counts
+    p = Predictor.load(renamed, device="cpu")
+    assert p.weights == entry and not p.published.assumed  # type: ignore[union-attr]
+    assert p.classes == entry.classes and p.config.data.source == "cifar10"
+    # What eval applies is the publisher's normalisation, not the data's own statistics.
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    applied = eval_transform(x, p.preprocess)
+    torch.testing.assert_close(applied, normalize(x, IMAGENET_MEAN, IMAGENET_STD))
+    with torch.no_grad():
+        want = ref(applied).softmax(1)
+        other = ref(normalize(x, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))).softmax(1)
+    torch.testing.assert_close(p.probabilities(x), want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(want, other, atol=1e-3)  # the control: it would show
+    code, out, err = cli(capsys, "eval", str(renamed), "--data", "sample")
+    assert code == 0, err
+    assert "resnet20.test: resnet20, akamaster layout; preprocessing (the publisher's)" in err
+    assert "published: top-1 91.73% on CIFAR-10 test (10,000 images); measured: top-1" in out
+    assert "this data differs from theirs" in out
+
+
+def test_imagenet_weights_resize_then_centre_crop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    ref = randomize_batchnorm(create_model("resnet18")).eval()
+    path = tmp_path / "r18.pth"  # zip format, DataParallel keys
+    torch.save({"model": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path)
+    entry = dataclasses.replace(
+        get_weights("resnet50.tv2_in1k"),
+        name="resnet18.test",
+        model="resnet18",
+        sha256=_sha(path)[:10],
+    )
+    _catalogue_with(monkeypatch, entry)
+    p = Predictor.load(path, device="cpu")
+    assert p.data_size == (3, 232, 232) and p.preprocess.image_size == 224
+    x = torch.randint(0, 256, (2, 3, 232, 232), dtype=torch.uint8)
+    crop = normalize(x[..., 4:228, 4:228], IMAGENET_MEAN, IMAGENET_STD)  # (232 - 224) / 2
+    torch.testing.assert_close(eval_transform(x, p.preprocess), crop)
+    with torch.no_grad():
+        torch.testing.assert_close(p.probabilities(x), ref(crop).softmax(1), rtol=1e-4, atol=1e-5)
+
+
+def test_zip_pt_and_safetensors_with_torchvision_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    state = create_model("resnet18", num_classes=3).state_dict()
+    pt = tmp_path / "model.pt"
+    torch.save({f"module.{k}": v for k, v in state.items()}, pt)
+    st = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(st))
+    image = tmp_path / "photo.jpg"
+    Image.new("RGB", (300, 200), (200, 30, 40)).save(image)
+    for file in (pt, st):
+        code, out, err = cli(capsys, "predict", str(file), str(image), "--model", "resnet18")
+        assert code == 0, err
+        assert out.startswith(f"{image}: class ") and "torchvision layout" in err
+    code, out, err = cli(
+        capsys, "export", str(pt), "--model", "resnet18", "-o", str(tmp_path / "out.safetensors")
+    )
+    assert code == 0, err
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["model"] == "resnet18" and json.loads(meta["data_size"]) == [3, 256, 256]
+
+
+def test_legacy_file_with_a_pickled_class_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evil.th"
+    state = {f"module.{k}": v for k, v in _AkaResNet(3).state_dict().items()}
+    torch.save(
+        {"state_dict": state, "args": _Namespace()}, path, _use_new_zipfile_serialization=False
+    )
+    for command in ("eval", "bench"):
+        code, _, err = cli(
+            capsys, command, str(path), "--model" if command == "eval" else "--arch", "resnet20"
+        )
+        assert code == 2 and err.count("\n") == 1, err
+        assert "refused, it would run code on loading" in err
+
+
+class _Namespace:
+    """A class of the test's own, as akamaster-era files pickled ``argparse.Namespace``."""
+
+
+def test_bench_a_published_file(
+    aka: tuple[Path, torch.nn.Module], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = aka
+    code, out, err = cli(
+        capsys,
+        "bench",
+        str(path),
+        "--arch",
+        "resnet20",
+        "--engines",
+        "eager",
+        "--seconds",
+        "0.05",
+        "--batch-size",
+        "2",
+    )
+    assert code == 0, err
+    assert "batch 2×3×32×32" in out and "picked: eager" in out
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path / "www"
+    folder.mkdir()
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http_server(functools.partial(Quiet, directory=str(folder))) as base:
+        yield base, folder
+
+
+def _served_entry(base: str, folder: Path, sha: str | None = None) -> Any:
+    path = _save_aka(_aka_reference(), folder / "resnet20-served.th")
+    return dataclasses.replace(
+        get_weights("resnet20.akamaster_cifar10"),
+        name="resnet20.served",
+        url=f"{base}/{path.name}",
+        sha256=sha or _sha(path)[:8],
+    )
+
+
+def test_catalogue_name_downloads_with_the_hash_check(
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, folder = served
+    _catalogue_with(monkeypatch, _served_entry(base, folder))
+    p = Predictor.load("resnet20.served", device="cpu")
+    assert p.weights is not None and p.weights.name == "resnet20.served"
+    cached = [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+    assert [f.name for f in cached] == ["resnet20-served.th"]
+    (folder / "resnet20-served.th").unlink()  # gone from the server: the cache serves it
+    assert Predictor.load("resnet20.served", device="cpu").weights is not None
+
+
+def test_wrong_hash_is_refused_and_nothing_is_left(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, folder = served
+    _catalogue_with(monkeypatch, _served_entry(base, folder, sha="0" * 8))
+    code, _, err = cli(capsys, "eval", "resnet20.served")
+    assert code == 2 and err.count("\n") == 1
+    assert "expected 00000000" in err and "refused and deleted" in err
+    assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+
+
+def test_offline_says_which_file_to_put_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    with socket.socket() as s:  # a port nobody listens on: as good as offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    entry = dataclasses.replace(
+        get_weights("resnet20.akamaster_cifar10"),
+        url=f"http://127.0.0.1:{port}/resnet20-12fca82f.th",
+    )
+    monkeypatch.setattr(catalogue, "WEIGHTS", (entry,))
+    code, _, err = cli(capsys, "predict", "resnet20.akamaster_cifar10", "x.png")
+    target = tmp_path / "cache" / "checkpoints" / "12fca82f" / "resnet20-12fca82f.th"
+    assert code == 2 and err.count("\n") == 1
+    assert f"fetch that file elsewhere and put it at {target}" in err
+
+
+def test_pretrained_name_keeps_the_weights_normalisation(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, folder = served
+    _catalogue_with(monkeypatch, _served_entry(base, folder))
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--recipe",
+        "paper-cifar",
+        "--model",
+        "resnet20",
+        "--data",
+        "sample",
+        "--limit-per-class",
+        "3",
+        "--batch-size",
+        "10",
+        "--epochs",
+        "1",
+        "--precision",
+        "fp32",
+        "--no-test",
+        "--pretrained",
+        "resnet20.served",
+        "--out",
+        str(tmp_path / "runs"),
+        "--name",
+        "ft",
+    )
+    assert code == 0, err
+    assert "published weights resnet20.served" in out
+    from resnetlab.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "runs" / "ft" / "last.pt")
+    assert tuple(state["preprocess"]["mean"]) == IMAGENET_MEAN
