@@ -281,13 +281,13 @@ def test_metrics_logger_tensorboard_scalars(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with MetricsLogger(tmp_path) as log:
-        log.log({"epoch": 4, "val_top1": 50.0, "phase": "main"})
+        log.log({"epoch": 4, "val_top1": 50.0, "train_loss": 1.5, "phase": "main"})
         log.log({"epoch": 5, "val_top1": 62.5, "train_loss": 0.75, "phase": "main"})
     events = EventAccumulator(str(tmp_path / TENSORBOARD_DIR))
     events.Reload()
     assert set(events.Tags()["scalars"]) == {"val_top1", "train_loss"}
     assert [(e.step, e.value) for e in events.Scalars("val_top1")] == [(4, 50.0), (5, 62.5)]
-    assert [(e.step, e.value) for e in events.Scalars("train_loss")] == [(5, 0.75)]
+    assert [(e.step, e.value) for e in events.Scalars("train_loss")] == [(4, 1.5), (5, 0.75)]
 
 
 def test_metrics_logger_without_tensorboard(

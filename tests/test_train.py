@@ -441,7 +441,8 @@ def test_new_keys_default_to_the_old_behaviour() -> None:
         cfg = resolve_config(recipe, {"run.epochs": 1})
         assert (cfg.optim.ema_decay, cfg.optim.norm_bias_decay, cfg.run.tta) == (0.0, None, "none")
         assert (cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.random_erasing) == (0, 0, 0)
-        assert cfg.data.augment in ("cifar", "imagenet")
+        # "auto" (finetune, fast) resolves to one of the two by the data's image size
+        assert cfg.data.augment in ("auto", "cifar", "imagenet")
         assert "drop_path" not in cfg.model.options
     with pytest.raises(ConfigError, match="ema_decay"):
         resolve_config("fast", {"optim.ema_decay": 1.0})
