@@ -195,6 +195,20 @@ CASES = [
          needle="not both"),
     case("reproduce-unknown", "an unknown experiment", "reproduce", "fig9",
          needle="invalid choice"),
+    # ------------------------------------------------------------ issue 17: silently wrong
+    case("train-momentum-nan", "a NaN momentum (`.nan` in YAML)", *TRAIN, "--epochs", "1",
+         "--set", "optim.momentum=.nan", "--out", "{out}",
+         needle="optim.momentum must be a finite number, got nan"),
+    case("train-weight-decay-inf", "an infinite weight decay", *TRAIN, "--epochs", "1",
+         "--set", "optim.weight_decay=.inf", "--out", "{out}",
+         needle="optim.weight_decay must be a finite number, got inf"),
+    case("train-gamma-nan-string", "a NaN schedule factor spelt as a word", *TRAIN,
+         "--epochs", "1", "--set", "schedule.gamma=nan", "--out", "{out}",
+         needle="schedule.gamma must be a finite number"),
+    case("reproduce-span-nan", "a NaN landscape span", "reproduce", "landscape", "--span",
+         "nan", "--out", "{out}", needle="--span must be a positive finite number"),
+    case("reproduce-span-inf", "an infinite landscape span", "reproduce", "landscape",
+         "--span", "inf", "--out", "{out}", needle="--span must be a positive finite number"),
 ]  # fmt: skip
 
 

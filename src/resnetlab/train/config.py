@@ -275,8 +275,20 @@ def _positive(name: str, value: float | None, *, allow_none: bool = True) -> Non
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
+def _finite(cfg: TrainConfig) -> None:
+    """No NaN or infinity anywhere: ``x < 0`` is false for NaN, so a NaN momentum would
+    pass every range check below and train straight into the NaN guard."""
+    for section in SECTIONS:
+        for f in fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, got {value!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
     r, d, o, s = cfg.run, cfg.data, cfg.optim, cfg.schedule
+    _finite(cfg)
     if r.epochs is None and r.iterations is None and r.time_limit_min is None:
         raise ConfigError("give run.epochs, run.iterations or run.time_limit_min")
     for name, value in (
