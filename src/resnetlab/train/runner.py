@@ -458,6 +458,12 @@ class _Run:
                 f"{self.steps_per_epoch} steps/epoch, up to {self.max_epochs} epochs")  # fmt: skip
 
 
+# Run settings ``--resume`` keeps: the seed chose the validation split, the training subset
+# and every epoch's batch order, so a new one would re-split the data mid-run; the name is
+# the folder the run lives in (the library may resume a folder under an older name).
+FIXED_RUN_KEYS = ("seed", "name")
+
+
 def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
     saved = config_from_dict(state["config"])
     # Only the run section (length, device) may differ: anything else would not be the same
@@ -466,6 +472,11 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
         if getattr(saved, section) != getattr(cfg, section):
             raise ConfigError(f"cannot resume {path} with a different {section} config; only "
                               "run settings (epochs, time limit) may change")  # fmt: skip
+    if saved.run.seed != cfg.run.seed:
+        raise ConfigError(
+            f"cannot resume {path} with a different run.seed ({cfg.run.seed}; the run has "
+            f"{saved.run.seed}): the seed chose its validation split and batch order"
+        )
 
 
 def fit(
@@ -592,9 +603,14 @@ def resume_config(resume: str | Path, run_overrides: dict[str, Any]) -> TrainCon
     """The saved config of a run, with ``run.*`` overrides (``run.epochs=40``) applied."""
     saved = load_checkpoint(checkpoint_file(resume))["config"]
     bad = sorted(k for k in run_overrides if not k.startswith("run."))
+    bad += sorted(
+        f"run.{k}"
+        for k in FIXED_RUN_KEYS
+        if f"run.{k}" in run_overrides and run_overrides[f"run.{k}"] != saved["run"].get(k)
+    )
     if bad:
         raise ConfigError(
             f"--resume continues a run as it was configured; {bad[0]} cannot change "
-            "(only run settings such as --epochs and --time-limit)"
+            "(only how long and where it runs: --epochs, --iterations, --time-limit, --device)"
         )
     return config_from_dict(apply_overrides(saved, run_overrides))
