@@ -218,6 +218,9 @@ CASES = [
     case("train-resume-new-split", "`--resume` with another validation fraction", "train",
          "--resume", "{run}", "--val-fraction", "0.2", needle="data.val_fraction cannot change",
          keep="ckpt"),
+    case("train-dead-run", "a fresh run into the folder of a run killed before its first "
+         "checkpoint", *TRAIN, "--epochs", "1", "--out", "{files}", "--name", "dead_run",
+         needle="saved no checkpoint", keep="dead_metrics"),
     case("reproduce-span-nan", "a NaN landscape span", "reproduce", "landscape", "--span",
          "nan", "--out", "{out}", needle="--span must be a positive finite number"),
     case("reproduce-span-inf", "an infinite landscape span", "reproduce", "landscape",
@@ -291,6 +294,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         f[key].write_text(text)
     f["binary_yaml"] = root / "binary_yaml.yaml"
     f["binary_yaml"].write_bytes(b"model:\n  name: \xff\xfe\x00resnet\n")
+    f["dead_run"] = root / "dead_run"  # kill -9 during its first save: logs, no last.pt
+    f["dead_run"].mkdir()
+    (f["dead_run"] / "config.yaml").write_text("recipe: paper-cifar\n")
+    f["dead_metrics"] = f["dead_run"] / "metrics.csv"
+    f["dead_metrics"].write_text("epoch,train_loss\n1,2.3\n")
+    (f["dead_run"] / "steps.csv").write_text("step,epoch,loss,error\n1,1,2.3,0.9\n")
     f["readonly"] = root / "readonly"
     f["readonly"].mkdir()
     f["readonly"].chmod(0o555)
