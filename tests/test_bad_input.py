@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import cli
 from resnetlab.cli import main
 
+Capture = pytest.CaptureFixture[str]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 # A one-epoch ResNet-20 on 5 images per class of the shipped sample: a real checkpoint.
@@ -355,3 +358,68 @@ def test_bad_input(c: Case, files: dict[str, Path], capsys: pytest.CaptureFixtur
 def test_table_is_large_and_unique() -> None:
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------- writers and what is there
+# Every writer (text output, figures, exports): -o naming a symlink or a special file.
+WRITERS = {
+    "models": ("models", "resnet2*", "-o", "{target}"),
+    "plot": ("plot", "resnet20", "-o", "{target}"),
+    "export": ("export", "{ckpt}", "-o", "{target}"),
+}
+SUFFIX = {"models": ".txt", "plot": ".png", "export": ".safetensors"}
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "named pipe":
+        os.mkfifo(path)
+    elif IS_ROOT:  # /dev/null's numbers (1, 3), made here: the real one is never at risk
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        pytest.skip("making a device node needs root")
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "character device"])
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_writers_refuse_special_files(
+    writer: str, kind: str, files: dict[str, Path], tmp_path: Path, capsys: Capture
+) -> None:
+    """`-o NODE` used to rename a regular file over the node (as root, `-o /dev/null`
+    would have destroyed it): refused in one line, the node left as it was."""
+    target = tmp_path / f"node{SUFFIX[writer]}"
+    _special(target, kind)
+    before = target.lstat()
+    argv = [a.format(target=target, ckpt=files["ckpt"]) for a in WRITERS[writer]]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"it is a {kind}, not a file" in err, err
+    after = target.lstat()
+    assert after.st_mode == before.st_mode and after.st_ino == before.st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_writers_follow_symlinks(
+    writer: str, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-o LINK` replaces the file the link points to, atomically, and the link stays a
+    link (it used to become a regular file); a new file gets the umask's mode (a
+    safetensors export was always 0600)."""
+    real = tmp_path / "real" / f"file{SUFFIX[writer]}"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    real.chmod(0o600)
+    link = tmp_path / f"link{SUFFIX[writer]}"
+    link.symlink_to(real)
+    argv = [a.format(target=link, ckpt=files["ckpt"]) for a in WRITERS[writer]]
+    old_umask = os.umask(0o022)
+    try:
+        code, out, err = cli(capsys, *argv)
+    finally:
+        os.umask(old_umask)
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes() != b"old" and real.stat().st_size > 50
+    assert stat.S_IMODE(real.stat().st_mode) == 0o644
+    assert sorted(p.name for p in real.parent.iterdir()) == [real.name]

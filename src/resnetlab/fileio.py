@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +18,31 @@ class FolderBusyError(ValueError):
     """Another live process holds the folder (one-line message naming its pid)."""
 
 
+_SPECIAL = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    return next((word for test, word in _SPECIAL if test(mode)), "a special file")
+
+
 def check_writable(path: str | os.PathLike[str]) -> Path:
-    """Raise ``ValueError`` (one line) unless ``path`` can be written as a file."""
+    """Raise ``ValueError`` (one line) unless ``path`` can be written as a file; returns
+    the file to write. A symlink is followed, deliberately: the file it points to is
+    replaced and the link stays a link (a rename over the link itself would turn it into a
+    regular file). A target that exists but is not a regular file — a device such as
+    ``/dev/null``, a named pipe, a socket — is refused: the atomic rename would replace the
+    node itself (as root, destroy ``/dev/null``)."""
     p = Path(path)
+    if p.is_symlink():
+        p = Path(os.path.realpath(p))
+    if p.exists() and not p.is_dir() and not p.is_file():
+        raise ValueError(f"cannot write {path}: it is {_kind(p.stat().st_mode)}, not a file")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"cannot write {p}: folder {folder} does not exist")
@@ -49,10 +72,16 @@ def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, str]:
     (``mkstemp`` makes them 0600, which would leave charts and checkpoints unreadable to
     others after the rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    set_new_file_mode(tmp)
+    return fd, tmp
+
+
+def set_new_file_mode(path: str | os.PathLike[str]) -> None:
+    """The mode a new file gets under the umask (0666 & ~umask): for files a library wrote
+    its own way (safetensors' ``save_file`` recreates its file 0600)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -141,8 +170,9 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
     """Save a matplotlib figure beside ``path``, then rename it over ``path``: an existing
-    chart is replaced whole or not at all. The format follows the suffix (.png, .svg)."""
-    p = Path(path)
+    chart is replaced whole or not at all. The format follows the suffix (.png, .svg);
+    symlinks and special files as in :func:`check_writable`."""
+    p = check_writable(path)
     fd, tmp = make_temp(p, p.suffix)
     os.close(fd)
     try:

@@ -164,7 +164,7 @@ def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]
 
     from safetensors.torch import save_file
 
-    from resnetlab.fileio import check_writable, make_temp
+    from resnetlab.fileio import check_writable, make_temp, set_new_file_mode
 
     target = check_writable(out)
     state = load_checkpoint(ckpt)
@@ -182,6 +182,7 @@ def export_safetensors(ckpt: str | os.PathLike[str], out: str | os.PathLike[str]
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        set_new_file_mode(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
