@@ -224,6 +224,29 @@ CASES = [
     case("train-dead-run", "a fresh run into the folder of a run killed before its first "
          "checkpoint", *TRAIN, "--epochs", "1", "--out", "{files}", "--name", "dead_run",
          needle="saved no checkpoint", keep="dead_metrics"),
+    # ------------------------------------------------------------ issue 17: blow-ups
+    case("summary-width-inf", "a width multiplier that overflows to infinity", "summary",
+         "resnet20", "--set", "width=1e999", needle="width must be a positive finite number"),
+    case("summary-width-huge", "a width multiplier of 5000 (320,000-channel layers)",
+         "summary", "resnet20", "--set", "width=5000", needle="at most 65,536 are built"),
+    case("summary-dropout-word", "a dropout that is a word", "summary", "resnet20", "--set",
+         "dropout=abc", needle="dropout must be a number in [0, 1), got 'abc'"),
+    case("summary-residual-word", "`residual=no` (a true string: it built a ResNet)",
+         "summary", "resnet20", "--set", "residual=no",
+         needle="residual must be true or false, got 'no'"),
+    case("train-dropout-word", "a dropout that is a word in a training run", *TRAIN,
+         "--epochs", "1", "--set", "model.options.dropout=abc", "--out", "{out}",
+         needle="dropout must be a number in [0, 1)"),
+    case("params-three-million-blocks", "three million blocks in a stage (it hung)",
+         "params", "resnet20", "--set", "layers=[3000000,3,3]", needle="at most 2,000 are built"),
+    case("train-image-size-huge", "an image size needing 1.2 TB per batch", *TRAIN,
+         "--epochs", "1", "--image-size", "100000", "--out", "{out}", needle="needs about"),
+    case("bench-input-too-small", "`bench` on an input too small for VGG's poolings", "bench",
+         "vgg16", "--image-size", "16", "--engines", "eager", needle="does not fit this model"),
+    case("bench-batch-huge", "`bench` on a batch that cannot fit in memory", "bench",
+         "resnet20", "--batch-size", "10000000", "--engines", "eager", needle="needs about"),
+    case("train-recipe-alias-bomb", "a recipe that is a YAML alias bomb (10⁹ values)",
+         "train", "--recipe", "{bomb_yaml}", needle="expands to more than 10,000 values"),
     case("reproduce-span-nan", "a NaN landscape span", "reproduce", "landscape", "--span",
          "nan", "--out", "{out}", needle="--span must be a positive finite number"),
     case("reproduce-span-inf", "an infinite landscape span", "reproduce", "landscape",
@@ -295,6 +318,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for key, text in recipes.items():
         f[key] = root / f"{key}.yaml"
         f[key].write_text(text)
+    bomb, prev = "a: &a [x, x, x, x, x, x, x, x, x, x]\n", "a"
+    for name in "bcdefghi":  # 10 ** 9 values once expanded
+        bomb += f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]\n"
+        prev = name
+    f["bomb_yaml"] = root / "bomb_yaml.yaml"
+    f["bomb_yaml"].write_text(bomb + "model:\n  options:\n    x: *i\nrun:\n  epochs: 1\n")
     f["binary_yaml"] = root / "binary_yaml.yaml"
     f["binary_yaml"].write_bytes(b"model:\n  name: \xff\xfe\x00resnet\n")
     f["dead_run"] = root / "dead_run"  # kill -9 during its first save: logs, no last.pt

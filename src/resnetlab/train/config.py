@@ -138,6 +138,29 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+# A recipe is a few dozen values; YAML aliases can make a short file expand to billions
+# (an "alias bomb", which ran out of memory after 25 s). Counted as expanded, with the count
+# stopping at the cap, so checking a bomb costs no more than checking this many values.
+MAX_VALUES = 10_000
+
+
+def _check_expanded_size(data: Any, where: str) -> None:
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_VALUES:,} values (YAML aliases?); a "
+                "recipe holds a few dozen"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
@@ -160,6 +183,7 @@ def load_recipe(name: str) -> dict[str, Any]:
         if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
             reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
         raise ConfigError(f"cannot read recipe {path}: {reason}") from err
+    _check_expanded_size(data, f"recipe {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections")
     data.setdefault("recipe", name if name in RECIPES else path.stem)
@@ -175,6 +199,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    _check_expanded_size(value, f"override {key.strip()}")
     return key.strip(), value
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.analysis.counting import check_memory
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.datasets import (
     DataBundle,
@@ -272,6 +273,11 @@ class _Run:
                 f"batch size {self.global_batch} is larger than the "
                 f"{len(self.bundle.train)} training images"
             )
+        # Checked before the first batch is made at that size.
+        side, channels = self.pre.image_size, self.bundle.train.image_size[0]
+        step = (cfg.data.batch_size, channels, side, side)
+        hint = "use a smaller --batch-size or --image-size"
+        check_memory(self.model, step, training=True, device=self.place.device, hint=hint)
         # The run ends at the first of: the iteration budget, the epoch budget.
         planned = [cfg.run.iterations, (cfg.run.epochs or 0) * self.steps_per_epoch]
         self.total_steps = min([v for v in planned if v] or [10**12])
