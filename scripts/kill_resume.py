@@ -158,7 +158,7 @@ def kill_and_resume(setup: Setup, out: Path, name: str, fraction: float, ref: Pa
     if done.returncode != 0:
         raise RuntimeError(f"resume failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     identical, diff = compare(ref / "last.pt", run / "last.pt")
-    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().split()]
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     return Trial(name, kill.delay_s, kill.killed, kill.epoch, kill.temps, _temps(run),
                  resume_s, identical, diff, len(epochs) - len(set(epochs)))  # fmt: skip
 

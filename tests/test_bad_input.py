@@ -14,6 +14,7 @@ import hashlib
 import http.server
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import http_server
+from conftest import cli, http_server
 from resnetlab.cli import main
 from resnetlab.models import create_model
 from resnetlab.models import weights as catalogue
 from resnetlab.models.weights import get_weights
 
+Capture = pytest.CaptureFixture[str]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 # A one-epoch ResNet-20 on 5 images per class of the shipped sample: a real checkpoint.
@@ -204,6 +206,59 @@ CASES = [
          needle="not both"),
     case("reproduce-unknown", "an unknown experiment", "reproduce", "fig9",
          needle="invalid choice"),
+    # ------------------------------------------------------------ issue 17: silently wrong
+    case("train-momentum-nan", "a NaN momentum (`.nan` in YAML)", *TRAIN, "--epochs", "1",
+         "--set", "optim.momentum=.nan", "--out", "{out}",
+         needle="optim.momentum must be a finite number, got nan"),
+    case("train-weight-decay-inf", "an infinite weight decay", *TRAIN, "--epochs", "1",
+         "--set", "optim.weight_decay=.inf", "--out", "{out}",
+         needle="optim.weight_decay must be a finite number, got inf"),
+    case("train-gamma-nan-string", "a NaN schedule factor spelt as a word", *TRAIN,
+         "--epochs", "1", "--set", "schedule.gamma=nan", "--out", "{out}",
+         needle="schedule.gamma must be a finite number"),
+    case("train-resume-new-seed", "`--resume` with a different seed (it would re-split the "
+         "data)", "train", "--resume", "{run}", "--seed", "5", needle="run.seed cannot change",
+         keep="ckpt"),
+    case("train-resume-new-name", "`--resume` with a different `--name`", "train",
+         "--resume", "{run}", "--name", "other", needle="run.name cannot change",
+         keep="ckpt"),
+    case("train-resume-new-data", "`--resume` with other data", "train", "--resume", "{run}",
+         "--data", "{three_classes}", needle="data.source cannot change", keep="ckpt"),
+    case("train-resume-new-model", "`--resume` with another model", "train", "--resume",
+         "{run}", "--model", "resnet32", needle="model.name cannot change", keep="ckpt"),
+    case("train-resume-new-split", "`--resume` with another validation fraction", "train",
+         "--resume", "{run}", "--val-fraction", "0.2", needle="data.val_fraction cannot change",
+         keep="ckpt"),
+    case("train-dead-run", "a fresh run into the folder of a run killed before its first "
+         "checkpoint", *TRAIN, "--epochs", "1", "--out", "{files}", "--name", "dead_run",
+         needle="saved no checkpoint", keep="dead_metrics"),
+    # ------------------------------------------------------------ issue 17: blow-ups
+    case("summary-width-inf", "a width multiplier that overflows to infinity", "summary",
+         "resnet20", "--set", "width=1e999", needle="width must be a positive finite number"),
+    case("summary-width-huge", "a width multiplier of 5000 (320,000-channel layers)",
+         "summary", "resnet20", "--set", "width=5000", needle="at most 65,536 are built"),
+    case("summary-dropout-word", "a dropout that is a word", "summary", "resnet20", "--set",
+         "dropout=abc", needle="dropout must be a number in [0, 1), got 'abc'"),
+    case("summary-residual-word", "`residual=no` (a true string: it built a ResNet)",
+         "summary", "resnet20", "--set", "residual=no",
+         needle="residual must be true or false, got 'no'"),
+    case("train-dropout-word", "a dropout that is a word in a training run", *TRAIN,
+         "--epochs", "1", "--set", "model.options.dropout=abc", "--out", "{out}",
+         needle="dropout must be a number in [0, 1)"),
+    case("params-three-million-blocks", "three million blocks in a stage (it hung)",
+         "params", "resnet20", "--set", "layers=[3000000,3,3]", needle="at most 2,000 are built"),
+    case("train-image-size-huge", "an image size needing 1.2 TB per batch", *TRAIN,
+         "--epochs", "1", "--image-size", "100000", "--out", "{out}", needle="needs about"),
+    case("bench-input-too-small", "`bench` on an input too small for VGG's poolings", "bench",
+         "vgg16", "--image-size", "16", "--engines", "eager", needle="does not fit this model"),
+    case("bench-batch-huge", "`bench` on a batch that cannot fit in memory", "bench",
+         "resnet20", "--batch-size", "10000000", "--engines", "eager", needle="needs about"),
+    case("train-recipe-alias-bomb", "a recipe that is a YAML alias bomb (10⁹ values)",
+         "train", "--recipe", "{bomb_yaml}", needle="expands to more than 10,000 values"),
+    case("reproduce-span-nan", "a NaN landscape span", "reproduce", "landscape", "--span",
+         "nan", "--out", "{out}", needle="--span must be a positive finite number"),
+    case("reproduce-span-inf", "an infinite landscape span", "reproduce", "landscape",
+         "--span", "inf", "--out", "{out}", needle="--span must be a positive finite number"),
     # ------------------------------------------------------------ published weights
     case("eval-unknown-weights", "an unknown catalogue name", "eval", "resnet50.tv3_in1k",
          needle="unknown weights 'resnet50.tv3_in1k'; did you mean"),
@@ -332,8 +387,20 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
     for key, text in recipes.items():
         f[key] = root / f"{key}.yaml"
         f[key].write_text(text)
+    bomb, prev = "a: &a [x, x, x, x, x, x, x, x, x, x]\n", "a"
+    for name in "bcdefghi":  # 10 ** 9 values once expanded
+        bomb += f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]\n"
+        prev = name
+    f["bomb_yaml"] = root / "bomb_yaml.yaml"
+    f["bomb_yaml"].write_text(bomb + "model:\n  options:\n    x: *i\nrun:\n  epochs: 1\n")
     f["binary_yaml"] = root / "binary_yaml.yaml"
     f["binary_yaml"].write_bytes(b"model:\n  name: \xff\xfe\x00resnet\n")
+    f["dead_run"] = root / "dead_run"  # kill -9 during its first save: logs, no last.pt
+    f["dead_run"].mkdir()
+    (f["dead_run"] / "config.yaml").write_text("recipe: paper-cifar\n")
+    f["dead_metrics"] = f["dead_run"] / "metrics.csv"
+    f["dead_metrics"].write_text("epoch,train_loss\n1,2.3\n")
+    (f["dead_run"] / "steps.csv").write_text("step,epoch,loss,error\n1,1,2.3,0.9\n")
     f["readonly"] = root / "readonly"
     f["readonly"].mkdir()
     f["readonly"].chmod(0o555)
@@ -388,3 +455,68 @@ def test_bad_input(c: Case, files: dict[str, Path], capsys: pytest.CaptureFixtur
 def test_table_is_large_and_unique() -> None:
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------- writers and what is there
+# Every writer (text output, figures, exports): -o naming a symlink or a special file.
+WRITERS = {
+    "models": ("models", "resnet2*", "-o", "{target}"),
+    "plot": ("plot", "resnet20", "-o", "{target}"),
+    "export": ("export", "{ckpt}", "-o", "{target}"),
+}
+SUFFIX = {"models": ".txt", "plot": ".png", "export": ".safetensors"}
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "named pipe":
+        os.mkfifo(path)
+    elif IS_ROOT:  # /dev/null's numbers (1, 3), made here: the real one is never at risk
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        pytest.skip("making a device node needs root")
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "character device"])
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_writers_refuse_special_files(
+    writer: str, kind: str, files: dict[str, Path], tmp_path: Path, capsys: Capture
+) -> None:
+    """`-o NODE` used to rename a regular file over the node (as root, `-o /dev/null`
+    would have destroyed it): refused in one line, the node left as it was."""
+    target = tmp_path / f"node{SUFFIX[writer]}"
+    _special(target, kind)
+    before = target.lstat()
+    argv = [a.format(target=target, ckpt=files["ckpt"]) for a in WRITERS[writer]]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"it is a {kind}, not a file" in err, err
+    after = target.lstat()
+    assert after.st_mode == before.st_mode and after.st_ino == before.st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_writers_follow_symlinks(
+    writer: str, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-o LINK` replaces the file the link points to, atomically, and the link stays a
+    link (it used to become a regular file); a new file gets the umask's mode (a
+    safetensors export was always 0600)."""
+    real = tmp_path / "real" / f"file{SUFFIX[writer]}"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    real.chmod(0o600)
+    link = tmp_path / f"link{SUFFIX[writer]}"
+    link.symlink_to(real)
+    argv = [a.format(target=link, ckpt=files["ckpt"]) for a in WRITERS[writer]]
+    old_umask = os.umask(0o022)
+    try:
+        code, out, err = cli(capsys, *argv)
+    finally:
+        os.umask(old_umask)
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes() != b"old" and real.stat().st_size > 50
+    assert stat.S_IMODE(real.stat().st_mode) == 0o644
+    assert sorted(p.name for p in real.parent.iterdir()) == [real.name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -445,3 +446,90 @@ def test_soft_targets_compose_with_label_smoothing() -> None:
     soft = F.one_hot(hard, 4).float()
     loss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     torch.testing.assert_close(loss(logits, soft), loss(logits, hard))
+
+
+# ---------------------------------------------------------------- the decoded cache
+def _cache_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    """A folder with its own val/ split and a private cache; returns (folder, cache root)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESNETLAB_CACHE", str(cache))
+    layout = {"train/cat": 5, "train/dog": 5, "val/cat": 2, "val/dog": 2}
+    folder = make_folder(tmp_path / "data", layout)
+    (folder / "train/dog/broken.png").write_bytes(b"\x89PNG broken")
+    return folder, cache
+
+
+def _damage_cache(entry: Path, kind: str) -> None:
+    manifest = entry / "manifest.json"
+    if kind == "partial":  # the write died after train.pt (a full disk, a kill)
+        (entry / "val.pt").rename(entry / ".val.pt.tmp")
+        manifest.unlink()
+    elif kind == "split-missing":
+        (entry / "val.pt").unlink()
+    elif kind == "truncated":
+        data = (entry / "train.pt").read_bytes()
+        (entry / "train.pt").write_bytes(data[: len(data) // 2])
+    elif kind == "same-size-other-bytes":
+        data = bytearray((entry / "train.pt").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (entry / "train.pt").write_bytes(bytes(data))
+    elif kind == "other-version":
+        meta = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**meta, "version": -1}))
+    elif kind == "manifest-garbage":
+        manifest.write_text("{not json")
+    else:
+        raise AssertionError(kind)
+
+
+CACHE_DAMAGE = ["partial", "split-missing", "truncated", "same-size-other-bytes"]
+CACHE_DAMAGE += ["other-version", "manifest-garbage"]
+
+
+@pytest.mark.parametrize("kind", CACHE_DAMAGE)
+def test_a_damaged_cache_entry_is_rebuilt_never_trusted(
+    kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cache entry is complete, verified and atomic as a whole, or ignored: a partial
+    entry once made the next run re-split the data itself (train 221, val 24 instead of
+    the data's own val/ split) and exit 0."""
+    folder, cache = _cache_entry(monkeypatch, tmp_path)
+    fresh = load_data(str(folder))
+    assert fresh.val_note == "the data's own val/ split"
+    (entry,) = (cache / "decoded").iterdir()
+    cached = load_data(str(folder))  # from the cache: the same, skipped files included
+    assert torch.equal(cached.train.images, fresh.train.images)
+    assert [n for n, _ in cached.skipped] == [n for n, _ in fresh.skipped] != []
+    _damage_cache(entry, kind)
+    again = load_data(str(folder))
+    assert again.val_note == "the data's own val/ split"
+    assert (len(again.train), len(again.val)) == (len(fresh.train), len(fresh.val)) == (10, 4)
+    assert torch.equal(again.train.images, fresh.train.images)
+    assert torch.equal(again.val.images, fresh.val.images)
+    assert [p.name for p in (cache / "decoded").iterdir()] == [entry.name]  # rebuilt whole
+    assert sorted(p.name for p in entry.iterdir()) == ["manifest.json", "train.pt", "val.pt"]
+
+
+def test_a_full_disk_while_caching_leaves_no_entry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """torch reports ENOSPC as a RuntimeError (not the OSError the cache code caught): the
+    run goes on with its decoded data, and no partial entry or temporary folder is left."""
+    folder, cache = _cache_entry(monkeypatch, tmp_path)
+    real_save = torch.save
+    calls = []
+
+    def full_disk(obj: object, f: object, *args: object, **kw: object) -> None:
+        calls.append(f)
+        if len(calls) == 2:  # the second split: the first is already on disk
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+        real_save(obj, f, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    bundle = load_data(str(folder))
+    assert (len(bundle.train), len(bundle.val)) == (10, 4)
+    assert len(calls) == 2
+    assert list((cache / "decoded").iterdir()) == []
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_data(str(folder)).val_note == "the data's own val/ split"
+    assert len(list((cache / "decoded").iterdir())) == 1

@@ -90,6 +90,78 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(
     assert json.loads(rows[-1])["epoch"] == setup.epochs
 
 
+@pytest.mark.slow  # about 12 s on a busy 2-core CPU: three process starts
+def test_kill_resume_script_runs_as_documented(tmp_path: Path) -> None:
+    """scripts/kill_resume.py itself, one trial, as docs/bad-input.md runs it: the evidence
+    for "kill -9 at random points resumes bit-identical" must keep running (it once crashed
+    splitting metrics.jsonl on whitespace before its first verdict)."""
+    script = [sys.executable, str(REPO / "scripts/kill_resume.py"), "--trials", "1"]
+    args = ["--epochs", "3", "--seed", "0", "--out", str(tmp_path)]
+    done = subprocess.run(script + args, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1/1 resumed runs bit-identical" in done.stdout, done.stdout
+    assert "temporary files left: 0" in done.stdout, done.stdout
+
+
+# ---------------------------------------------------------------- run-folder ownership
+@pytest.mark.slow  # about 8 s: one real training process
+def test_two_runs_with_one_name_the_second_gets_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two processes, one --name: the second is refused while the first runs (it used to
+    train into the same folder, interleaving metrics rows and overwriting checkpoints), and
+    the first run's files are its own."""
+    kr = _script()
+    setup = kr.Setup()  # 5 epochs: the second process is refused long before they end
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    first = subprocess.Popen(setup.command(tmp_path, "same"), env=kr.environment(), **pipe)
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            if line.startswith("run "):  # the folder is owned, the model built
+                break
+        code, _, err = cli(capsys, *setup.command(tmp_path, "same")[3:])
+        assert code == 2, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"is in use by another process (pid {first.pid})" in err, err
+        rest = first.stdout.read()
+        assert first.wait(timeout=300) == 0, rest
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    rows = (tmp_path / "same" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert not (tmp_path / "same" / ".resnetlab.lock").exists()  # released at the end
+
+
+def test_a_dead_owner_does_not_block_and_a_dead_run_is_cleared_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    """A lock file left by a killed process (its pid inside, no flock held) is taken over;
+    clear_dead_run (the run store's restart) removes the logs of a run with no checkpoint
+    and refuses a folder that holds one."""
+    from resnetlab.fileio import FolderBusyError, folder_lock
+    from resnetlab.train.config import ConfigError
+    from resnetlab.train.runner import clear_dead_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".resnetlab.lock").write_text("999999\n")  # kill -9 leaves the file, not the lock
+    busy = pytest.raises(FolderBusyError, match=f"pid {os.getpid()}")
+    with folder_lock(run), busy, folder_lock(run):
+        pass
+    for name in ("config.yaml", "metrics.csv", "steps.csv"):
+        (run / name).write_text("old\n")
+    (run / "notes.txt").write_text("mine\n")
+    assert sorted(clear_dead_run(run)) == ["config.yaml", "metrics.csv", "steps.csv"]
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    (run / "last.pt").write_bytes(b"a checkpoint")
+    with pytest.raises(ConfigError, match="holds a checkpoint"):
+        clear_dead_run(run)
+    assert (run / "last.pt").read_bytes() == b"a checkpoint"
+
+
 # ---------------------------------------------------------------- damaged checkpoints
 def _damage(kind: str, good: bytes, target: Path) -> None:
     if kind == "truncated":

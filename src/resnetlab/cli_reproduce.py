@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,8 @@ def request_from_args(args: argparse.Namespace) -> Any:
     from resnetlab.experiments.driver import DEFAULT_DEPTHS, DEFAULT_SEEDS, Request
     from resnetlab.experiments.runs import BUDGET_EPOCHS, PAPER_ITERATIONS, Budget
 
-    if args.span <= 0:
-        raise ValueError("--span must be positive")
+    if not 0 < args.span < math.inf:  # NaN fails this too
+        raise ValueError(f"--span must be a positive finite number, got {args.span}")
     if args.paper and args.iterations:
         raise ValueError("give --paper or --iterations, not both")
     step = args.paper or args.iterations is not None

@@ -293,6 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from resnetlab.analysis.compare import default_input_size
+    from resnetlab.analysis.counting import check_memory
     from resnetlab.infer.fast import ENGINES, optimize_for_inference
     from resnetlab.models.registry import get_entry
 
@@ -314,7 +315,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         _, channels, native, _ = default_input_size(get_entry(args.model).spec)
         model, side, label = create_model(args.model), args.image_size or native, args.model
-    x = torch.randn(args.batch_size, channels, side, side)
+    size = (args.batch_size, channels, side, side)
+    check_memory(model, size, training=False)  # before the batch exists; a bad shape too
+    x = torch.randn(*size)
     print(
         f"{label}: batch {args.batch_size}×{channels}×{side}×{side}; timing engines "
         "(torch.compile builds first, which takes a while)…",

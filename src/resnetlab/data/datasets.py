@@ -8,7 +8,10 @@ archive of images. Decoded tensors are cached, so a second run starts in a secon
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -71,6 +74,85 @@ def _fingerprint(path: Path, extra: str) -> str:
     return h.hexdigest()[:20]
 
 
+# The decoded cache's layout and meaning; an entry written by another version is rebuilt.
+CACHE_VERSION = 3
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_cache(
+    entry: Path,
+) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]] | None:
+    """A complete, verified cache entry, or None. An entry is its manifest (written last)
+    plus one file per split, each with the size, SHA-256 and image count the manifest
+    records: a write cut short (a full disk, a kill), a truncated file or another version's
+    entry is rebuilt, never trusted (a missing ``val.pt`` once silently re-split the data)."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("version") != CACHE_VERSION:
+            return None
+        splits = {}
+        for name, meta in manifest["splits"].items():
+            file = entry / f"{name}.pt"
+            if file.stat().st_size != meta["bytes"] or _sha256(file) != meta["sha256"]:
+                return None
+            splits[name] = ImageTensors.load(file)
+            if len(splits[name]) != meta["images"]:
+                return None
+        skipped = [(str(n), str(r)) for n, r in manifest.get("skipped", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # DataError (a damaged .pt) is a ValueError
+    return (splits, skipped) if splits else None
+
+
+def _write_cache(
+    entry: Path, splits: dict[str, ImageTensors], skipped: list[tuple[str, str]]
+) -> None:
+    """Write a cache entry as a whole: into a temporary folder beside it (split files, then
+    the manifest), renamed into place at the end. A failure — an ``OSError``, or the
+    ``RuntimeError`` torch raises for a full disk — leaves no entry and no temporary folder
+    (the next run decodes again)."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temps(entry)
+        suffix = f".{os.getpid()}.tmp"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=suffix, dir=entry.parent))
+    except OSError:
+        return
+    try:
+        meta = {}
+        for name, data in splits.items():
+            file = tmp / f"{name}.pt"
+            data.save(file)
+            meta[name] = {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+            meta[name]["images"] = len(data)
+        manifest = {"version": CACHE_VERSION, "splits": meta, "skipped": skipped}
+        (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        if entry.exists():  # an incomplete or stale entry: replaced by the verified one
+            shutil.rmtree(entry)
+        os.replace(tmp, entry)
+    except (OSError, RuntimeError):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_dead_temps(entry: Path) -> None:
+    """Temporary folders of this entry whose writer died (the pid ends the name)."""
+    for tmp in entry.parent.glob(f".{entry.name}.*.tmp"):
+        try:
+            os.kill(int(tmp.name.rsplit(".", 2)[-2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, OSError):
+            pass  # not ours, or alive under another user
+
+
 def _load_folder(
     path: Path,
     *,
@@ -80,12 +162,14 @@ def _load_folder(
     cache: bool,
     progress: Callable[[str], None] | None,
 ) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]]:
-    key = _fingerprint(path, f"{load_size}|{on_error}|v2")  # v2: resized by the shorter side
+    key = _fingerprint(path, f"{load_size}|{on_error}|v{CACHE_VERSION}")
     cached = cache_root() / "decoded" / key
     if cache and cached.is_dir():
-        splits = {p.stem: ImageTensors.load(p) for p in sorted(cached.glob("*.pt"))}
-        if splits:
-            return splits, []
+        hit = _read_cache(cached)
+        if hit is not None:
+            return hit
+        if progress is not None:
+            progress(f"ignoring the incomplete or outdated decoded cache {cached}")
     index = index or index_folder(path)
     report = LoadReport()
     size = (load_size, load_size) if load_size else None
@@ -96,13 +180,8 @@ def _load_folder(
         splits[split] = load_split(
             index, split, size=size, crop=True, on_error=on_error, report=report
         )
-    if cache:
-        try:
-            cached.mkdir(parents=True, exist_ok=True)
-            for name, data in splits.items():
-                data.save(cached / f"{name}.pt")
-        except OSError:
-            pass  # a read-only cache folder only costs the next run its decoding time
+    if cache:  # a read-only or full cache folder only costs the next run its decoding time
+        _write_cache(cached, splits, report.skipped)
     return splits, report.skipped
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from resnetlab.train.config import ConfigError, TrainConfig, config_from_dict, resolve_config
 from resnetlab.train.metrics import read_metrics, read_steps
-from resnetlab.train.runner import fit
+from resnetlab.train.runner import clear_dead_run, fit
 
 Log = Callable[[str], None]
 FINISHED = ("completed", "iterations", "early_stop")
@@ -232,6 +232,10 @@ def run_job(
         log(f"{model} seed {seed}: finished earlier in {run_dir}")
         return done
     resume = run_dir if (run_dir / "last.pt").is_file() else None
+    if resume is None and run_dir.is_dir():  # killed before its first checkpoint
+        cleared = clear_dead_run(run_dir)
+        if cleared:
+            log(f"{model} seed {seed}: {run_dir} saved no checkpoint; starting it again")
     log(f"{model} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
     result = fit(cfg, resume=resume, log=log, command=command)
     record = read_run(run_dir, model, seed)

@@ -248,7 +248,7 @@ def export_safetensors(
 
     from safetensors.torch import save_file
 
-    from resnetlab.fileio import check_writable, make_temp
+    from resnetlab.fileio import check_writable, make_temp, set_new_file_mode
 
     target = check_writable(out)
     try:
@@ -277,6 +277,7 @@ def export_safetensors(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        set_new_file_mode(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ so every variant is data and validation happens in one place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,9 +35,27 @@ BLOCK_EXPANSION: dict[str, int] = {"basic": 1, "bottleneck": 4}
 CONVS_PER_BLOCK: dict[str, int] = {"basic": 2, "bottleneck": 3}
 
 
+# Bounds that keep a typo from hanging the process: building (even on the meta device) is
+# linear in the blocks, and a channel count sizes every weight. ResNet-1202 has 600 blocks,
+# the widest registered stage 2,048 channels (×4 for a wide bottleneck).
+MAX_BLOCKS = 2_000
+MAX_CHANNELS = 65_536
+
+
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_fraction(name: str, value: object) -> None:
+    """A dropout probability: a number in [0, 1) (NaN fails the range check)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):  # 'no' is a true string: it built a residual net
+        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +99,15 @@ class ResNetSpec:
             )
         for n in self.layers:
             _check_positive("blocks per stage", n)
+        if sum(self.layers) > MAX_BLOCKS:
+            raise ValueError(
+                f"layers {list(self.layers)} make {sum(self.layers):,} blocks; at most "
+                f"{MAX_BLOCKS:,} are built (ResNet-1202 has 600)"
+            )
         for w in self.widths:
             _check_positive("stage width", w)
+        for name in ("residual", "preact", "zero_init_residual"):
+            _check_flag(name, getattr(self, name))
         for name in ("stem_width", "groups", "width_per_group", "num_classes", "in_channels"):
             _check_positive(name, getattr(self, name))
         _check_positive("head_hidden", self.head_hidden)
@@ -96,12 +122,18 @@ class ResNetSpec:
         k = self.kernel_size
         if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer (3, 5, …), got {k!r}")
-        if not (isinstance(self.width, int | float) and self.width > 0):
-            raise ValueError(f"width must be a positive number, got {self.width!r}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not (isinstance(self.drop_path, int | float) and 0.0 <= self.drop_path < 1.0):
-            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path!r}")
+        m = self.width
+        if isinstance(m, bool) or not isinstance(m, int | float) or not 0 < m < math.inf:
+            raise ValueError(f"width must be a positive finite number, got {m!r}")
+        widest = self.scaled(max(self.widths)) * self.expansion * self.width_per_group // 64
+        if max(widest, self.scaled(self.stem_width), self.head_hidden) > MAX_CHANNELS:
+            raise ValueError(
+                f"this spec has layers of {max(widest, self.head_hidden):,} channels; at "
+                f"most {MAX_CHANNELS:,} are built (check width, widths and head_hidden)"
+            )
+        if self.dropout is not None:
+            _check_fraction("dropout", self.dropout)
+        _check_fraction("drop_path", self.drop_path)
         if self.drop_path > 0 and not self.residual:
             raise ValueError("drop_path drops residual branches: a plain net has none")
         if self.groups > 1 and self.block != "bottleneck":
@@ -176,8 +208,7 @@ class VGGSpec:
             raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth!r}")
         _check_positive("num_classes", self.num_classes)
         _check_positive("in_channels", self.in_channels)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        _check_fraction("dropout", self.dropout)
 
     @property
     def config(self) -> tuple[int | str, ...]:

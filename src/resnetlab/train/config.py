@@ -156,6 +156,29 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+# A recipe is a few dozen values; YAML aliases can make a short file expand to billions
+# (an "alias bomb", which ran out of memory after 25 s). Counted as expanded, with the count
+# stopping at the cap, so checking a bomb costs no more than checking this many values.
+MAX_VALUES = 10_000
+
+
+def _check_expanded_size(data: Any, where: str) -> None:
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_VALUES:,} values (YAML aliases?); a "
+                "recipe holds a few dozen"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
@@ -178,6 +201,7 @@ def load_recipe(name: str) -> dict[str, Any]:
         if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
             reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
         raise ConfigError(f"cannot read recipe {path}: {reason}") from err
+    _check_expanded_size(data, f"recipe {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections")
     data.setdefault("recipe", name if name in RECIPES else path.stem)
@@ -193,6 +217,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    _check_expanded_size(value, f"override {key.strip()}")
     return key.strip(), value
 
 
@@ -293,8 +318,20 @@ def _positive(name: str, value: float | None, *, allow_none: bool = True) -> Non
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
+def _finite(cfg: TrainConfig) -> None:
+    """No NaN or infinity anywhere: ``x < 0`` is false for NaN, so a NaN momentum would
+    pass every range check below and train straight into the NaN guard."""
+    for section in SECTIONS:
+        for f in fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, got {value!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
     r, d, o, s = cfg.run, cfg.data, cfg.optim, cfg.schedule
+    _finite(cfg)
     if r.epochs is None and r.iterations is None and r.time_limit_min is None:
         raise ConfigError("give run.epochs, run.iterations or run.time_limit_min")
     for name, value in (

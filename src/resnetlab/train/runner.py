@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.analysis.counting import check_memory
 from resnetlab.data.augment import Preprocess, split_augment
 from resnetlab.data.datasets import (
     SMALL_SIDE,
@@ -34,6 +35,7 @@ from resnetlab.data.datasets import (
     on_device,
     train_batches,
 )
+from resnetlab.fileio import folder_lock
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.weights import PublishedWeights
@@ -57,6 +59,9 @@ from resnetlab.train.device import choose
 from resnetlab.train.distributed import Group, scaled_lr, session, sync_batchnorm
 from resnetlab.train.loop import EpochOutcome, EpochState, evaluate, train_one_epoch
 from resnetlab.train.metrics import (
+    CSV_NAME,
+    JSONL_NAME,
+    STEPS_NAME,
     MetricsLogger,
     ProgressBar,
     StepLog,
@@ -315,6 +320,11 @@ class _Run:
                 f"batch size {self.global_batch} is larger than the "
                 f"{len(self.bundle.train)} training images"
             )
+        # Checked before the first batch is made at that size.
+        side, channels = self.pre.image_size, self.bundle.train.image_size[0]
+        step = (cfg.data.batch_size, channels, side, side)
+        hint = "use a smaller --batch-size or --image-size"
+        check_memory(self.model, step, training=True, device=self.place.device, hint=hint)
         # The run ends at the first of: the iteration budget, the epoch budget.
         planned = [cfg.run.iterations, (cfg.run.epochs or 0) * self.steps_per_epoch]
         self.total_steps = min([v for v in planned if v] or [10**12])
@@ -524,6 +534,12 @@ class _Run:
                 f"{self.steps_per_epoch} steps/epoch, up to {self.max_epochs} epochs")  # fmt: skip
 
 
+# Run settings ``--resume`` keeps: the seed chose the validation split, the training subset
+# and every epoch's batch order, so a new one would re-split the data mid-run; the name is
+# the folder the run lives in (the library may resume a folder under an older name).
+FIXED_RUN_KEYS = ("seed", "name")
+
+
 def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
     saved = config_from_dict(state["config"])
     # Only the run section (length, device) may differ: anything else would not be the same
@@ -535,6 +551,11 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
     if saved.run.tta != cfg.run.tta:  # the best checkpoint so far was chosen with its views
         raise ConfigError(
             f"cannot resume {path} with run.tta {cfg.run.tta!r}: it selects with {saved.run.tta!r}"
+        )
+    if saved.run.seed != cfg.run.seed:
+        raise ConfigError(
+            f"cannot resume {path} with a different run.seed ({cfg.run.seed}; the run has "
+            f"{saved.run.seed}): the seed chose its validation split and batch order"
         )
 
 
@@ -558,6 +579,54 @@ def _silent(_msg: str) -> None:
     pass
 
 
+# What a run writes into its folder (the lock file aside).
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", CSV_NAME, JSONL_NAME, STEPS_NAME,
+             "results.json", "report.md", "curves.png", "confusion.png")  # fmt: skip
+
+
+def dead_run_files(run_dir: Path) -> list[str]:
+    """The run files in ``run_dir`` (none: a new folder)."""
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def clear_dead_run(run_dir: Path) -> list[str]:
+    """Remove the files of a run that died before its first checkpoint (nothing in them can
+    be continued), so that a fresh run there does not append to its logs; returns the names
+    removed. For callers that own the folder's contents, such as the experiments' run
+    store; ``resnetlab train`` refuses such a folder instead."""
+    with folder_lock(run_dir, hint="; wait for it to finish"):  # a live run is not dead
+        if (run_dir / "last.pt").exists():
+            raise ConfigError(f"{run_dir} holds a checkpoint: resume it, do not clear it")
+        names = dead_run_files(run_dir)
+        for name in names:
+            (run_dir / name).unlink()
+    return names
+
+
+def _check_new(run_dir: Path) -> None:
+    """A fresh run starts in an empty folder: never on top of another run's logs."""
+    if (run_dir / "last.pt").exists():
+        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume "
+                          f"{run_dir} or choose another --name")  # fmt: skip
+    left = dead_run_files(run_dir)
+    if left:
+        raise ConfigError(f"{run_dir} holds the files of a run that saved no checkpoint "
+                          f"({', '.join(left)}), which cannot be resumed; remove them or "
+                          "choose another --name")  # fmt: skip
+
+
+@contextmanager
+def _owned(run_dir: Path, *, fresh: bool) -> Iterator[None]:
+    """This process owns ``run_dir`` while the block runs (see :func:`folder_lock`): two
+    runs with one ``--name`` would interleave their metrics and overwrite each other's
+    checkpoints."""
+    hint = "; wait for it to finish" + (" or choose another --name" if fresh else "")
+    with folder_lock(run_dir, hint=hint):
+        if fresh:
+            _check_new(run_dir)
+        yield
+
+
 def _fit(
     cfg: TrainConfig, group: Group, resume: str | Path | None, log: Log, command: str | None
 ) -> RunResult:
@@ -568,13 +637,28 @@ def _fit(
         _check_resumable(cfg, state, path)
         run_dir = path.parent  # a resumed run continues where its checkpoint lives
     else:
-        # Rank 0 names the run (the default name holds the time) and finds it new or not.
-        name = _run_dir(cfg)
-        name, taken = group.broadcast((name, (name / "last.pt").exists()))
-        run_dir = name
-        if taken:
-            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume "
-                              f"{run_dir} or choose another --name")  # fmt: skip
+        run_dir = group.broadcast(_run_dir(cfg))  # rank 0's: the default name holds the time
+    with ExitStack() as owner:
+        problem = ""
+        if group.is_main:  # rank 0 writes the folder, so rank 0 owns it
+            try:
+                owner.enter_context(_owned(run_dir, fresh=state is None))
+            except (ValueError, OSError) as err:
+                problem = str(err)
+        problem = group.broadcast(problem)  # every rank stops, not only rank 0
+        if problem:
+            raise ConfigError(problem)
+        return _train(cfg, group, run_dir, state, log, command)
+
+
+def _train(
+    cfg: TrainConfig,
+    group: Group,
+    run_dir: Path,
+    state: dict[str, Any] | None,
+    log: Log,
+    command: str | None,
+) -> RunResult:
     cfg, pipeline = resolve_pipeline(cfg)
     run = _Run(cfg, run_dir, log, group)
     if group.is_main:
@@ -665,9 +749,14 @@ def resume_config(resume: str | Path, run_overrides: dict[str, Any]) -> TrainCon
     """The saved config of a run, with ``run.*`` overrides (``run.epochs=40``) applied."""
     saved = load_checkpoint(checkpoint_file(resume))["config"]
     bad = sorted(k for k in run_overrides if not k.startswith("run."))
+    bad += sorted(
+        f"run.{k}"
+        for k in FIXED_RUN_KEYS
+        if f"run.{k}" in run_overrides and run_overrides[f"run.{k}"] != saved["run"].get(k)
+    )
     if bad:
         raise ConfigError(
             f"--resume continues a run as it was configured; {bad[0]} cannot change "
-            "(only run settings such as --epochs and --time-limit)"
+            "(only how long and where it runs: --epochs, --iterations, --time-limit, --device)"
         )
     return config_from_dict(apply_overrides(saved, run_overrides))
