@@ -8,6 +8,7 @@ finding says so.
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -140,19 +141,28 @@ def _precisions(records: list[RunRecord]) -> str:
 
 
 def _speeds(records: list[RunRecord]) -> str:
-    """Training images/s per model (median over its runs' epochs) and the hardware."""
+    """Training images/s per model (median over its runs' epochs), with the threads each ran
+    on, and the CPU. Measured while training, beside whatever else the machine ran: a
+    record of what happened, not a benchmark (``benchmarks/train_step.py`` is one)."""
     speeds: dict[str, list[float]] = {}
+    threads: dict[str, set[str]] = {}
     for r in records:
         if r.images_per_s:
             speeds.setdefault(r.model, []).append(r.images_per_s)
+            found = re.search(r"(\d+) threads?", str(r.results.get("hardware", "")))
+            threads.setdefault(r.model, set()).add(found.group(1) if found else "?")
     if not speeds:
         return ""
     parts = ", ".join(
-        f"{_label(m)} {statistics.median(v):,.0f}"
-        for m, v in sorted(speeds.items(), key=lambda kv: _depth(kv[0]))
+        f"{_label(m)} {statistics.median(v):,.0f} ({'/'.join(sorted(threads[m]))} "
+        f"thread{'s' * (threads[m] != {'1'})})"
+        for m, v in sorted(speeds.items(), key=lambda kv: (_depth(kv[0]), kv[0]))
     )
-    cpu = records[0].results.get("hardware", "?")
-    return f"Training speed (images/s, median over epochs): {parts}, on {cpu}."
+    cpu = str(records[0].results.get("hardware", "?")).split(",")[0]
+    return (
+        f"Training speed (images/s, median over epochs; measured while training, beside "
+        f"other work on the machine): {parts}; CPU: {cpu}."
+    )
 
 
 # ---------------------------------------------------------------------- degradation
