@@ -273,7 +273,7 @@ def test_zero_init_residual_makes_blocks_identities() -> None:
     assert torch.equal(block(x), x)
     preact = create_model("preact_resnet20", zero_init_residual=True)
     assert isinstance(preact, ResNet)
-    assert all(torch.count_nonzero(b.last_conv().weight) == 0 for b in preact.blocks())  # type: ignore[union-attr]
+    assert all(torch.count_nonzero(b.last_conv().weight) == 0 for b in preact.blocks())
 
 
 def test_middle_kernel_size() -> None:
@@ -314,7 +314,7 @@ def test_reset_classifier_keeps_everything_else() -> None:
         assert changed
         assert all(k.endswith(("weight", "bias")) for k in changed)
         assert len(changed) == 2  # only the last linear layer
-        assert model.spec.num_classes == 3  # type: ignore[union-attr]
+        assert model.spec.num_classes == 3
         x = torch.randn(2, 3, 32, 32)
         assert model(x).shape == (2, 3)
 
@@ -392,3 +392,128 @@ def test_drop_path_drops_at_its_rate_in_training() -> None:
     kept = out[(out != 0).any(dim=(1, 2, 3))]
     assert torch.allclose(kept, torch.full_like(kept, 1 / 0.7))  # expectation unchanged
     assert torch.equal(drop.eval()(out), out)
+
+
+# ---------------------------------------------------------------- backbone features (timm's API)
+@pytest.mark.parametrize(
+    ("name", "side", "channels", "reductions", "modules"),
+    [
+        ("resnet20", 32, [16, 16, 32, 64], [1, 1, 2, 4], ["relu", "layer1", "layer2", "layer3"]),
+        (
+            "resnet50",
+            64,
+            [64, 256, 512, 1024, 2048],
+            [2, 4, 8, 16, 32],
+            ["relu", "layer1", "layer2", "layer3", "layer4"],
+        ),
+        (
+            "preact_resnet20",
+            32,
+            [16, 16, 32, 64],
+            [1, 1, 2, 4],
+            ["conv1", "layer1", "layer2", "final_relu"],
+        ),
+        (
+            "plain34",
+            64,
+            [64, 64, 128, 256, 512],
+            [2, 4, 8, 16, 32],
+            ["relu", "layer1", "layer2", "layer3", "layer4"],
+        ),
+        (
+            "resnext50_32x4d",
+            64,
+            [64, 256, 512, 1024, 2048],
+            [2, 4, 8, 16, 32],
+            ["relu", "layer1", "layer2", "layer3", "layer4"],
+        ),
+        (
+            "vgg11_bn",
+            32,
+            [64, 128, 256, 512, 512],
+            [1, 2, 4, 8, 16],
+            ["features.2", "features.6", "features.13", "features.20", "features.27"],
+        ),
+    ],
+)
+def test_features_info_and_shapes(
+    name: str, side: int, channels: list[int], reductions: list[int], modules: list[str]
+) -> None:
+    with torch.device("meta"):  # shapes only
+        net = create_model(name, features_only=True)
+        feats = net(torch.randn(2, 3, side, side))
+    info = net.feature_info
+    assert (info.channels(), info.reduction(), info.module_name()) == (
+        channels,
+        reductions,
+        modules,
+    )
+    assert [tuple(f.shape) for f in feats] == [
+        (2, c, side // r, side // r) for c, r in zip(channels, reductions, strict=True)
+    ]
+
+
+def test_features_out_indices_choose_levels_and_prune_the_rest() -> None:
+    with torch.device("meta"):
+        net = create_model("resnet50", features_only=True, out_indices=(1, -2))
+        feats = net(torch.randn(1, 3, 64, 64))
+    info = net.feature_info
+    assert info.out_indices == (1, 3) and len(info) == 2
+    assert (info.channels(), info.reduction(), info.channels(1)) == ([256, 1024], [4, 16], 1024)
+    assert info.get_dicts()[0] == {"num_chs": 256, "reduction": 4, "module": "layer1"}
+    tops = {k.split(".")[0] for k in net.state_dict()}
+    assert tops == {"conv1", "bn1", "layer1", "layer2", "layer3"}  # no layer4, no fc
+    assert [f.shape[1] for f in feats] == [256, 1024]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet20", "preact_resnet20", "resnext50_32x4d"])
+def test_features_load_a_full_checkpoint_and_match_its_stages(name: str) -> None:
+    """The backbone weights of a whole model's state dict load (head keys dropped), and
+    the features are the full model's own stage outputs."""
+    from resnetlab.infer.fast import randomize_batchnorm
+
+    torch.manual_seed(0)
+    full = randomize_batchnorm(create_model(name, num_classes=7))
+    net = create_model(name, features_only=True, out_indices=(1, 2, 3)).eval()
+    assert net.load_state_dict(full.state_dict())  # strict: no key missing
+    side = 32 if model_spec(name).stem == "cifar" else 64
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        stages = full.forward_stages(x)
+        feats = net(x)
+    for f, key in zip(feats, ["layer1", "layer2", "layer3"], strict=True):
+        torch.testing.assert_close(f, stages[key], rtol=0, atol=0)
+
+
+def test_features_refuse_another_architectures_checkpoint() -> None:
+    with torch.device("meta"):
+        net = create_model("resnet34", features_only=True)
+        other = create_model("resnet18").state_dict()
+    with pytest.raises(RuntimeError, match="Missing key"):
+        net.load_state_dict(other, assign=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("resnet20", {"out_indices": (4,)}, "out_indices 4 is out of range: resnet20 has 4"),
+        ("resnet50", {"out_indices": (-6,)}, "out_indices -6 is out of range: resnet50 has 5"),
+        ("resnet20", {"out_indices": (1, -3)}, "names a level twice"),
+        ("resnet20", {"out_indices": ()}, "non-empty sequence of level numbers"),
+        ("resnet20", {"out_indices": (1.5,)}, "non-empty sequence of level numbers"),
+        ("resnet20", {"out_indices": 2}, "non-empty sequence of level numbers"),
+    ],
+)
+def test_features_out_indices_are_checked(
+    name: str, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match="out_indices") as err:
+        create_model(name, features_only=True, **kwargs)  # type: ignore[arg-type]
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert "0 relu, 1 layer1" in text or "twice" in text  # the levels are listed
+
+
+def test_out_indices_need_features_only() -> None:
+    with pytest.raises(ValueError, match="give features_only=True"):
+        create_model("resnet20", out_indices=(1,))

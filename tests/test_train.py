@@ -428,6 +428,8 @@ def test_new_keys_default_to_the_old_behaviour() -> None:
     for section, key in (
         ("optim", "ema_decay"),
         ("optim", "norm_bias_decay"),
+        ("optim", "backbone_lr_scale"),
+        ("model", "freeze_until"),
         ("run", "tta"),
         ("data", "mixup_alpha"),
         ("data", "cutmix_alpha"),
@@ -439,7 +441,8 @@ def test_new_keys_default_to_the_old_behaviour() -> None:
     assert old == resolve_config("paper-cifar")
     for recipe in RECIPES:
         cfg = resolve_config(recipe, {"run.epochs": 1})
-        assert (cfg.optim.ema_decay, cfg.optim.norm_bias_decay, cfg.run.tta) == (0.0, None, "none")
+        decay = 0.0 if recipe == "finetune" else None  # finetune spares BN and biases
+        assert (cfg.optim.ema_decay, cfg.optim.norm_bias_decay, cfg.run.tta) == (0.0, decay, "none")
         assert (cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.random_erasing) == (0, 0, 0)
         # "auto" (finetune, fast) resolves to one of the two by the data's image size
         assert cfg.data.augment in ("auto", "cifar", "imagenet")

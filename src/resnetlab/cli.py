@@ -26,6 +26,7 @@ from resnetlab.cli_reproduce import add_parser as add_reproduce_parser
 from resnetlab.cli_train import add_parsers as add_train_parsers
 from resnetlab.data.tensors import DataError
 from resnetlab.fileio import check_writable, write_text_atomic
+from resnetlab.infer.explain import MissingExtraError
 from resnetlab.models.registry import build, model_entries, model_spec
 from resnetlab.train.checkpoint import CheckpointError
 from resnetlab.train.config import ConfigError
@@ -452,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConfigError,
         DataError,
         CheckpointError,
+        MissingExtraError,
         ValueError,
         OSError,
     ) as err:

@@ -19,7 +19,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "out": "run.out_dir", "name": "run.name", "time_limit": "run.time_limit_min",
     "image_size": "data.image_size", "val_fraction": "data.val_fraction",
     "limit_per_class": "data.limit_per_class", "pretrained": "model.pretrained",
-    "data_root": "data.root",
+    "data_root": "data.root", "freeze_until": "model.freeze_until",
 }  # fmt: skip
 
 
@@ -79,6 +79,11 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         "--pretrained", help="weights to start from: a checkpoint, or a `resnetlab weights` name"
     )
     p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
+    p.add_argument(
+        "--freeze-until",
+        metavar="STAGE",
+        help="freeze the stem and the stages up to STAGE (stem, layer1, …; BN kept in eval mode)",
+    )
     p.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
     p.add_argument("--out", help="folder for run folders (default: runs)")
     p.add_argument("--name", help="run folder name")
@@ -113,6 +118,13 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/<image>.gradcam.png: the top class's Grad-CAM over each image "
+        "(needs captum: pip install 'resnetlab[explain]')",
+    )
     add_published_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -260,19 +272,27 @@ def _say_published(predictor: Any) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from resnetlab.infer.predict import Predictor
 
+    if args.explain is not None:  # before any work: the folder and captum
+        from resnetlab.infer.explain import require_captum
+
+        check_folder(args.explain)
+        require_captum()
     predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
     _say_published(predictor)
-    preds = predictor.predict_files([str(p) for p in args.images], top_k=args.top_k)
+    files = [str(p) for p in args.images]
+    preds = predictor.predict_files(files, top_k=args.top_k)
+    pngs = [str(p) for p, _ in predictor.explain_files(files, args.explain)] if args.explain else []
     if args.format == "json":
         data = [
             {"file": p.file, "top": [{"class": c, "probability": v} for c, v in p.top]}
-            for p in preds
+            | ({"gradcam": pngs[i]} if pngs else {})
+            for i, p in enumerate(preds)
         ]
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return 0
-    for p in preds:
+    for i, p in enumerate(preds):
         best = ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)
-        print(f"{p.file}: {best}")
+        print(f"{p.file}: {best}" + (f" (Grad-CAM: {pngs[i]})" if pngs else ""))
     return 0
 
 

@@ -35,6 +35,18 @@ class Prediction:
     top: list[tuple[str, float]]  # (class, probability), best first
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why the model chose ``label``: the Grad-CAM heatmap ``(H, W)`` in [0, 1] at the
+    model's input size, and ``image``, uint8 ``(C, H, W)``, what the model saw (after
+    the evaluation resize and centre crop)."""
+
+    label: str
+    probability: float
+    heatmap: Tensor
+    image: Tensor
+
+
 @dataclass
 class Predictor:
     model: nn.Module
@@ -137,8 +149,9 @@ class Predictor:
         logits: Tensor = self.model(x).float()
         return logits.softmax(dim=1).cpu()
 
-    def predict_files(self, paths: list[str], *, top_k: int = 5) -> list[Prediction]:
-        """Top-k classes of each image file; an unreadable file raises ``ImageError``."""
+    def read_images(self, paths: list[str]) -> Tensor:
+        """Image files → uint8 ``(N, C, H, W)`` at the stored size, decoded as in training;
+        an unreadable file raises ``ImageError``."""
         c, h, w = self.data_size
         images = []
         for p in paths:
@@ -147,13 +160,49 @@ class Predictor:
             except OSError as err:
                 raise ImageError(f"{p}: cannot read ({err.strerror or err})") from err
             images.append(decode_image(data, p, size=(h, w), channels=c))
-        probs = self.probabilities(torch.stack(images))
+        return torch.stack(images)
+
+    def predict_files(self, paths: list[str], *, top_k: int = 5) -> list[Prediction]:
+        """Top-k classes of each image file; an unreadable file raises ``ImageError``."""
+        probs = self.probabilities(self.read_images(paths))
         k = max(1, min(top_k, len(self.classes)))
         values, index = probs.topk(k, dim=1)
         return [
             Prediction(p, [(self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)])
             for p, vs, ix in zip(paths, values, index, strict=True)
         ]
+
+    def explain(self, images: Tensor) -> list[Explanation]:
+        """Grad-CAM of the top class of each uint8 image ``(N, C, H, W)`` at the stored
+        size (see :mod:`resnetlab.infer.explain`; needs captum)."""
+        from resnetlab.infer.explain import grad_cam
+
+        x = eval_transform(images.to(self.place.device), self.preprocess)
+        with torch.no_grad():
+            probs = self.model(x).float().softmax(dim=1).cpu()
+        top, label = probs.max(dim=1)
+        heat = grad_cam(self.model, x, label.to(x.device))
+        mean = torch.tensor(self.preprocess.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocess.std, device=x.device).view(1, -1, 1, 1)
+        seen = ((x * std + mean) * 255).round().clamp(0, 255).byte().cpu()  # the model's view
+        return [
+            Explanation(self.classes[int(k)], float(p), h, v)
+            for k, p, h, v in zip(label, top, heat, seen, strict=True)
+        ]
+
+    def explain_files(
+        self, paths: list[str], out_dir: str | os.PathLike[str]
+    ) -> list[tuple[Path, Explanation]]:
+        """Write ``DIR/<stem>.gradcam.png`` per image file: the top class's Grad-CAM over
+        the image the model saw; returns each PNG with its explanation."""
+        from resnetlab.infer.explain import heatmap_paths, overlay
+
+        found = self.explain(self.read_images(paths))
+        targets = heatmap_paths(out_dir, paths)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for target, e in zip(targets, found, strict=True):
+            overlay(e.image, e.heatmap).save(target)
+        return list(zip(targets, found, strict=True))
 
     def split(self, split: str, source: str | None = None) -> Split:
         """A split of the training data (the same val split as in training), or of ``source``."""

@@ -19,6 +19,7 @@ from resnetlab.models.compat import (
     read_state_dict,
     resnetlab_name,
 )
+from resnetlab.models.features import FeatureInfo, FeatureNet
 from resnetlab.models.registry import (
     ModelEntry,
     UnknownModelError,
@@ -39,6 +40,8 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CheckpointError",
+    "FeatureInfo",
+    "FeatureNet",
     "ModelEntry",
     "ParityReport",
     "PreActBasicBlock",

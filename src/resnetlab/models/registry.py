@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -80,15 +81,33 @@ def build(spec: Spec) -> nn.Module:
     return ResNet(spec)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """Build a registered model, e.g. ``create_model("resnet50", num_classes=10)``.
 
     Overrides are fields of the model's spec (:class:`~resnetlab.models.spec.ResNetSpec` or
     :class:`~resnetlab.models.spec.VGGSpec`): ``num_classes``, ``in_channels``,
     ``shortcut``, ``placement``, ``kernel_size``, ``width``, ``head``, … Build under
     ``torch.device("meta")`` to inspect a model without allocating its weights.
+
+    ``features_only=True`` returns the backbone as timm does (a
+    :class:`~resnetlab.models.features.FeatureNet`): its forward gives the feature maps of
+    the levels ``out_indices`` chooses (default: all), its ``feature_info`` their channels
+    and reductions.
     """
-    return build(model_spec(name, **overrides))
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices chooses feature levels: give features_only=True too")
+    model = build(model_spec(name, **overrides))
+    if not features_only:
+        return model
+    from resnetlab.models.features import FeatureNet
+
+    return FeatureNet(model, out_indices, name=name)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -33,6 +33,9 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # create_model overrides
     pretrained: str | None = None  # checkpoint whose weights initialise the model (fine-tuning)
     freeze_backbone: bool = False  # train only the head (seed 004's optional frozen base)
+    # Freeze the stem and the stages up to this one ("stem", "layer1", …): their weights get
+    # no gradient and their BN layers stay in eval mode (docs/finetune.md says why). None: off.
+    freeze_until: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class OptimConfig:
     # Exponential moving average of the weights (and BN statistics), updated every step;
     # it is what is validated, selected and saved as the model. 0: off.
     ema_decay: float = 0.0
+    # Discriminative learning rate: the pretrained backbone trains at lr × this, the fresh
+    # head at lr (Howard & Ruder 2018). Applies only with model.pretrained. 1.0: one lr.
+    backbone_lr_scale: float = 1.0
     # The global batch ``lr`` was set for; with run.scale_lr, lr × global batch / this
     # (the linear scaling rule for multi-process runs). None: lr is used as given.
     reference_batch: int | None = None
@@ -346,6 +352,7 @@ def validate(cfg: TrainConfig) -> None:
         ("data.limit_per_class", d.limit_per_class),
         ("run.log_every", r.log_every),
         ("optim.reference_batch", o.reference_batch),
+        ("optim.backbone_lr_scale", o.backbone_lr_scale),
     ):
         _positive(name, value)
     if not 0.0 < d.val_fraction < 1.0:
@@ -381,6 +388,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"unknown schedule {s.name!r}")
     if r.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"run.precision must be auto, fp32, bf16 or fp16, got {r.precision!r}")
+    if cfg.model.freeze_until is not None and cfg.model.freeze_backbone:
+        raise ConfigError("give model.freeze_until or model.freeze_backbone, not both")
     if s.name == "plateau" and s.plateau_metric not in ("val_loss", "val_top1"):
         raise ConfigError("schedule.plateau_metric must be val_loss or val_top1")
 

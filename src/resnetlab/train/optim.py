@@ -19,16 +19,21 @@ from resnetlab.train.config import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(
-    params: list[nn.Parameter], cfg: OptimConfig, *, device: torch.device
+    params: list[nn.Parameter],
+    cfg: OptimConfig,
+    *,
+    device: torch.device,
+    backbone: list[nn.Parameter] | None = None,
 ) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or Adam/AdamW, with the fused/foreach
     implementation where the device has one. Weight decay applies to every parameter,
-    as in the paper, unless ``cfg.norm_bias_decay`` sets another for BN weights and biases
+    as in the paper, unless ``cfg.norm_bias_decay`` sets another for BN weights and biases;
+    the ``backbone`` parameters among ``params`` train at ``cfg.backbone_lr_scale`` × lr
     (see :func:`param_groups`)."""
     fast: dict[str, Any] = {"foreach": True}
     if device.type == "cuda":
         fast = {"fused": True}
-    groups = param_groups(params, cfg)
+    groups = param_groups(params, cfg, backbone=backbone)
     if cfg.name == "sgd":
         return torch.optim.SGD(
             groups,
@@ -44,21 +49,45 @@ def build_optimizer(
 
 
 def param_groups(
-    params: list[nn.Parameter], cfg: OptimConfig
+    params: list[nn.Parameter],
+    cfg: OptimConfig,
+    *,
+    backbone: list[nn.Parameter] | None = None,
 ) -> list[nn.Parameter] | list[dict[str, Any]]:
     """``params`` as one group (``norm_bias_decay`` None: the paper's decay everywhere), or
     two: conv/linear weights with ``weight_decay``, and the one-dimensional tensors (BN
     scales and shifts, biases) with ``norm_bias_decay``. Decay on those does not regularise
     anything a BN net can express: it only rescales what the next BN normalises away, and
     pulls BN's γ toward zero (Goyal et al. 2017 §5.1 leave it off; timm and torchvision's
-    recipes too). A single group keeps old optimiser states loadable."""
-    if cfg.norm_bias_decay is None:
-        return params
-    decay = [p for p in params if p.ndim > 1]
-    rest = [p for p in params if p.ndim <= 1]
+    recipes too). A single group keeps old optimiser states loadable.
+
+    With ``backbone`` given and ``cfg.backbone_lr_scale`` ≠ 1, each of those groups splits
+    again: the backbone's parameters carry ``lr_scale`` (the schedule sets their lr to
+    lr × it, every step), the head's train at lr. Pretrained features need only small
+    changes, and a full lr on them would undo in the first steps, while the fresh head's
+    gradients are still large and random, what pretraining learnt."""
+    scale = cfg.backbone_lr_scale
+    if backbone is None or scale == 1.0:
+        return params if cfg.norm_bias_decay is None else _decay_groups(params, cfg)
+    in_backbone = {id(p) for p in backbone}
+    parts = (
+        ([p for p in params if id(p) in in_backbone], scale),
+        ([p for p in params if id(p) not in in_backbone], 1.0),
+    )
     return [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": rest, "weight_decay": cfg.norm_bias_decay},
+        {**group, "lr": cfg.lr * lr_scale, "lr_scale": lr_scale}
+        for part, lr_scale in parts
+        for group in _decay_groups(part, cfg)
+        if group["params"]
+    ]
+
+
+def _decay_groups(params: list[nn.Parameter], cfg: OptimConfig) -> list[dict[str, Any]]:
+    if cfg.norm_bias_decay is None:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": cfg.norm_bias_decay},
     ]
 
 

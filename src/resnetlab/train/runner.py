@@ -129,14 +129,44 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) 
     if cfg.model.pretrained:
         _load_pretrained(model, cfg.model.pretrained, log)
     if cfg.model.freeze_backbone:
-        head = model.fc if isinstance(model, ResNet) else getattr(model, "classifier", None)
-        if head is None:
-            raise ValueError(f"{cfg.model.name} has no head to train alone")
+        head = head_module(model, cfg.model.name)
         for p in model.parameters():
             p.requires_grad_(False)
         for p in head.parameters():
             p.requires_grad_(True)
+    if cfg.model.freeze_until is not None:
+        freeze_until(model, cfg.model.freeze_until, cfg.model.name)
     return model
+
+
+def head_module(model: nn.Module, name: str) -> nn.Module:
+    """The classifier a fine-tuning run trains afresh (ResNet's ``fc``, VGG's ``classifier``)."""
+    head = model.fc if isinstance(model, ResNet) else getattr(model, "classifier", None)
+    if not isinstance(head, nn.Module):
+        raise ValueError(f"{name} has no head to train alone")
+    return head
+
+
+def backbone_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
+    """Every parameter outside the head (those ``optim.backbone_lr_scale`` slows)."""
+    head = {id(p) for p in head_module(model, name).parameters()}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def freeze_until(model: nn.Module, stage: str, name: str) -> None:
+    """Freeze the stem and every stage up to ``stage`` (``"stem"``, ``"layer1"``, …): no
+    gradients for their weights, and (in ``train_one_epoch``) their BN layers in eval mode,
+    so the frozen part computes exactly what it computed when pretrained."""
+    if not isinstance(model, ResNet):
+        raise ValueError(f"model.freeze_until needs a ResNet's stages; {name} has none")
+    parts = ("stem", *model.stage_names)
+    if stage not in parts:
+        raise ValueError(f"model.freeze_until {stage!r}: {name} has {', '.join(parts)}")
+    frozen: list[nn.Module | None] = [model.conv1, model.bn1]
+    frozen += model.stages()[: parts.index(stage)]
+    for module in frozen:
+        if module is not None:
+            module.requires_grad_(False)
 
 
 def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
@@ -310,8 +340,15 @@ class _Run:
         if self.lr != cfg.optim.lr:
             log(f"linear scaling rule: lr {cfg.optim.lr:g} × global batch {self.global_batch} / "
                 f"reference {cfg.optim.reference_batch} = {self.lr:g}")  # fmt: skip
+        backbone = None
+        if cfg.model.pretrained and cfg.optim.backbone_lr_scale != 1.0:
+            backbone = backbone_parameters(self.model, cfg.model.name)
+            log(
+                f"discriminative lr: the pretrained backbone at lr × "
+                f"{cfg.optim.backbone_lr_scale:g}, the head at lr"
+            )
         self.optimizer = build_optimizer(params, replace(cfg.optim, lr=self.lr),
-                                         device=self.place.device)  # fmt: skip
+                                         device=self.place.device, backbone=backbone)  # fmt: skip
         # With optim.ema_decay the average is the model: validated, selected and saved.
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
         self.steps_per_epoch = len(self.bundle.train) // self.global_batch
