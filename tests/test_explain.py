@@ -145,5 +145,5 @@ def test_predict_explain_without_captum_is_one_line(
     )
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0
-    assert "needs captum: pip install 'resnetlab[explain]'" in err
+    assert "explanations need captum: pip install 'resnetlab[explain]'" in err
     assert not (tmp_path / "cams").exists()
