@@ -1,0 +1,183 @@
+"""int8: ``resnetlab quantize`` end to end on the shipped sample, the ``.pt2`` file in eval,
+predict and bench, the sensitivity pass, and the engines skipped when their package is
+missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import cli
+from resnetlab.cli import main
+from resnetlab.infer.fast import optimize_for_inference, prepare, randomize_batchnorm
+from resnetlab.infer.predict import Predictor
+from resnetlab.infer.quantize import layer_sensitivity, load_quantized, quantize_program
+from resnetlab.models import create_model
+
+pytest.importorskip("torchao")
+
+TRAIN = ("train", "--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "5",
+         "--epochs", "1", "--batch-size", "16")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A one-epoch ResNet-20 on the sample, quantized on 32 training images."""
+    root = tmp_path_factory.mktemp("int8")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        assert main([*TRAIN, "--out", str(root), "--name", "run"]) == 0
+        ckpt, out = root / "run" / "last.pt", root / "r20.int8.pt2"
+        args = ["quantize", str(ckpt), "--data", "sample", "-o", str(out), "--calibration", "32",
+                "--no-compile"]  # fmt: skip
+        assert main(args) == 0
+        yield {"ckpt": ckpt, "pt2": out, "root": root}
+
+
+def test_quantize_writes_a_file_close_to_fp32(quantized: dict[str, Path]) -> None:
+    program, meta = load_quantized(quantized["pt2"])
+    assert meta["format"] == "resnetlab-int8/1" and meta["model_name"] == "resnet20"
+    assert meta["calibration"] == 32 and len(meta["layers"]) == 20  # 19 convs + fc
+    assert all(0 < e["rel_error"] < 0.1 for e in meta["layers"])
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in op for op in ops)  # activations
+    assert any("dequantize_per_channel" in op for op in ops)  # per-channel weights
+    measured = meta["measured"]
+    assert measured["split"] == "test" and measured["images"] == 300
+    assert measured["agreement"] >= 90
+    fp32, int8 = Predictor.load(quantized["ckpt"], device="cpu"), Predictor.load(quantized["pt2"])
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    a, b = fp32.probabilities(x), int8.probabilities(x)
+    assert float((a - b).abs().max()) < 0.05
+
+
+def test_quantized_file_loads_in_eval(
+    quantized: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "eval", str(quantized["pt2"]), "--data", "sample",
+                         "--no-compile", "--format", "json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    _, meta = load_quantized(quantized["pt2"])
+    assert result["images"] == 300  # the same int8 model on the same split: the same top-1
+    assert result["top1"] == pytest.approx(meta["measured"]["top1_int8"], abs=1e-6)
+
+
+def test_quantized_file_loads_in_predict(
+    quantized: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = quantized["root"] / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    code, out, err = cli(capsys, "predict", str(quantized["pt2"]), str(image), "--format", "json")
+    assert code == 0, err
+    (int8,) = json.loads(out)
+    code, out, _ = cli(capsys, "predict", str(quantized["ckpt"]), str(image), "--format", "json")
+    (fp32,) = json.loads(out)
+    assert int8["top"][0]["class"] == fp32["top"][0]["class"]
+    assert abs(int8["top"][0]["probability"] - fp32["top"][0]["probability"]) < 0.05
+
+
+def test_quantized_file_loads_in_bench(
+    quantized: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "bench", str(quantized["pt2"]), "--batch-size", "4",
+                         "--engines", "int8-reference", "--seconds", "0.2")  # fmt: skip
+    assert code == 0, err
+    assert "picked: int8-reference" in out
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "bench"])
+def test_corrupt_quantized_file_gets_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"PK\x03\x04" + os.urandom(256))
+    extra = {"eval": ["--data", "sample"], "predict": [str(bad)], "bench": []}[command]
+    code, out, err = cli(capsys, command, str(bad), *extra)
+    assert code == 2
+    assert err.count("\n") == 1 and "not a readable int8 program" in err, err
+
+
+def test_a_pt2_that_is_not_ours_gets_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.pt2"
+    torch.export.save(torch.export.export(nn.Linear(3, 2), (torch.zeros(1, 3),)), other)
+    code, _, err = cli(capsys, "eval", str(other), "--data", "sample")
+    assert code == 2 and err.count("\n") == 1 and "not a resnetlab int8 file" in err
+
+
+def test_sensitivity_keeps_a_layer_that_int8_breaks_in_fp32() -> None:
+    """One conv whose output channel 0 mixes a huge weight with small ones: per-channel int8
+    rounds the small ones to zero. The pass must flag it, and leaving it in fp32 must
+    bring the program closer to the fp32 model."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create_model("resnet20"))
+    with torch.no_grad():
+        w = model.layer2[0].conv2.weight  # type: ignore[index, union-attr]
+        w[:] = torch.randn_like(w) * 1e-3
+        w[:, 0, 0, 0] = 1.0
+    images = torch.randn(16, 3, 32, 32)
+    layers = {e.name: e for e in layer_sensitivity(prepare(model, channels_last=False), images)}
+    bad = layers["layer2.0.conv2"]
+    assert bad.dtype == "fp32" and bad.rel_error > 0.2
+    assert [e.name for e in layers.values() if e.dtype == "fp32"] == ["layer2.0.conv2"]
+    with torch.no_grad():
+        ref = model(images)
+        errs = [float((quantize_program(model, images, fp32_layers=keep).module()(images) - ref)
+                      .norm() / ref.norm()) for keep in ([], ["layer2.0.conv2"])]  # fmt: skip
+    assert errs[1] < 0.5 * errs[0], errs
+
+
+def test_engines_are_skipped_when_their_package_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in {"torchao", "openvino", "nncf", "onnxruntime"}:
+            monkeypatch.setitem(sys.modules, name, None)
+    for name in ("torchao", "openvino", "nncf", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, name, None)
+    engines = ["eager", "int8", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8"]
+    fast = optimize_for_inference(create_model("resnet20").eval(), torch.randn(2, 3, 32, 32),
+                                  engines=engines, min_seconds=0.05, keep_memory=False)  # fmt: skip
+    assert fast.engine == "eager" and [r.engine for r in fast.results] == ["eager"]
+    assert set(fast.skipped) == set(engines[1:])
+    for engine, why in fast.skipped.items():
+        assert "pip install 'resnetlab[" in why and "\n" not in why, (engine, why)
+    assert "int8" in fast.skipped["int8"] and "openvino" in fast.skipped["openvino-int8"]
+
+
+def test_ort_and_openvino_engines_agree_with_fp32() -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create_model("resnet20"))
+    engines = ["onnxruntime-int8", "openvino", "openvino-int8"]
+    fast = optimize_for_inference(model, torch.randn(8, 3, 32, 32), engines=engines,
+                                  min_seconds=0.1, keep_memory=False)  # fmt: skip
+    assert fast.skipped == {}
+    errors = {r.engine: r.max_rel_error for r in fast.results}
+    assert errors["openvino"] < 1e-4  # f32: rounding only
+    assert 1e-4 < errors["onnxruntime-int8"] < 0.25 and 1e-4 < errors["openvino-int8"] < 0.25
+
+
+def test_export_openvino_ir(quantized: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    ov = pytest.importorskip("openvino")
+    xml = quantized["root"] / "model.xml"
+    code, out, err = cli(capsys, "export", str(quantized["ckpt"]), "-o", str(xml))
+    assert code == 0, err
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    model = ov.Core().read_model(str(xml))
+    assert json.loads(model.get_rt_info(["resnetlab", "classes"]).astype(str))[0] == "airplane"
+    p = Predictor.load(quantized["ckpt"], device="cpu")
+    x = torch.randn(3, 3, 32, 32)
+    compiled = ov.Core().compile_model(model, "CPU")
+    got = torch.from_numpy(next(iter(compiled(x.numpy()).values())))
+    with torch.no_grad():
+        torch.testing.assert_close(got, p.model(x), rtol=1e-3, atol=1e-3)
