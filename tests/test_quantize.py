@@ -24,8 +24,19 @@ from resnetlab.models import create_model
 
 pytest.importorskip("torchao")
 
-TRAIN = ("train", "--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "5",
-         "--epochs", "1", "--batch-size", "16")  # fmt: skip
+TRAIN = (
+    "train",
+    "--recipe",
+    "paper-cifar",
+    "--data",
+    "sample",
+    "--limit-per-class",
+    "5",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +47,17 @@ def quantized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
         m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         assert main([*TRAIN, "--out", str(root), "--name", "run"]) == 0
         ckpt, out = root / "run" / "last.pt", root / "r20.int8.pt2"
-        args = ["quantize", str(ckpt), "--data", "sample", "-o", str(out), "--calibration", "32",
-                "--no-compile"]  # fmt: skip
+        args = [
+            "quantize",
+            str(ckpt),
+            "--data",
+            "sample",
+            "-o",
+            str(out),
+            "--calibration",
+            "32",
+            "--no-compile",
+        ]
         assert main(args) == 0
         yield {"ckpt": ckpt, "pt2": out, "root": root}
 
@@ -62,8 +82,16 @@ def test_quantize_writes_a_file_close_to_fp32(quantized: dict[str, Path]) -> Non
 def test_quantized_file_loads_in_eval(
     quantized: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = cli(capsys, "eval", str(quantized["pt2"]), "--data", "sample",
-                         "--no-compile", "--format", "json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        str(quantized["pt2"]),
+        "--data",
+        "sample",
+        "--no-compile",
+        "--format",
+        "json",
+    )
     assert code == 0, err
     result = json.loads(out)
     _, meta = load_quantized(quantized["pt2"])
@@ -88,8 +116,17 @@ def test_quantized_file_loads_in_predict(
 def test_quantized_file_loads_in_bench(
     quantized: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = cli(capsys, "bench", str(quantized["pt2"]), "--batch-size", "4",
-                         "--engines", "int8-reference", "--seconds", "0.2")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "bench",
+        str(quantized["pt2"]),
+        "--batch-size",
+        "4",
+        "--engines",
+        "int8-reference",
+        "--seconds",
+        "0.2",
+    )
     assert code == 0, err
     assert "picked: int8-reference" in out
 
@@ -132,8 +169,13 @@ def test_sensitivity_keeps_a_layer_that_int8_breaks_in_fp32() -> None:
     assert [e.name for e in layers.values() if e.dtype == "fp32"] == ["layer2.0.conv2"]
     with torch.no_grad():
         ref = model(images)
-        errs = [float((quantize_program(model, images, fp32_layers=keep).module()(images) - ref)
-                      .norm() / ref.norm()) for keep in ([], ["layer2.0.conv2"])]  # fmt: skip
+        errs = [
+            float(
+                (quantize_program(model, images, fp32_layers=keep).module()(images) - ref).norm()
+                / ref.norm()
+            )
+            for keep in ([], ["layer2.0.conv2"])
+        ]
     assert errs[1] < 0.5 * errs[0], errs
 
 
@@ -144,8 +186,13 @@ def test_engines_are_skipped_when_their_package_is_missing(monkeypatch: pytest.M
     for name in ("torchao", "openvino", "nncf", "onnxruntime"):
         monkeypatch.setitem(sys.modules, name, None)
     engines = ["eager", "int8", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8"]
-    fast = optimize_for_inference(create_model("resnet20").eval(), torch.randn(2, 3, 32, 32),
-                                  engines=engines, min_seconds=0.05, keep_memory=False)  # fmt: skip
+    fast = optimize_for_inference(
+        create_model("resnet20").eval(),
+        torch.randn(2, 3, 32, 32),
+        engines=engines,
+        min_seconds=0.05,
+        keep_memory=False,
+    )
     assert fast.engine == "eager" and [r.engine for r in fast.results] == ["eager"]
     assert set(fast.skipped) == set(engines[1:])
     for engine, why in fast.skipped.items():
@@ -159,8 +206,9 @@ def test_ort_and_openvino_engines_agree_with_fp32() -> None:
     torch.manual_seed(0)
     model = randomize_batchnorm(create_model("resnet20"))
     engines = ["onnxruntime-int8", "openvino", "openvino-int8"]
-    fast = optimize_for_inference(model, torch.randn(8, 3, 32, 32), engines=engines,
-                                  min_seconds=0.1, keep_memory=False)  # fmt: skip
+    fast = optimize_for_inference(
+        model, torch.randn(8, 3, 32, 32), engines=engines, min_seconds=0.1, keep_memory=False
+    )
     assert fast.skipped == {}
     errors = {r.engine: r.max_rel_error for r in fast.results}
     assert errors["openvino"] < 1e-4  # f32: rounding only
