@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -90,7 +91,7 @@ def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", *, n: 
     if dtype == torch.int8:  # int8 × int8 → int32, the rate int8 convolutions can reach
         a = torch.randint(-128, 128, (n, n), device=dev, dtype=dtype)
         b = torch.randint(-128, 128, (n, n), device=dev, dtype=dtype)
-        mm = torch._int_mm
+        mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = torch._int_mm
     else:
         a = torch.randn(n, n, device=dev, dtype=dtype)
         b = torch.randn(n, n, device=dev, dtype=dtype)
