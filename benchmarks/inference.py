@@ -2,6 +2,14 @@
 the default eager fp32 model and to ONNX Runtime fp32 (plus absolute figures):
 
     .venv/bin/python benchmarks/inference.py [--compile] [--checkpoint RUN/best.pt] [--json F]
+    .venv/bin/python benchmarks/inference.py --all-engines [--compile] [--smoke] [--json F]
+
+``--all-engines``: every engine of ``optimize_for_inference`` in one interleaved run (default
+eager fp32; our fastest fp32 and bf16; our int8; ONNX Runtime fp32 and int8; OpenVINO
+f32/bf16/int8 where installed, else skipped with the reason), for ResNet-50 at 224 (batch 16
+and batch 1) and ResNet-20/56 at 32 (batch 256 and batch 1), with each engine's share of the
+rate of a 2048² matmul in its dtype (fp32, bf16, int8 ``_int_mm``) measured in the same run.
+``--smoke`` shrinks every size so the script's code runs in a minute (figures meaningless).
 
 The default eager fp32 model is timed first, in a default process; then freed memory is kept
 (``resnetlab.infer.memory``) and every other engine is timed, in interleaved rounds.
@@ -83,6 +91,122 @@ def cifar_agreement(checkpoint: str, limit: int = 2000) -> tuple[float, int]:
     return float((fp32 == bf16).float().mean()) * 100, len(x)
 
 
+# (model, side, GFLOP per image, batch sizes); GFLOP = 2 × MACs of one image.
+SUITE = [
+    ("resnet50_v1_5", 224, 8.18, (16, 1)),
+    ("resnet20", 32, 0.0820, (256, 1)),
+    ("resnet56", 32, 0.2508, (256, 1)),
+]
+SMOKE = [("resnet50_v1_5", 64, 8.18 * (64 / 224) ** 2, (2,)), ("resnet20", 32, 0.0820, (8,))]
+ENGINE_DTYPE = {
+    "eager": "fp32",
+    "compile": "fp32",
+    "onnxruntime": "fp32",
+    "openvino": "fp32",
+    "eager-bf16": "bf16",
+    "compile-bf16": "bf16",
+    "openvino-bf16": "bf16",
+    "int8": "int8",
+    "onnxruntime-int8": "int8",
+    "openvino-int8": "int8",
+}
+
+
+def engine_table(args: argparse.Namespace) -> dict[str, object]:
+    """Every engine, per model and batch size, timed in interleaved rounds."""
+    from resnetlab.infer.fast import build_runner
+
+    kept_default: dict[str, float] = {}
+    peaks = {
+        d: matmul_gflops(t, reps=5 if args.smoke else 30)
+        for d, t in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8))
+    }
+    print(
+        "matmul 2048² rate: "
+        + ", ".join(f"{d} {v:.0f}" for d, v in peaks.items())
+        + " GFLOP/s (int8: GOP/s)",
+        flush=True,
+    )
+    engines = [
+        "eager",
+        "eager-bf16",
+        "int8",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "openvino",
+        "openvino-bf16",
+        "openvino-int8",
+    ]
+    if args.compile:
+        engines[1:1] = ["compile", "compile-bf16"]
+    out: dict[str, object] = {"hardware": hardware(), "matmul_gflops": peaks, "runs": []}
+    for name, side, gflop, batches in SMOKE if args.smoke else SUITE:
+        base = randomize_batchnorm(create_model(name))
+        prepared = prepare(base)
+        for batch in batches:
+            x = torch.randn(batch, 3, side, side)
+            with torch.no_grad():
+                ref = base(x)
+            runners: dict[str, Callable[[Tensor], Tensor]] = {}
+            skipped: dict[str, str] = {}
+            for engine in engines:
+                try:
+                    runners[engine] = build_runner(engine, prepared, x)
+                except Exception as exc:  # skipped with its reason, as optimize_for_inference does
+                    skipped[engine] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][
+                        :100
+                    ]
+            runners = {"default eager fp32 (NCHW)": plain_runner(base, False), **runners}
+            print(f"\n{name}, batch {batch}, {side}×{side}", flush=True)
+            ips = time_rounds(runners, x, args.rounds, args.seconds)
+            kept_default.setdefault(name, ips["default eager fp32 (NCHW)"])
+            rows = []
+            print(
+                f"{'engine':<26} {'img/s':>9} {'ms/batch':>9} {'× eager':>8} "
+                f"{'share':>6} {'rel err':>8}"
+            )
+            for engine, run in runners.items():
+                dtype = ENGINE_DTYPE.get(engine, "fp32")
+                share = ips[engine] * gflop / peaks[dtype]
+                row = {
+                    "engine": engine,
+                    "dtype": dtype,
+                    "images_per_s": ips[engine],
+                    "ms_per_batch": 1000 * batch / ips[engine],
+                    "x_default_eager": ips[engine] / ips["default eager fp32 (NCHW)"],
+                    "share_of_matmul": share,
+                    "max_rel_err": rel_err(ref, run(x)),
+                }
+                rows.append(row)
+                print(
+                    f"{engine:<26} {row['images_per_s']:>9.1f} {row['ms_per_batch']:>9.2f} "
+                    f"{row['x_default_eager']:>8.2f} {share:>6.0%} "
+                    f"{row['max_rel_err']:>8.1e}"
+                )
+            for engine, why in skipped.items():
+                print(f"{engine:<26} skipped: {why}")
+            for dtype in ("fp32", "bf16", "int8"):
+                ours = [
+                    r
+                    for r in rows
+                    if r["dtype"] == dtype
+                    and str(r["engine"]).split("-")[0] in ("eager", "compile", "int8")
+                ]
+                if ours:
+                    best = max(ours, key=lambda r: float(r["images_per_s"]))  # type: ignore[arg-type]
+                    print(f"our fastest {dtype}: {best['engine']}")
+            out["runs"].append(
+                {
+                    "model": name,
+                    "side": side,
+                    "batch": batch,  # type: ignore[attr-defined]
+                    "engines": rows,
+                    "skipped": skipped,
+                }
+            )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -91,8 +215,18 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also torch.compile (slow to build)")
     ap.add_argument("--checkpoint", help="a trained CIFAR checkpoint for the bf16 agreement check")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--all-engines", action="store_true", help="the engine table (see above)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code runs")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.all_engines:
+        print(hardware(), flush=True)
+        keep_freed_memory()  # as the commands run; the default process is the other mode
+        table = engine_table(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(table, f, indent=2)
+        return
     print(f"ResNet-50 (v1.5), batch {args.batch_size}, 224×224; {hardware()}", flush=True)
     base = randomize_batchnorm(create_model("resnet50_v1_5"))
     x = torch.randn(args.batch_size, 3, 224, 224)

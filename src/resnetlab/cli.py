@@ -430,7 +430,7 @@ def build_parser() -> Parser:
 
 # Commands that run a model over many batches: they keep freed memory in the process
 # (glibc would otherwise map and unmap every activation over 32 MiB on each call).
-RUNS_MODELS = frozenset({"train", "eval", "predict", "bench", "reproduce"})
+RUNS_MODELS = frozenset({"train", "eval", "predict", "bench", "reproduce", "quantize"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

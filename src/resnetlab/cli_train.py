@@ -105,6 +105,11 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="an int8 .pt2 file: run its reference path, not oneDNN's int8 kernels",
+    )
     add_published_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -130,16 +135,56 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export a checkpoint (ONNX or safetensors)",
+        help="export a checkpoint (ONNX, safetensors or OpenVINO IR)",
         description="ONNX: the model with BN folded and a dynamic batch, for ONNX Runtime "
         "and friends. safetensors: the weights. Both carry the model name, classes and "
         "preprocessing as metadata. The format follows the file's suffix unless --format.",
     )
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
-    p.add_argument("-o", "--output", type=Path, required=True, help="FILE.onnx / .safetensors")
-    p.add_argument("--format", choices=("onnx", "safetensors"))
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="FILE.onnx / .safetensors / .xml (OpenVINO IR, with its .bin)",
+    )
+    p.add_argument("--format", choices=("onnx", "safetensors", "openvino"))
     add_published_options(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "quantize",
+        help="post-training int8 quantization of a checkpoint",
+        description="Static int8 quantization (PyTorch's export flow, x86 quantizer: BN "
+        "folded, per-channel int8 weights, uint8 activations) calibrated on N training images; "
+        "layers whose int8 error is above --max-layer-error stay in fp32. Reports top-1 of "
+        "fp32 and int8 on the test split (val where there is none) and their agreement, and "
+        "writes a .pt2 file that eval, predict and bench load.",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("-o", "--output", type=Path, help="FILE.pt2 (default: CKPT's name + .int8.pt2)")
+    p.add_argument(
+        "--calibration",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="training images that set the activation ranges (default 512)",
+    )
+    p.add_argument(
+        "--max-layer-error",
+        type=float,
+        default=0.05,
+        metavar="E",
+        help="relative error above which a layer stays fp32 (default 0.05)",
+    )
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="measure int8 on the reference path (no torch.compile build)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=250)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser(
         "bench",
@@ -147,7 +192,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         description="Times every inference engine (eager fp32/bf16 with BN folded and "
         "channels_last, torch.compile, ONNX Runtime) on one batch shape and reports images/s, "
         "the picked engine and each engine's error against the fp32 model. MODEL is a "
-        "registered name or a checkpoint.",
+        "registered name, a checkpoint or an int8 .pt2 file from `resnetlab quantize`.",
     )
     p.add_argument("model", metavar="MODEL|CKPT")
     p.add_argument("--batch-size", type=positive_int, default=16)
@@ -156,8 +201,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         "--engines",
         nargs="+",
         metavar="ENGINE",
-        help="eager eager-bf16 compile compile-bf16 onnxruntime (default: all that suit "
-        "this machine)",
+        help="eager eager-bf16 compile compile-bf16 onnxruntime int8 onnxruntime-int8 openvino "
+        "openvino-bf16 openvino-int8; for a .pt2 file: int8 int8-reference (default: all that "
+        "suit this machine)",
     )
     p.add_argument("--seconds", type=float, default=2.0, help="timing per engine")
     add_published_options(p, "--arch")
@@ -199,13 +245,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from resnetlab.infer.predict import Predictor
 
     if args.out is not None:
         check_folder(args.out)
         args.out.mkdir(parents=True, exist_ok=True)
         check_writable(args.out / f"eval-{args.split}.json")
-    predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
+    predictor = _load_for_eval(args)
     _say_published(predictor)
     data = predictor.split(args.split, args.data)
     metrics, cm = predictor.evaluate(data, batch_size=args.batch_size)
@@ -254,6 +299,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_for_eval(args: argparse.Namespace) -> Any:
+    """A checkpoint, a published file, or an int8 ``.pt2`` (compiled unless --no-compile:
+    over a whole split the int8 kernels repay their build)."""
+    from resnetlab.infer.predict import Predictor
+    from resnetlab.infer.quantize import is_quantized_file
+
+    if is_quantized_file(args.checkpoint):
+        return Predictor.from_quantized(args.checkpoint, compile=not args.no_compile)
+    return Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from resnetlab.infer.quantize import SUFFIX, quantize_checkpoint
+
+    if not args.max_layer_error > 0:
+        raise ConfigError(f"--max-layer-error must be positive, got {args.max_layer_error}")
+    out = args.output or args.checkpoint.with_name(args.checkpoint.stem + ".int8" + SUFFIX)
+    if out.suffix.lower() != SUFFIX:
+        raise ConfigError(f"the int8 file is a {SUFFIX} archive; got {out}")
+    print(
+        f"quantizing {args.checkpoint} (calibration: {args.calibration} training images)…",
+        flush=True,
+    )
+    report = quantize_checkpoint(
+        args.checkpoint,
+        out,
+        data=args.data,
+        calibration=args.calibration,
+        max_layer_error=args.max_layer_error,
+        compile=not args.no_compile,
+        batch_size=args.batch_size,
+    )
+    print(report.to_text())
+    return 0
+
+
 def _say_published(predictor: Any) -> None:
     """One line on a published file: what it is and the preprocessing applied (stderr, so
     that --format json stays parseable)."""
@@ -297,14 +378,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnetlab.infer.predict import export_onnx_file, export_safetensors
+    from resnetlab.infer.predict import export_onnx_file, export_openvino_file, export_safetensors
 
-    fmt = args.format or {".onnx": "onnx", ".safetensors": "safetensors"}.get(
-        args.output.suffix.lower()
-    )
+    formats = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
+    fmt = args.format or formats.get(args.output.suffix.lower())
     if fmt is None:
-        raise ConfigError("give --format onnx|safetensors or a .onnx / .safetensors file name")
-    write = export_onnx_file if fmt == "onnx" else export_safetensors
+        raise ConfigError(
+            "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
+        )
+    writers = {"onnx": export_onnx_file, "safetensors": export_safetensors}
+    write = writers.get(fmt, export_openvino_file)
     print(f"wrote {write(args.checkpoint, args.output, model=args.arch, layout=args.layout)}")
     return 0
 
@@ -318,10 +401,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from resnetlab.models.registry import get_entry
 
     for engine in args.engines or []:
-        if engine not in ENGINES:
+        if engine not in (*ENGINES, "int8-reference"):
             raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    from resnetlab.infer.quantize import is_quantized_file
     from resnetlab.models.published import is_weights_name
 
+    if is_quantized_file(args.model):
+        return _bench_quantized(args)
     if Path(args.model).is_file() or is_weights_name(args.model):
         from resnetlab.infer.predict import Predictor
 
@@ -344,6 +430,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         flush=True,
     )
     fast = optimize_for_inference(model, x, engines=args.engines, min_seconds=args.seconds)
+    print(fast.report())
+    print(f"picked: {fast.engine}")
+    return 0
+
+
+def _bench_quantized(args: argparse.Namespace) -> int:
+    """``bench FILE.pt2``: the file's int8 program, compiled (``int8``) and as it is
+    (``int8-reference``), on the batch shape asked for."""
+    import torch
+
+    from resnetlab.infer.predict import Predictor
+    from resnetlab.infer.quantize import bench_quantized
+
+    p = Predictor.from_quantized(args.model)
+    c, side = p.data_size[0], args.image_size or p.preprocess.image_size
+    x = torch.randn(args.batch_size, c, side, side)
+    print(
+        f"{args.model} ({p.config.model.name}, int8): batch {args.batch_size}×{c}×{side}×{side}",
+        flush=True,
+    )
+    fast = bench_quantized(args.model, x, engines=args.engines, min_seconds=args.seconds)
     print(fast.report())
     print(f"picked: {fast.engine}")
     return 0

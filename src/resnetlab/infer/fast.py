@@ -9,6 +9,16 @@ Every engine starts from the same preparation: eval mode, BN folded into the pre
 - ``compile`` / ``compile-bf16``: ``torch.compile`` (Inductor) with ``freezing``, which treats
   the weights as constants and pre-packs them for oneDNN.
 - ``onnxruntime``: the model exported to ONNX and run by ONNX Runtime (fp32).
+- ``int8``: our own int8 path, PyTorch's export quantization flow compiled by Inductor
+  (:mod:`resnetlab.infer.quantize`; needs ``torchao``).
+- ``onnxruntime-int8``: ONNX Runtime on a QDQ model from ``onnxruntime.quantization``'s static
+  quantization (per-channel int8 weights, uint8 activations).
+- ``openvino`` / ``openvino-bf16`` / ``openvino-int8``: OpenVINO's CPU plugin with f32 or bf16
+  inference precision, or on a model quantized by NNCF (needs ``resnetlab[openvino]``).
+
+The int8 engines calibrate on the example batch itself, which is right for timing them and for
+a sanity check of their outputs; for accuracy, ``resnetlab quantize`` calibrates on training
+images and measures the test split.
 
 :func:`optimize_for_inference` times the candidates on the batch size you care about and
 returns the fastest, saying which it picked and what each measured. By default it also
@@ -23,6 +33,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +43,19 @@ from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.train.device import cpu_has_fast_bf16
 
 Runner = Callable[[Tensor], Tensor]
-ENGINES = ("eager", "eager-bf16", "compile", "compile-bf16", "onnxruntime")
+ENGINES = (
+    "eager",
+    "eager-bf16",
+    "compile",
+    "compile-bf16",
+    "onnxruntime",
+    "int8",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-bf16",
+    "openvino-int8",
+)
+INT8_ENGINES = frozenset({"int8", "onnxruntime-int8", "openvino-int8"})
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -156,14 +179,18 @@ def export_onnx(
     return data
 
 
-def onnxruntime_runner(model: nn.Module, example: Tensor, *, threads: int | None = None) -> Runner:
+def onnxruntime_runner(
+    model: nn.Module, example: Tensor, *, threads: int | None = None, int8: bool = False
+) -> Runner:
     """ONNX Runtime's CPU provider, default session options but the same thread count as
-    PyTorch (a fair comparison)."""
+    PyTorch (a fair comparison). ``int8``: the model quantized first (:func:`ort_quantize`)."""
     try:
         import onnxruntime as ort
     except ImportError as err:
         raise RuntimeError("the onnxruntime engine needs: pip install 'resnetlab[onnx]'") from err
     data = export_onnx(model, example)
+    if int8:
+        data = ort_quantize(data, example)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -172,6 +199,92 @@ def onnxruntime_runner(model: nn.Module, example: Tensor, *, threads: int | None
     def run(x: Tensor) -> Tensor:
         (out,) = session.run(None, {name: x.detach().cpu().contiguous().numpy()})
         return torch.from_numpy(out)
+
+    return run
+
+
+def ort_quantize(data: bytes, calibration: Tensor) -> bytes:
+    """ONNX Runtime's static QDQ quantization of an ONNX model: int8 weights per output
+    channel, uint8 activations with ranges from ``calibration`` (min/max). Files, because
+    ``quantize_static`` reads and writes paths."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter([{"images": calibration.contiguous().numpy()}])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(data)
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
+        return dst.read_bytes()
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as err:
+        raise RuntimeError("the openvino engines need: pip install 'resnetlab[openvino]'") from err
+    return openvino
+
+
+def openvino_model(model: nn.Module, example: Tensor, *, int8: bool = False) -> Any:
+    """The model (BN folded, NCHW) converted to an OpenVINO ``Model``; ``int8``: quantized by
+    NNCF's post-training quantization with ``example`` as its calibration set."""
+    ov = _openvino()
+    plain = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    with torch.no_grad():
+        converted = ov.convert_model(plain, example_input=example.contiguous())
+    if int8:
+        try:
+            import nncf
+        except ImportError as err:
+            raise RuntimeError(
+                "openvino-int8 needs NNCF: pip install 'resnetlab[openvino]'"
+            ) from err
+        converted = nncf.quantize(converted, nncf.Dataset([example.contiguous().numpy()]))
+    return converted
+
+
+def openvino_runner(
+    model: nn.Module, example: Tensor, *, precision: str = "f32", threads: int | None = None
+) -> Runner:
+    """OpenVINO's CPU plugin, one stream with PyTorch's thread count (latency mode: the
+    whole batch on every thread, as the other engines run). ``precision``: ``f32``,
+    ``bf16`` (the inference precision hint) or ``int8`` (NNCF, with f32 for the rest)."""
+    ov = _openvino()
+    converted = openvino_model(model, example, int8=precision == "int8")
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(threads or torch.get_num_threads()),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    compiled = ov.Core().compile_model(converted, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: Tensor) -> Tensor:
+        out = request.infer({0: x.detach().cpu().contiguous().numpy()})
+        return torch.from_numpy(next(iter(out.values())).copy())
 
     return run
 
@@ -189,6 +302,15 @@ def build_runner(engine: str, model: nn.Module, example: Tensor) -> Runner:
         return compiled_runner(model, example, bf16=True)
     if engine == "onnxruntime":
         return onnxruntime_runner(model, example)
+    if engine == "onnxruntime-int8":
+        return onnxruntime_runner(model, example, int8=True)
+    if engine == "int8":
+        from resnetlab.infer.quantize import int8_runner
+
+        return int8_runner(model, example)
+    if engine.startswith("openvino"):
+        precision = engine.partition("-")[2] or "f32"
+        return openvino_runner(model, example, precision=precision)
     raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
@@ -251,8 +373,10 @@ def default_engines(device: torch.device) -> list[str]:
     engines = ["eager", "compile"]
     if bf16:
         engines += ["eager-bf16", "compile-bf16"]
-    if device.type == "cpu":
-        engines.append("onnxruntime")
+    if device.type == "cpu":  # int8 kernels and the other runtimes are CPU ones here
+        engines += ["onnxruntime", "int8", "onnxruntime-int8", "openvino"]
+        engines += ["openvino-bf16"] if bf16 else []
+        engines.append("openvino-int8")
     return engines
 
 
@@ -263,12 +387,15 @@ def optimize_for_inference(
     engines: Sequence[str] | None = None,
     min_seconds: float = 2.0,
     max_rel_error: float = 0.05,
+    max_int8_error: float = 0.25,
     keep_memory: bool = True,
 ) -> FastModel:
     """Try each engine on ``example`` (the batch shape you will run) and keep the fastest
     whose outputs agree with the fp32 model (max relative error ≤ ``max_rel_error``; bf16
-    engines differ by ~1e-2, fp32 ones by ~1e-6). An engine that fails is skipped with its
-    reason. Returns a :class:`FastModel`; ``.report()`` shows every measurement.
+    engines differ by ~1e-2, fp32 ones by ~1e-6; int8 ones, calibrated on ``example``
+    alone, are held to ``max_int8_error``). An engine that fails or whose package is
+    missing is skipped with its one-line reason. Returns a :class:`FastModel`;
+    ``.report()`` shows every measurement.
 
     ``keep_memory`` calls :func:`~resnetlab.infer.memory.keep_freed_memory` first (a
     process-wide glibc setting: large activations are reused instead of page-faulted in on
@@ -287,7 +414,7 @@ def optimize_for_inference(
             run = build_runner(engine, prepared, example)
             out = run(example)
             err = float((out - reference.cpu().to(out.device)).abs().max() / reference.abs().max())
-            if err > max_rel_error:
+            if err > (max_int8_error if engine in INT8_ENGINES else max_rel_error):
                 skipped[engine] = f"outputs differ (max relative error {err:.2e})"
                 continue
             secs = time_runner(run, example, min_seconds=min_seconds)

@@ -79,6 +79,10 @@ class Predictor:
         and ``layout`` are for files the catalogue does not know). Everything is read with
         ``weights_only=True``."""
         text = str(path)
+        from resnetlab.infer.quantize import is_quantized_file
+
+        if is_quantized_file(text):
+            return cls.from_quantized(text)
         if text.endswith(".safetensors") or is_weights_name(text):
             return cls.from_published(
                 load_published(text, model=model, layout=layout), device=device, precision=precision
@@ -92,16 +96,7 @@ class Predictor:
         cfg = config_from_dict(state["config"])
         classes = tuple(state["classes"])
         c, h, w = (int(v) for v in state["data_size"])
-        p = state["preprocess"]
-        pre = Preprocess(
-            mean=tuple(p["mean"]),
-            std=tuple(p["std"]),
-            image_size=int(p["image_size"]),
-            augment=p["augment"],
-            padding=int(p["padding"]),
-            scale=tuple(p["scale"]),
-            crop_pct=float(p.get("crop_pct", 0.875)),  # checkpoints before it existed: 0.875
-        )
+        pre = _preprocess(state["preprocess"])
         options: dict[str, Any] = {
             **cfg.model.options,
             "num_classes": len(classes),
@@ -112,6 +107,27 @@ class Predictor:
         place = choose(device, precision)
         net.to(place.device).eval()
         return cls(net, pre, classes, (c, h, w), cfg, place, int(state["epoch"]))
+
+    @classmethod
+    def from_quantized(cls, path: str | os.PathLike[str], *, compile: bool = False) -> Predictor:
+        """A ``resnetlab quantize`` file (:mod:`resnetlab.infer.quantize`): the int8 program,
+        on the CPU in fp32 (its int8 kernels are x86 CPU ones), with the checkpoint's
+        preprocessing and classes from its metadata. ``compile``: lower it to oneDNN's int8
+        kernels on the first call of each batch shape."""
+        from resnetlab.infer.quantize import QuantizedFileError, QuantizedNet, load_quantized
+
+        program, meta = load_quantized(path)
+        try:
+            cfg = config_from_dict(meta["config"])
+            c, h, w = (int(v) for v in meta["data_size"])
+            pre = _preprocess(meta["preprocess"])
+            classes = tuple(str(v) for v in meta["classes"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise QuantizedFileError(f"{path}: its metadata is incomplete ({err})") from err
+        net = QuantizedNet(program, compile=compile)
+        return cls(
+            net, pre, classes, (c, h, w), cfg, choose("cpu", "fp32"), int(meta.get("epoch", 0))
+        )
 
     @classmethod
     def from_published(
@@ -256,6 +272,19 @@ class Predictor:
         return metrics, cm
 
 
+def _preprocess(p: dict[str, Any]) -> Preprocess:
+    """The preprocessing a checkpoint (or an int8 file's metadata) stored as a dict."""
+    return Preprocess(
+        mean=tuple(p["mean"]),
+        std=tuple(p["std"]),
+        image_size=int(p["image_size"]),
+        augment=p["augment"],
+        padding=int(p["padding"]),
+        scale=tuple(p["scale"]),
+        crop_pct=float(p.get("crop_pct", 0.875)),  # checkpoints before it existed: 0.875
+    )
+
+
 def export_onnx_file(
     ckpt: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -281,6 +310,38 @@ def export_onnx_file(
         "resnetlab.preprocess": json.dumps(asdict(p.preprocess)),
     }
     export_onnx(fold_batchnorm(p.model), example, str(target), metadata=meta)
+    return target
+
+
+def export_openvino_file(
+    ckpt: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    layout: Layout | None = None,
+) -> Path:
+    """The checkpoint's model, BN folded, as OpenVINO IR: ``out`` (``.xml``, the graph) and
+    the ``.bin`` of its weights beside it, with the model name, classes and preprocessing in
+    the IR's ``rt_info`` under ``resnetlab``. The batch is dynamic."""
+    import json
+
+    from resnetlab.fileio import check_writable
+    from resnetlab.infer.fast import _openvino, fold_batchnorm, openvino_model
+
+    ov = _openvino()
+    target = check_writable(out)
+    check_writable(target.with_suffix(".bin"))
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+    c, side = p.data_size[0], p.preprocess.image_size
+    converted = openvino_model(fold_batchnorm(p.model), torch.zeros(1, c, side, side))
+    converted.reshape({0: ov.PartialShape([-1, c, side, side])})
+    for key, value in {
+        "model": p.config.model.name,
+        "classes": json.dumps(p.classes),
+        "preprocess": json.dumps(asdict(p.preprocess)),
+    }.items():
+        converted.set_rt_info(value, ["resnetlab", key])
+    ov.save_model(converted, str(target), compress_to_fp16=False)
     return target
 
 
