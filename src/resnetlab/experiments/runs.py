@@ -206,12 +206,19 @@ def read_run(run_dir: Path, model: str, seed: int) -> RunRecord | None:
     return RunRecord(run_dir, model, seed, results, read_metrics(run_dir), read_steps(run_dir))
 
 
+def _locate(
+    budget: Budget, model: str, seed: int, store: Path, **options: Any
+) -> tuple[TrainConfig, Path]:
+    """The job's config and its run folder in ``store`` (found, or the one to train in)."""
+    cfg = budget.config(model, seed, store, **options)
+    return cfg, find_run(store, cfg) or store / str(cfg.run.name)
+
+
 def finished_run(
     budget: Budget, model: str, seed: int, store: Path, **options: Any
 ) -> RunRecord | None:
     """The job's finished run in ``store``, or None (never trains)."""
-    cfg = budget.config(model, seed, store, **options)
-    return read_run(find_run(store, cfg) or store / str(cfg.run.name), model, seed)
+    return read_run(_locate(budget, model, seed, store, **options)[1], model, seed)
 
 
 def run_job(
@@ -225,8 +232,7 @@ def run_job(
     **options: Any,
 ) -> RunRecord:
     """Read, resume or train one job; raises :class:`RunInterruptedError` if it was stopped."""
-    cfg = budget.config(model, seed, store, **options)
-    run_dir = find_run(store, cfg) or store / str(cfg.run.name)
+    cfg, run_dir = _locate(budget, model, seed, store, **options)
     done = read_run(run_dir, model, seed)
     if done is not None:
         log(f"{model} seed {seed}: finished earlier in {run_dir}")
