@@ -13,14 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 from conftest import cli
 from resnetlab.cli import main
 from resnetlab.infer.fast import optimize_for_inference, randomize_batchnorm
 from resnetlab.infer.predict import Predictor
-from resnetlab.infer.quantize import layer_sensitivity, load_quantized
+from resnetlab.infer.quantize import (
+    kept_dtype,
+    layer_sensitivity,
+    load_quantized,
+    quantize_program,
+)
 from resnetlab.models import create_model
+from resnetlab.train.device import cpu_has_fast_bf16
 
 pytest.importorskip("torchao")
 
@@ -152,21 +158,47 @@ def test_a_pt2_that_is_not_ours_gets_one_line(
     assert code == 2 and err.count("\n") == 1 and "not a resnetlab int8 file" in err
 
 
-def test_sensitivity_keeps_a_layer_that_int8_breaks_in_fp32() -> None:
+def _int8_breaks_layer_0() -> tuple[nn.Module, Tensor]:
     """A 1×1 conv whose every output channel has one weight of 1.0 (on an input channel
     that is always zero) and the signal on weights of 1e-3: per-channel int8 takes its scale
-    from the 1.0 and rounds the 1e-3 weights to zero, so the layer's output is lost. The
-    pass must flag that layer, and only that one, for fp32."""
+    from the 1.0 and rounds the 1e-3 weights to zero, so the layer's output is lost."""
     torch.manual_seed(0)
     broken, fine = nn.Conv2d(2, 4, 1), nn.Conv2d(4, 3, 1)
     with torch.no_grad():
         broken.weight[:, 0], broken.weight[:, 1] = 1.0, 1e-3
         broken.bias.zero_()
-    model = nn.Sequential(broken, fine)
+        fine.bias.zero_()  # the output is layer 0's signal, not a constant
     images = torch.cat([torch.zeros(8, 1, 6, 6), torch.randn(8, 1, 6, 6)], dim=1)
-    layers = {e.name: e for e in layer_sensitivity(model, images)}
-    assert layers["0"].dtype == "fp32" and layers["0"].rel_error > 0.9
+    return nn.Sequential(broken, fine).eval(), images
+
+
+def test_sensitivity_flags_the_layer_that_int8_breaks() -> None:
+    """The pass must flag that layer, and only that one, with the dtype it keeps."""
+    model, images = _int8_breaks_layer_0()
+    layers = {e.name: e for e in layer_sensitivity(model, images, keep="bf16")}
+    assert layers["0"].dtype == "bf16" and layers["0"].rel_error > 0.9
     assert layers["1"].dtype == "int8" and layers["1"].rel_error < 0.05
+    assert kept_dtype() == ("bf16" if cpu_has_fast_bf16() else "fp32")
+
+
+def _rel_err(a: Tensor, b: Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_a_kept_layer_runs_in_bf16_in_the_int8_program() -> None:
+    """Layer 0 in bf16 (its conv computes on bf16 tensors, no int8 weights), layer 1 in int8:
+    the output is close to fp32, where all-int8 loses it."""
+    model, images = _int8_breaks_layer_0()
+    with torch.no_grad():
+        ref = model(images)
+    all_int8 = quantize_program(model, images)
+    kept = quantize_program(model, images, bf16_layers=["0"])
+    convs = [n for n in kept.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert [n.meta["val"].dtype for n in convs] == [torch.bfloat16, torch.float32]
+    weights = [n for n in kept.graph.nodes if "dequantize_per_channel" in str(n.target)]
+    assert len(weights) == 1  # layer 1's
+    assert _rel_err(all_int8.module()(images), ref) > 0.5
+    assert _rel_err(kept.module()(images), ref) < 0.15  # layer 1's int8 rounding, 4 inputs
 
 
 def test_engines_are_skipped_when_their_package_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

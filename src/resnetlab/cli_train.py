@@ -157,9 +157,10 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         help="post-training int8 quantization of a checkpoint",
         description="Static int8 quantization (PyTorch's export flow, x86 quantizer: BN "
         "folded, per-channel int8 weights, uint8 activations) calibrated on N training images; "
-        "layers whose int8 error is above --max-layer-error stay in fp32. Reports top-1 of "
-        "fp32 and int8 on the test split (val where there is none) and their agreement, and "
-        "writes a .pt2 file that eval, predict and bench load.",
+        "layers whose int8 error is above --max-layer-error run in bf16 (fp32 on a CPU "
+        "without native bf16). Reports top-1 of fp32 and int8 on the test split (val where "
+        "there is none) and their agreement, and writes a .pt2 file that eval, predict and "
+        "bench load.",
     )
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
@@ -176,7 +177,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         type=float,
         default=0.05,
         metavar="E",
-        help="relative error above which a layer stays fp32 (default 0.05)",
+        help="relative error above which a layer is kept out of int8 (default 0.05)",
     )
     p.add_argument(
         "--no-compile",

@@ -10,7 +10,10 @@ The flow (torchao's ``prepare_pt2e`` / ``convert_pt2e``: torch 2.13 no longer sh
    histogram observer over the calibration images.
 3. A sensitivity pass (:func:`layer_sensitivity`): every conv/linear layer's output error when
    its input and weights alone are rounded to int8, on the calibration images. Layers above
-   ``max_layer_error`` are left out of the quantizer and stay in fp32.
+   ``max_layer_error`` are left out of the quantizer and run in bf16 where the CPU has
+   native bf16 kernels (AVX-512 BF16 or AMX: :func:`kept_dtype`), else in fp32. bf16 keeps
+   8 significant bits against int8's 7-bit weights, but in floating point: a layer int8
+   breaks by one outlier weight or activation per channel keeps its small values in bf16.
 4. Calibration, conversion to quantize/dequantize pairs, and a second export: the file.
 
 The file (``.pt2``) is ``torch.export.save``'s archive of that program, which
@@ -72,7 +75,7 @@ class LayerError:
     name: str
     kind: str  # "conv" or "linear"
     rel_error: float
-    dtype: str  # "int8", or "fp32" where the error was above the limit
+    dtype: str  # "int8", or "bf16"/"fp32" (:func:`kept_dtype`) where the error was too large
 
 
 def _fake_quant_activation(x: Tensor) -> Tensor:
@@ -92,14 +95,28 @@ def _fake_quant_weight(w: Tensor) -> Tensor:
     return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -128, 127)
 
 
+def kept_dtype() -> str:
+    """What a layer the sensitivity pass keeps out of int8 runs in: ``bf16`` where oneDNN
+    has native bf16 kernels on this CPU (AVX-512 BF16 or AMX; elsewhere bf16 is emulated
+    and slower than fp32), else ``fp32``."""
+    from resnetlab.train.device import cpu_has_fast_bf16
+
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
 @torch.no_grad()
 def layer_sensitivity(
-    model: nn.Module, images: Tensor, *, max_layer_error: float = MAX_LAYER_ERROR
+    model: nn.Module,
+    images: Tensor,
+    *,
+    max_layer_error: float = MAX_LAYER_ERROR,
+    keep: str = "fp32",
 ) -> list[LayerError]:
     """Each conv/linear layer of ``model`` (BN already folded) run on the inputs it sees for
     ``images``, once as it is and once with input and weights rounded to int8: the relative
     L2 error of its output. Per layer, not end to end, so one pass ranks every layer and a
-    layer is judged by its own rounding, not by what earlier layers did."""
+    layer is judged by its own rounding, not by what earlier layers did. Layers above
+    ``max_layer_error`` get dtype ``keep``."""
     errors: dict[str, tuple[str, float]] = {}
 
     def hook(name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
@@ -128,7 +145,7 @@ def layer_sensitivity(
         for h in handles:
             h.remove()
     return [
-        LayerError(name, kind, err, "fp32" if err > max_layer_error else "int8")
+        LayerError(name, kind, err, keep if err > max_layer_error else "int8")
         for name, (kind, err) in errors.items()
     ]
 
@@ -136,7 +153,8 @@ def layer_sensitivity(
 # ---------------------------------------------------------------------- quantization
 def _export(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
     batch = torch.export.Dim("batch", min=1, max=4096)
-    return torch.export.export(model, (example[:2].contiguous(),), dynamic_shapes={"x": {0: batch}})
+    # by position, not by name: a model's forward need not call its input ``x``
+    return torch.export.export(model, (example[:2].contiguous(),), dynamic_shapes=({0: batch},))
 
 
 def _batches(images: Tensor, size: int) -> Iterator[Tensor]:
@@ -144,26 +162,74 @@ def _batches(images: Tensor, size: int) -> Iterator[Tensor]:
         yield images[i : i + size]
 
 
+def _module_path(node: torch.fx.Node) -> str:
+    """The module that called ``node`` (the innermost), as ``named_modules`` spells it."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = str(list(stack.values())[-1][0])
+    return path.removeprefix("L['self'].")  # as torch.export may write the root
+
+
+def _run_in_bf16(gm: torch.fx.GraphModule, names: Sequence[str]) -> int:
+    """Every conv/linear of the modules ``names`` in ``gm`` on bf16 tensors: its input,
+    weight and bias cast to bf16 before it, its output back to fp32 after, for the int8
+    graph around it. Under Inductor's freezing the weight casts fold into constants and the
+    layer is one oneDNN bf16 kernel. Done on the converted graph, after the quantizer has
+    left these layers alone, so the quantizer's pattern matching never sees the casts.
+    Returns how many ops it changed."""
+    wanted, changed = set(names), 0
+    targets = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        if _module_path(node) not in wanted:
+            continue
+        args = list(node.args)
+        with gm.graph.inserting_before(node):
+            for i in range(min(3, len(args))):  # input, weight, bias
+                if isinstance(args[i], torch.fx.Node):
+                    args[i] = gm.graph.call_function(
+                        torch.ops.aten.to.dtype, (args[i], torch.bfloat16)
+                    )
+        node.args = tuple(args)
+        with gm.graph.inserting_after(node):
+            back = gm.graph.call_function(torch.ops.aten.to.dtype, (node, torch.float32))
+        node.replace_all_uses_with(back, delete_user_cb=lambda user, b=back: user is not b)
+        changed += 1
+    gm.graph.lint()
+    gm.recompile()
+    return changed
+
+
 @torch.no_grad()
 def quantize_program(
-    model: nn.Module, calibration: Tensor, *, fp32_layers: Sequence[str] = (), batch_size: int = 64
+    model: nn.Module,
+    calibration: Tensor,
+    *,
+    fp32_layers: Sequence[str] = (),
+    bf16_layers: Sequence[str] = (),
+    batch_size: int = 64,
 ) -> torch.export.ExportedProgram:
     """``model`` (fp32, any BN state) → an exported int8 program with a dynamic batch.
 
     ``calibration``: normalised images ``(N, C, H, W)`` whose activation ranges set the
-    scales; ``fp32_layers``: module names the quantizer leaves alone."""
+    scales; ``fp32_layers`` and ``bf16_layers``: module names (conv/linear, as
+    :func:`layer_sensitivity` names them) the quantizer leaves alone, run in that dtype."""
     from resnetlab.infer.fast import prepare
 
     quantize_pt2e, xiq = _pt2e()
     folded = prepare(model, channels_last=False)
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    for name in fp32_layers:
+    for name in (*fp32_layers, *bf16_layers):  # the name matches the layers inside it too
         quantizer.set_module_name_qconfig(name, None)
     observed = quantize_pt2e.prepare_pt2e(_export(folded, calibration).module(), quantizer)
     for batch in _batches(calibration, batch_size):
         observed(batch)
     converted = quantize_pt2e.convert_pt2e(observed)
+    if bf16_layers and _run_in_bf16(converted, bf16_layers) != len(bf16_layers):
+        raise ValueError(f"not every layer of {list(bf16_layers)} is a conv/linear of the model")
     return _export(converted, calibration)
 
 
@@ -192,7 +258,12 @@ def load_quantized(
         raise QuantizedFileError(
             f"{path}: not a readable int8 program ({type(err).__name__})"
         ) from err
-    if meta.get("format") != FORMAT:
+    found = meta.get("format")
+    if isinstance(found, str) and found.startswith("resnetlab-int8/") and found != FORMAT:
+        raise QuantizedFileError(
+            f"{path}: a resnetlab int8 file of format {found}; this version reads {FORMAT}"
+        )
+    if found != FORMAT:
         raise QuantizedFileError(f"{path}: a .pt2 program, but not a resnetlab int8 file")
     return program, meta
 
@@ -268,7 +339,12 @@ class QuantizeReport:
         how = "compiled, oneDNN int8 kernels" if self.compiled else "reference path, not compiled"
         lines += [
             f"calibration: {self.calibration} training images; {len(kept)} of "
-            f"{len(self.layers)} layers kept in fp32" + (f" ({', '.join(kept)})" if kept else ""),
+            f"{len(self.layers)} layers kept out of int8"
+            + (
+                f" ({', '.join(f'{e.name}: {e.dtype}' for e in self.layers if e.dtype != 'int8')})"
+                if kept
+                else ""
+            ),
             f"{self.split} ({self.images:,} images): top-1 fp32 {self.top1_fp32:.2f}%, "
             f"int8 {self.top1_int8:.2f}% ({how}); top-1 agreement {self.agreement:.2f}%; "
             f"max logit rel err {self.max_rel_error:.3g}",
@@ -288,6 +364,33 @@ def _logits(
     return torch.cat(outs), torch.cat(labels)
 
 
+def calibration_images(
+    p: Any, data: str | None, *, count: int, seed: int = 0, batch_size: int = 250
+) -> Tensor:
+    """``count`` training images of ``p``'s (a :class:`~resnetlab.infer.predict.Predictor`)
+    data, a fixed random draw, preprocessed as at test time: ``(count, C, H, W)`` fp32. The
+    same draw calibrates every int8 engine measured against ``resnetlab quantize``."""
+    from resnetlab.data.datasets import eval_split_batches
+
+    train = p.split("train", data)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    sample = train.subset(pick[: min(count, len(train))])
+    batches = eval_split_batches(
+        sample, p.preprocess, batch_size=batch_size, device=torch.device("cpu")
+    )
+    return torch.cat([x for x, _ in batches])
+
+
+def evaluation_split(p: Any, data: str | None) -> tuple[str, Any]:
+    """The split int8 is measured on: test, or val where the data has no test split."""
+    from resnetlab.data.tensors import DataError
+
+    try:
+        return "test", p.split("test", data)
+    except DataError:
+        return "val", p.split("val", data)
+
+
 def quantize_checkpoint(
     ckpt: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -305,34 +408,30 @@ def quantize_checkpoint(
     from dataclasses import asdict
 
     from resnetlab.data.datasets import eval_split_batches
-    from resnetlab.data.tensors import DataError
     from resnetlab.fileio import check_writable
     from resnetlab.infer.predict import Predictor
 
+    if is_quantized_file(ckpt):  # it would load (eval does), but its graph is int8 already
+        raise QuantizedFileError(
+            f"{ckpt} is an int8 program already; quantize the checkpoint it came from"
+        )
     target = check_writable(out)
     p = Predictor.load(ckpt, device="cpu")
-    train = p.split("train", data)
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    sample = train.subset(pick[: min(calibration, len(train))])
-    cal = torch.cat(
-        [
-            x
-            for x, _ in eval_split_batches(
-                sample, p.preprocess, batch_size=batch_size, device=torch.device("cpu")
-            )
-        ]
-    )
-    try:
-        split, evaluated = "test", p.split("test", data)
-    except DataError:
-        split, evaluated = "val", p.split("val", data)
+    cal = calibration_images(p, data, count=calibration, seed=seed, batch_size=batch_size)
+    split, evaluated = evaluation_split(p, data)
     from resnetlab.infer.fast import prepare
 
     layers = layer_sensitivity(
-        prepare(p.model, channels_last=False), cal, max_layer_error=max_layer_error
+        prepare(p.model, channels_last=False),
+        cal,
+        max_layer_error=max_layer_error,
+        keep=kept_dtype(),
     )
     program = quantize_program(
-        p.model, cal, fp32_layers=[e.name for e in layers if e.dtype != "int8"]
+        p.model,
+        cal,
+        fp32_layers=[e.name for e in layers if e.dtype == "fp32"],
+        bf16_layers=[e.name for e in layers if e.dtype == "bf16"],
     )
     net = QuantizedNet(program, compile=compile)
 
