@@ -273,6 +273,42 @@ CASES = [
          "eval", "{foreign}", "--model", "resnet20", needle="give --layout"),
     case("eval-legacy-pickled-class", "a legacy (pre-1.6) file with a pickled class in it",
          "eval", "{aka_evil}", "--model", "resnet20", needle="refused, it would run code"),
+    # ------------------------------------------------------------ int8: quantize and .pt2 files
+    case("quantize-calibration-zero", "`quantize --calibration 0` (no image to set a range)",
+         "quantize", "{ckpt}", "--calibration", "0",
+         needle="--calibration: expected a positive integer, got '0'"),
+    case("quantize-calibration-negative", "`quantize --calibration -3`", "quantize", "{ckpt}",
+         "--calibration", "-3", needle="expected a positive integer, got '-3'"),
+    case("quantize-max-error-zero", "`quantize --max-layer-error 0` (every layer kept)",
+         "quantize", "{ckpt}", "--max-layer-error", "0",
+         needle="--max-layer-error must be positive, got 0.0"),
+    case("quantize-max-error-nan", "`quantize --max-layer-error nan` (no comparison is true)",
+         "quantize", "{ckpt}", "--max-layer-error", "nan",
+         needle="--max-layer-error must be positive, got nan"),
+    case("quantize-output-not-pt2", "`quantize -o` a file that is not .pt2", "quantize",
+         "{ckpt}", "-o", "{files}/model.onnx", needle="the int8 file is a .pt2 archive"),
+    case("quantize-not-a-checkpoint", "`quantize` on a text file, over an existing .pt2",
+         "quantize", "{notes}", "--data", "sample", "-o", "{pt2_stub}",
+         needle="cannot read checkpoint", keep="pt2_stub"),
+    case("quantize-a-pt2", "`quantize` on an int8 .pt2 (quantized twice)", "quantize",
+         "{pt2_stub}", "--data", "sample", "-o", "{files}/twice.pt2",
+         needle="is an int8 program already; quantize the checkpoint it came from"),
+    case("quantize-missing-folder", "`quantize -o` into a folder that does not exist",
+         "quantize", "{ckpt}", "--data", "sample", "-o", "{files}/missing/r20.pt2",
+         needle="does not exist"),
+    case("eval-pt2-truncated", "a truncated .pt2 (half of one)", "eval", "{pt2_half}",
+         "--data", "sample", needle="not a readable int8 program"),
+    case("predict-pt2-truncated", "`predict` with a truncated .pt2", "predict", "{pt2_half}",
+         "{image}", needle="not a readable int8 program"),
+    case("eval-pt2-not-ours", "a .pt2 from `torch.export.save` that is not resnetlab's",
+         "eval", "{pt2_foreign}", "--data", "sample", needle="not a resnetlab int8 file"),
+    case("bench-pt2-not-ours", "`bench` on a .pt2 that is not resnetlab's", "bench",
+         "{pt2_foreign}", needle="not a resnetlab int8 file"),
+    case("eval-pt2-newer-format", "a .pt2 of a later int8 format (resnetlab-int8/2)", "eval",
+         "{pt2_newer}", "--data", "sample",
+         needle="of format resnetlab-int8/2; this version reads resnetlab-int8/1"),
+    case("bench-pt2-no-metadata", "a .pt2 with resnetlab's format tag and nothing else",
+         "bench", "{pt2_stub}", needle="its metadata is incomplete"),
 ]  # fmt: skip
 
 
@@ -370,6 +406,7 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
     f["noise_run"].mkdir()
     f["noise"] = f["noise_run"] / "last.pt"
     f["noise"].write_bytes(os.urandom(4096))
+    _pt2_files(root, f)
     f["existing_onnx"] = root / "existing.onnx"
     f["existing_onnx"].write_bytes(b"a model exported earlier")
     f["dir_safetensors"] = root / "weights.safetensors"
@@ -407,6 +444,24 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
     f["unreadable"] = root / "unreadable.png"
     _png(f["unreadable"], (1, 2, 3))
     f["unreadable"].chmod(0o000)
+
+
+def _pt2_files(root: Path, f: dict[str, Path]) -> None:
+    """``.pt2`` archives of a one-layer program (the reader's checks come before the model):
+    with resnetlab's format tag only, cut in half, from plain ``torch.export.save``, and of
+    a later format."""
+    from resnetlab.infer.quantize import save_quantized
+
+    program = torch.export.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),))
+    f["pt2_stub"] = root / "stub.pt2"
+    save_quantized(program, f["pt2_stub"], {"model_name": "resnet20"})
+    data = f["pt2_stub"].read_bytes()
+    f["pt2_half"] = root / "half.pt2"
+    f["pt2_half"].write_bytes(data[: len(data) // 2])
+    f["pt2_foreign"] = root / "foreign.pt2"
+    torch.export.save(program, f["pt2_foreign"])
+    f["pt2_newer"] = root / "newer.pt2"
+    save_quantized(program, f["pt2_newer"], {"format": "resnetlab-int8/2"})
 
 
 def _digests(root: Path) -> dict[str, str]:
