@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,10 @@ class Case:
     keep: str = ""  # a file named in the case that must stay byte-identical
     code: int = 2
     needs_non_root: bool = False  # permissions do not bind root
+    hide: tuple[str, ...] = ()  # modules made unimportable, as if not installed
 
 
-def case(id: str, what: str, *argv: str, needle: str, keep: str = "", **kw: bool) -> Case:
+def case(id: str, what: str, *argv: str, needle: str, keep: str = "", **kw: Any) -> Case:
     return Case(id, what, argv, needle, keep, **kw)
 
 
@@ -309,6 +311,17 @@ CASES = [
          needle="of format resnetlab-int8/2; this version reads resnetlab-int8/1"),
     case("bench-pt2-no-metadata", "a .pt2 with resnetlab's format tag and nothing else",
          "bench", "{pt2_stub}", needle="its metadata is incomplete"),
+    case("train-pretrained-no-published-hash", "`--pretrained` with catalogue weights that "
+         "have no published SHA-256 (timm's), not put in place by hand", *TRAIN, "--epochs",
+         "1", "--model", "resnet18", "--pretrained", "resnet18.a1_in1k", "--out", "{out}",
+         needle="has no published SHA-256 to check a download against, so it is not downloaded"),
+    # ------------------------------------------------------------ fine-tuning and explaining
+    case("train-freeze-until-unknown-stage", "`--freeze-until` a stage the model does not "
+         "have", *TRAIN, "--epochs", "1", "--freeze-until", "layer4", "--out", "{out}",
+         needle="resnet20 has"),
+    case("predict-explain-no-captum", "`predict --explain` without captum installed", "predict",
+         "{ckpt}", "{image}", "--explain", "{out}/cams", needle="explanations need captum",
+         hide=("captum", "captum.attr")),
 ]  # fmt: skip
 
 
@@ -474,9 +487,13 @@ def _digests(root: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the table
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_bad_input(c: Case, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input(
+    c: Case, files: dict[str, Path], capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if c.needs_non_root and IS_ROOT:
         pytest.skip("permissions do not apply to root")
+    for module in c.hide:
+        monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in c.argv]
     root = files["files"]
     before = _digests(root)

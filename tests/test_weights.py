@@ -27,10 +27,13 @@ from resnetlab.infer.predict import Predictor
 from resnetlab.models import create_model
 from resnetlab.models import weights as catalogue
 from resnetlab.models.weights import (
+    CIFAR10_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
     UnknownWeightsError,
+    find_by_sha256,
     get_weights,
+    imagenet_classes,
     list_weights,
 )
 from test_compat import _AkaResNet
@@ -59,7 +62,8 @@ def test_catalogue_has_torchvision_v1_v2_and_akamaster() -> None:
     v2 = tv - {"resnet18", "resnet34", "resnext101_64x4d"}  # torchvision published no V2
     assert {f"{a}.tv2_in1k" for a in v2} <= names
     assert {f"resnet{d}.akamaster_cifar10" for d in (20, 32, 44, 56, 110, 1202)} <= names
-    assert len(names) == len(list_weights()) == 10 + 7 + 6  # names are unique
+    assert {"resnet18.a1_in1k", "resnet50.a1_in1k"} <= names  # timm's, torchvision's keys
+    assert len(names) == len(list_weights()) == 10 + 7 + 6 + 2  # names are unique
 
 
 def test_every_entry_fits_its_model_with_the_published_parameter_count() -> None:
@@ -73,7 +77,10 @@ def test_every_entry_fits_its_model_with_the_published_parameter_count() -> None
             assert f"{n / 1e6:.{len(published.split('.')[1])}f}" == published, w.name
         else:
             assert n == w.num_params, w.name
-        assert w.sha256 in w.file_name and len(w.sha256) >= 8, w.name
+        if w.layout == "timm":  # the Hub's files carry no hash in their name or card
+            assert w.sha256 == "" and w.file_name == "model.safetensors", w.name
+        else:
+            assert w.sha256 in w.file_name and len(w.sha256) >= 8, w.name
         assert w.url.startswith("https://") and w.licence and w.source, w.name
 
 
@@ -89,6 +96,32 @@ def test_published_facts() -> None:
     assert aka.top1 == 93.39 and aka.classes[0] == "airplane" and "legacy" in aka.file_format
 
 
+def test_timm_a1_facts() -> None:
+    # huggingface.co/timm/<name> config.json and timm's results/results-imagenet.csv.
+    r18, r50 = get_weights("resnet18.a1_in1k"), get_weights("resnet50.a1_in1k")
+    assert (r18.model, r50.model) == ("resnet18", "resnet50_v1_5")  # stride in the 3×3
+    assert (r18.top1, r18.top5, r50.top1, r50.top5) == (73.158, 91.026, 81.214, 95.102)
+    for w in (r18, r50):
+        pp = w.preprocessing
+        assert (pp.crop, pp.resize, pp.interpolation, pp.crop_pct) == (288, 288, "bicubic", 1.0)
+        assert pp.mean == IMAGENET_MEAN and pp.std == IMAGENET_STD
+        assert w.url == f"https://huggingface.co/timm/{w.name}/resolve/main/model.safetensors"
+        assert w.licence.startswith("Apache-2.0") and w.layout == "timm"
+    # No published hash must not mean "matches every file".
+    assert find_by_sha256("ab" * 32) is None
+
+
+def test_imagenet_class_names_come_with_imagenet_weights() -> None:
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[0] == "tench" and names[999] == "toilet tissue"
+    assert (names[281], names[404], names[207]) == ("tabby", "airliner", "golden retriever")
+    # torchvision's list as published: two names repeat (a bird and a machine; two suits).
+    assert names[134] == names[517] == "crane" and names[638] == names[639] == "maillot"
+    for w in list_weights():
+        want = CIFAR10_CLASSES if w.num_classes == 10 else names
+        assert w.class_names() == want, w.name
+
+
 def test_unknown_names_and_patterns() -> None:
     with pytest.raises(UnknownWeightsError, match=r"did you mean resnet50\.tv_in1k"):
         get_weights("resnet50.tv_in1")
@@ -99,6 +132,7 @@ def test_unknown_names_and_patterns() -> None:
     assert {w.name for w in list_weights("resnet50_v1_5")} == {
         "resnet50.tv_in1k",
         "resnet50.tv2_in1k",
+        "resnet50.a1_in1k",
     }
 
 
@@ -106,7 +140,9 @@ def test_weights_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "weights", "resnet20*")
     assert code == 0 and "resnet20-12fca82f.th" in out and "BSD-2-Clause" in out
     assert "top-1 91.73% on CIFAR-10 test" in out
-    code, out, _ = cli(capsys, "weights", "resnet18*", "--format", "json")
+    code, out, _ = cli(capsys, "weights", "resnet18.a1*")
+    assert code == 0 and "sha256:     none published" in out and "at 288 px" in out
+    code, out, _ = cli(capsys, "weights", "resnet18.tv*", "--format", "json")
     (row,) = json.loads(out)
     assert row["sha256"] == "f37072fd" and row["preprocessing"]["resize"] == 256
     code, _, err = cli(capsys, "weights", "nothing*")
@@ -398,3 +434,32 @@ def test_pretrained_name_keeps_the_weights_normalisation(
 
     state = load_checkpoint(tmp_path / "runs" / "ft" / "last.pt")
     assert tuple(state["preprocess"]["mean"]) == IMAGENET_MEAN
+
+
+def test_weights_without_a_published_hash_are_not_downloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli(capsys, "predict", "resnet18.a1_in1k", "x.png")
+    target = tmp_path / "cache/checkpoints/unverified/resnet18.a1_in1k/model.safetensors"
+    assert code == 2 and err.count("\n") == 1
+    assert "has no published SHA-256" in err and f"put it at {target}" in err
+    assert not target.parent.exists()  # nothing fetched, nothing half-written
+
+
+def test_a_file_put_in_place_by_hand_predicts_imagenet_class_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "cache/checkpoints/unverified/resnet18.a1_in1k/model.safetensors"
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    save_file(create_model("resnet18").state_dict(), target)  # timm's keys are these
+    Image.new("RGB", (300, 200), (200, 120, 40)).save(tmp_path / "photo.jpg")
+    p = Predictor.load("resnet18.a1_in1k", device="cpu")
+    assert p.classes == imagenet_classes() and p.preprocess.image_size == 288
+    code, out, err = cli(capsys, "predict", "resnet18.a1_in1k", str(tmp_path / "photo.jpg"))
+    assert code == 0, err
+    assert "class " not in out and any(f" {name} " in out for name in imagenet_classes()), out

@@ -309,7 +309,7 @@ def cmd_weights(args: argparse.Namespace) -> None:
         blocks.append(
             f"{w.name}  →  {w.model} ({w.layout} layout, {w.num_classes} classes)\n"
             f"  url:        {w.url}\n"
-            f"  sha256:     {w.sha256}… ({w.file_format})\n"
+            f"  sha256:     {w.sha256 + '…' if w.sha256 else 'none published'} ({w.file_format})\n"
             f"  preprocess: {w.preprocessing.describe()}\n"
             f"  published:  {top}\n"
             f"  classes:    {w.classes_source}\n"

@@ -21,7 +21,7 @@ from resnetlab.data.tensors import DataError, Split
 from resnetlab.models.compat import Layout
 from resnetlab.models.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.models.registry import create_model
-from resnetlab.models.weights import PublishedWeights
+from resnetlab.models.weights import PublishedWeights, imagenet_classes
 from resnetlab.train.checkpoint import NotTrainingCheckpointError, load_checkpoint
 from resnetlab.train.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
 from resnetlab.train.device import Placement, choose
@@ -253,7 +253,10 @@ class Predictor:
         return data
 
     def _unnamed_classes(self) -> bool:
-        return self.published is not None and self.classes[:1] == ("class 0",)
+        # Or named after ImageNet-1k's list: a folder of synset ids is that list, in order.
+        return self.published is not None and (
+            self.classes[:1] == ("class 0",) or self.classes == imagenet_classes()
+        )
 
     def evaluate(
         self, data: Split, *, batch_size: int = 500

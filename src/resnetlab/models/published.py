@@ -25,6 +25,7 @@ from resnetlab.models.compat import (
     Layout,
     ParityReport,
     cache_path,
+    checkpoint_cache,
     download_checkpoint,
     load_pretrained,
     read_state_dict,
@@ -84,7 +85,20 @@ def is_weights_name(text: str) -> bool:
 
 def fetch_weights(w: PublishedWeights) -> Path:
     """The entry's file from the cache, downloaded (hash-checked) the first time. Offline,
-    one line says which file to put where."""
+    one line says which file to put where.
+
+    An entry without a published SHA-256 (timm's Hub files) is never downloaded: nothing is
+    loaded unchecked behind the user's back. A file put by hand at the place the message
+    names is used as it is, as a local file would be (``train`` logs its SHA-256).
+    """
+    if not w.sha256:
+        target = checkpoint_cache() / "unverified" / w.name / w.file_name
+        if target.is_file():
+            return target
+        raise CheckpointError(
+            f"{w.name} has no published SHA-256 to check a download against, so it is not "
+            f"downloaded; fetch {w.url} yourself and put it at {target}"
+        )
     target, _ = cache_path(w.url, sha256=w.sha256)
     try:
         return download_checkpoint(w.url, sha256=w.sha256)
@@ -170,6 +184,7 @@ def load_published(
         options["in_channels"] = int(stem.shape[1])
     net, report = load_pretrained(path, resolved, layout=lay, **options)
     n = options.get("num_classes", 0)
-    names = entry.classes if entry and entry.classes else tuple(f"class {i}" for i in range(n))
+    known = entry.class_names() if entry else ()
+    names = known if len(known) == n else tuple(f"class {i}" for i in range(n))
     pre = entry.preprocessing if entry else _assumed_preprocessing(resolved)
     return LoadedWeights(net, resolved, lay, pre, names, entry, report, path, entry is None)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from dataclasses import dataclass
+from importlib import resources
 
 from resnetlab.models.compat import CheckpointError, Layout
 
@@ -33,6 +35,24 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )  # the label order of the official distribution
+
+
+# The 1,000 ImageNet-1k (ILSVRC-2012) class names in the order of the sorted WordNet ids,
+# which is the output order of every ImageNet-1k head here: torchvision's category list
+# (torchvision/models/_meta.py, _IMAGENET_CATEGORIES), kept as published, with its two
+# repeated names ("crane": 134 the bird, 517 the machine; "maillot": 638 and 639).
+IMAGENET1K_SOURCE = "ImageNet-1k (resnetlab/data/imagenet1k_classes.txt)"
+_IMAGENET1K_FILE = ("data", "imagenet1k_classes.txt")
+
+
+@functools.cache
+def imagenet_classes() -> tuple[str, ...]:
+    """ImageNet-1k's 1,000 class names, read once from the package's data file."""
+    text = resources.files("resnetlab").joinpath(*_IMAGENET1K_FILE).read_text("utf-8")
+    names = tuple(line for line in text.splitlines() if line)
+    if len(names) != 1000:
+        raise RuntimeError(f"resnetlab bug: {len(names)} ImageNet class names, not 1000")
+    return names
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,10 @@ class PublishedWeights:
     model: str  # the resnetlab model it loads into
     layout: Layout  # key layout, for models.compat.load_pretrained
     url: str
-    sha256: str  # the SHA-256 or the prefix its publisher gives (in the file name)
+    # The SHA-256 or the prefix its publisher gives (in the file name); "" where no public
+    # source gives one (timm's Hub files): such a file is never downloaded unchecked, only
+    # used once put in place by hand (models.published.fetch_weights).
+    sha256: str
     file_format: str
     preprocessing: Preprocessing
     num_classes: int
@@ -90,6 +113,15 @@ class PublishedWeights:
     def file_name(self) -> str:
         return self.url.rsplit("/", 1)[-1]
 
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the classes, in output order: ``classes`` where the entry lists
+        them, ImageNet-1k's (:func:`imagenet_classes`) for ImageNet-1k heads, else ``()``."""
+        if self.classes:
+            return self.classes
+        if self.num_classes == 1000 and self.classes_source.startswith(IMAGENET1K_SOURCE):
+            return imagenet_classes()
+        return ()
+
     def published(self) -> str:
         """The publisher's figures in words, e.g. ``top-1 69.76%, top-5 89.08% on …``."""
         parts = [f"top-{k} {v:.2f}%" for k, v in ((1, self.top1), (5, self.top5)) if v]
@@ -98,7 +130,7 @@ class PublishedWeights:
 
 _TV_SOURCE = "torchvision torchvision/models/resnet.py, *_Weights enums (meta and transforms)"
 _TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms of access apply"
-_TV_CLASSES = "torchvision.models._meta._IMAGENET_CATEGORIES (ImageNet-1k, WordNet-id order)"
+_TV_CLASSES = f"{IMAGENET1K_SOURCE}: torchvision.models._meta._IMAGENET_CATEGORIES"
 _TV_FORMAT = "torch.save .pth (state dict)"
 
 
@@ -160,6 +192,41 @@ def _akamaster(depth: int) -> PublishedWeights:
         eval_data=("cifar10", "test"),
         licence="BSD-2-Clause (akamaster/pytorch_resnet_cifar10 LICENSE)",
         source="github.com/akamaster/pytorch_resnet_cifar10 README.md (table) and trainer.py",
+    )
+
+
+def _timm_a1(arch: str, model: str, params: int, top1: float, top5: float) -> PublishedWeights:
+    """timm's "ResNet strikes back" A1 weights (Wightman et al. 2021) on the Hugging Face Hub.
+
+    Their keys are torchvision's (timm's ResNet uses the same module names; ResNet-50 and up
+    stride in the 3×3 conv, as torchvision's v1.5). Trained at 224 px; timm's published
+    figures (results-imagenet.csv) are at its test size, 288 px, with ``test_crop_pct`` 1.0
+    (resize the shorter side to 288, centre crop 288), bicubic; that is the preprocessing
+    kept here. timm publishes no SHA-256 of the files outside the Hub's storage metadata,
+    so ``sha256`` is empty (see :attr:`PublishedWeights.sha256`).
+    """
+    name = f"{arch}.a1_in1k"
+    return PublishedWeights(
+        name=name,
+        model=model,
+        layout="timm",
+        url=f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors",
+        sha256="",
+        file_format="safetensors (state dict, timm's names = torchvision's)",
+        preprocessing=Preprocessing(288, 288, "bicubic", IMAGENET_MEAN, IMAGENET_STD),
+        num_classes=1000,
+        classes=(),
+        classes_source=f"{IMAGENET1K_SOURCE}: timm's order, the sorted WordNet ids",
+        num_params=params,
+        top1=top1,
+        top5=top5,
+        metric_data="ImageNet-1k val (50,000 images) at 288 px",
+        eval_data=None,
+        licence="Apache-2.0 (the Hub model card); trained on ImageNet-1k, whose terms apply",
+        source=(
+            f"huggingface.co/timm/{name} (model card, config.json pretrained_cfg); "
+            "timm results/results-imagenet.csv (top-1/top-5)"
+        ),
     )
 
 
@@ -291,6 +358,8 @@ WEIGHTS: tuple[PublishedWeights, ...] = (
         96.020,
     ),
     *(_akamaster(d) for d in _AKAMASTER),
+    _timm_a1("resnet18", "resnet18", 11689512, 73.158, 91.026),
+    _timm_a1("resnet50", "resnet50_v1_5", 25557032, 81.214, 95.102),
 )
 
 
@@ -334,6 +403,6 @@ def find_by_sha256(digest: str) -> PublishedWeights | None:
     copy of a published file is recognised by its content, whatever its name."""
     digest = digest.lower()
     for w in WEIGHTS:
-        if digest.startswith(w.sha256.lower()):
+        if w.sha256 and digest.startswith(w.sha256.lower()):
             return w
     return None

@@ -179,6 +179,10 @@ def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
         file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
         if entry is not None:
             log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
+        if entry is not None and not entry.sha256:
+            from resnetlab.models.compat import sha256_of
+
+            log(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
         state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
         if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
             # Renaming alone would load strictly and compute something else: akamaster's
