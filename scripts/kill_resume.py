@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.runtime.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from torch import nn
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.loaders import TrainBatches, shard_order
 from resnetlab.data.tensors import ImageTensors
+from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
+from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
 from resnetlab.train import runner
-from resnetlab.train.checkpoint import load_checkpoint, save_checkpoint
-from resnetlab.train.config import ConfigError, TrainConfig, resolve_config
 from resnetlab.train.distributed import agreed_stop, scaled_lr, stop_flags
 
 

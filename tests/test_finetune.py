@@ -13,8 +13,14 @@ import torch
 from conftest import checkpoint_weights
 from resnetlab.infer.fast import randomize_batchnorm
 from resnetlab.models import create_model
+from resnetlab.runtime.config import (
+    RECIPES,
+    ConfigError,
+    OptimConfig,
+    ScheduleConfig,
+    resolve_config,
+)
 from resnetlab.train import runner
-from resnetlab.train.config import RECIPES, ConfigError, OptimConfig, ScheduleConfig, resolve_config
 from resnetlab.train.optim import LRSchedule, build_optimizer
 
 CPU = torch.device("cpu")

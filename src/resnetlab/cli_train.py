@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.fileio import check_folder, check_writable, write_text_atomic
-from resnetlab.train.config import RECIPES, ConfigError, parse_override, resolve_config
+from resnetlab.runtime.config import RECIPES, ConfigError, parse_override, resolve_config
 
 # Flag → dotted config key: the common settings get their own flags; --set reaches the rest.
 TRAIN_FLAGS: dict[str, str] = {

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-from resnetlab.train.config import ConfigError, TrainConfig, config_from_dict, resolve_config
-from resnetlab.train.metrics import read_metrics, read_steps
+from resnetlab.runtime.config import ConfigError, TrainConfig, config_from_dict, resolve_config
+from resnetlab.train.logs import read_metrics, read_steps
 from resnetlab.train.runner import clear_dead_run, fit
 
 Log = Callable[[str], None]

@@ -13,10 +13,9 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import ImageTensors, Split
 from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.models.resnet import ResNet
-from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.config import config_from_dict
-from resnetlab.train.device import Placement
-from resnetlab.train.loop import to_input
+from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.runtime.config import config_from_dict
+from resnetlab.runtime.execution import Execution, to_input
 from resnetlab.train.runner import build_model, load_run_data, preprocess_for
 
 
@@ -43,7 +42,7 @@ class Trained:
                    preprocess_for(cfg, bundle))  # fmt: skip
 
     def batches(self, split: Split, images: int | None, seed: int,
-                place: Placement) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
+                place: Execution) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
         """Up to ``images`` images of ``split`` (a seeded random subset), preprocessed
         without augmentation, placed for ``place`` once."""
         if images is not None and images < len(split):

@@ -22,11 +22,11 @@ from resnetlab.models.compat import Layout
 from resnetlab.models.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.models.registry import create_model
 from resnetlab.models.weights import PublishedWeights
-from resnetlab.train.checkpoint import NotTrainingCheckpointError, load_checkpoint
-from resnetlab.train.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
-from resnetlab.train.device import Placement, choose
-from resnetlab.train.loop import evaluate
-from resnetlab.train.metrics import ConfusionMatrix
+from resnetlab.runtime.checkpoint import NotTrainingCheckpointError, load_checkpoint
+from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
+from resnetlab.runtime.counts import ConfusionMatrix
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import Execution, choose
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Predictor:
     classes: tuple[str, ...]
     data_size: tuple[int, int, int]  # (C, H, W) images were stored at during training
     config: TrainConfig
-    place: Placement
+    place: Execution
     epoch: int
     # A published file: its catalogue entry (None when unknown to the catalogue), and
     # whether the preprocessing is assumed rather than the publisher's.

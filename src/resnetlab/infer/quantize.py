@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.fileio import write_bytes_atomic
-from resnetlab.train.checkpoint import CheckpointError
+from resnetlab.runtime.checkpoint import CheckpointError
 
 FORMAT = "resnetlab-int8/1"
 META_ENTRY = "resnetlab.json"

@@ -11,30 +11,20 @@ the stop requests, so every rank logs the global figures and stops at the same s
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from resnetlab.train.device import Placement
-from resnetlab.train.distributed import Group, agreed_stop, stop_flags
-from resnetlab.train.metrics import ConfusionMatrix, ProgressBar, topk_correct
+from resnetlab.runtime.counts import topk_correct
+from resnetlab.runtime.execution import Execution, autocast, to_input
+from resnetlab.runtime.group import Group
+from resnetlab.train.distributed import agreed_stop, stop_flags
 from resnetlab.train.optim import LRSchedule
-
-
-def autocast(place: Placement) -> contextlib.AbstractContextManager[None]:
-    if place.autocast is None:
-        return contextlib.nullcontext()
-    return torch.autocast(place.device.type, dtype=place.autocast)
-
-
-def to_input(x: Tensor, place: Placement) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if place.channels_last else x
+from resnetlab.train.progress import ProgressBar
 
 
 @dataclass
@@ -70,7 +60,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     schedule: LRSchedule,
     loss_fn: nn.Module,
-    place: Placement,
+    place: Execution,
     state: EpochState,
     step: int,
     total_batches: int,
@@ -183,80 +173,3 @@ def train_one_epoch(
         "train_time_s": state.seconds,
     }
     return EpochOutcome(metrics, step, stopped)
-
-
-TTA_VIEWS = ("none", "flip", "flip-shift")
-
-
-def shift(x: Tensor, dy: int, dx: int) -> Tensor:
-    """Translate a batch by ``(dy, dx)`` pixels, filling the edge by reflection."""
-    p = max(abs(dy), abs(dx))
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (p, p, p, p), mode="reflect")
-    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
-
-
-def tta_logits(model: nn.Module, x: Tensor, tta: str = "none") -> Tensor:
-    """The model's logits, averaged over test-time views of ``x``.
-
-    ``flip``: the image and its mirror, equally weighted. ``flip-shift`` (airbench's
-    mirror-translate): half the weight on that pair, a quarter on each of the pair shifted
-    by one pixel up-left and down-right: the training crops' offsets, so every view is one
-    the model saw. A mirror-symmetric model gets the same logits from ``flip`` as from none.
-    """
-
-    def mirror(v: Tensor) -> Tensor:
-        out: Tensor = model(v).float()
-        if tta == "none":
-            return out
-        mirrored: Tensor = model(v.flip(-1)).float()
-        return 0.5 * (out + mirrored)
-
-    if tta not in TTA_VIEWS:
-        raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
-    logits = mirror(x)
-    if tta == "flip-shift":
-        moved = mirror(shift(x, -1, -1)) + mirror(shift(x, 1, 1))
-        logits = 0.5 * logits + 0.25 * moved
-    return logits
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    *,
-    place: Placement,
-    loss_fn: nn.Module | None = None,
-    confusion: ConfusionMatrix | None = None,
-    group: Group | None = None,
-    tta: str = "none",
-) -> dict[str, float]:
-    """Loss, top-1 and top-5 accuracy (%) over every batch; fills ``confusion`` if given.
-    With a ``group``, each rank passes its shard of the data and the sums are all-reduced.
-    ``tta``: the views whose logits are averaged (:func:`tta_logits`)."""
-    model.eval()
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
-    correct = {
-        1: torch.zeros((), dtype=torch.int64, device=place.device),
-        5: torch.zeros((), dtype=torch.int64, device=place.device),
-    }
-    seen = 0
-    for x, y in batches:
-        with autocast(place):
-            logits = tta_logits(model, to_input(x, place), tta)
-        loss_sum += loss_fn(logits, y).double() * y.shape[0]
-        for k, v in topk_correct(logits, y, ks=(1, 5)).items():
-            correct[k] += v
-        if confusion is not None:
-            confusion.update(logits.argmax(dim=1), y)
-        seen += y.shape[0]
-    total, top1, top5, n = (group or Group()).sum([loss_sum, correct[1], correct[5], seen],
-                                                 device=place.device)  # fmt: skip
-    n = max(1.0, n)
-    return {
-        "loss": total / n,
-        "top1": 100.0 * top1 / n,
-        "top5": 100.0 * top5 / n,  # k is clamped to the classes there are
-    }

@@ -12,11 +12,11 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.datasets import DataBundle, eval_split_batches
-from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.config import TrainConfig
-from resnetlab.train.device import Placement, hardware
-from resnetlab.train.loop import evaluate
-from resnetlab.train.metrics import ConfusionMatrix
+from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.counts import ConfusionMatrix
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import Execution, hardware
 
 Log = Callable[[str], None]
 
@@ -25,7 +25,7 @@ def final_test(
     model: nn.Module,
     bundle: DataBundle,
     pre: Preprocess,
-    place: Placement,
+    place: Execution,
     run_dir: Path,
     cfg: TrainConfig,
     log: Log,
@@ -33,7 +33,7 @@ def final_test(
     """The one evaluation on the test split, with the best checkpoint (chosen on val), in
     fp32 whatever the training precision, with the test-time views ``run.tta`` that selected
     it: the figure then equals ``resnetlab eval``'s."""
-    place = Placement(place.device, None, channels_last=False)
+    place = Execution(place.device, None, channels_last=False)
     assert bundle.test is not None
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model"])
@@ -66,7 +66,7 @@ def write_results(
     run_dir: Path,
     cfg: TrainConfig,
     bundle: DataBundle,
-    place: Placement,
+    place: Execution,
     status: str,
     epochs: int,
     best_top1: float,

@@ -39,7 +39,7 @@ from resnetlab.fileio import folder_lock
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.weights import PublishedWeights
-from resnetlab.train.checkpoint import (
+from resnetlab.runtime.checkpoint import (
     CheckpointError,
     CheckpointSaveError,
     load_checkpoint,
@@ -47,7 +47,7 @@ from resnetlab.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from resnetlab.train.config import (
+from resnetlab.runtime.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
@@ -55,22 +55,23 @@ from resnetlab.train.config import (
     plain,
     save_config,
 )
-from resnetlab.train.device import choose
-from resnetlab.train.distributed import Group, scaled_lr, session, sync_batchnorm
-from resnetlab.train.loop import EpochOutcome, EpochState, evaluate, train_one_epoch
-from resnetlab.train.metrics import (
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import choose
+from resnetlab.runtime.group import Group
+from resnetlab.train.curves import plot_curves
+from resnetlab.train.distributed import scaled_lr, session, sync_batchnorm
+from resnetlab.train.logs import (
     CSV_NAME,
     JSONL_NAME,
     STEPS_NAME,
     MetricsLogger,
-    ProgressBar,
     StepLog,
-    format_epoch,
-    plot_curves,
     read_metrics,
     truncate_metrics,
 )
+from resnetlab.train.loop import EpochOutcome, EpochState, train_one_epoch
 from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
+from resnetlab.train.progress import ProgressBar, format_epoch
 from resnetlab.train.report import final_test, write_results
 
 Log = Callable[[str], None]
