@@ -470,7 +470,7 @@ def _step_records(
 def test_ema_equals_a_hand_computed_average() -> None:
     from resnetlab.runtime.config import OptimConfig, ScheduleConfig
     from resnetlab.runtime.execution import Execution
-    from resnetlab.train.loop import EpochState, train_one_epoch
+    from resnetlab.train.loop import EpochPlan, EpochState, TrainStep, train_one_epoch
     from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
 
     torch.manual_seed(0)
@@ -491,20 +491,15 @@ def test_ema_equals_a_hand_computed_average() -> None:
     assert ema is not None
     records = _step_records(model, optimizer)
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(4)]
+    loss_fn = torch.nn.CrossEntropyLoss()
+    parts = TrainStep(model, optimizer, schedule, loss_fn, Execution(cpu, None, False), ema=ema)
     train_one_epoch(
-        model,
+        parts,
         batches,
-        optimizer=optimizer,
-        schedule=schedule,
-        loss_fn=torch.nn.CrossEntropyLoss(),
-        place=Execution(cpu, None, False),
         state=EpochState.fresh(cpu),
         step=0,
-        total_batches=4,
-        max_steps=None,
+        plan=EpochPlan(total_batches=4, max_steps=None, log_every=2),
         should_stop=lambda: "",
-        log_every=2,
-        ema=ema,
     )
     assert len(records) == 4
     want = dict(records[0])  # the first update copies the weights

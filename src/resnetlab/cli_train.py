@@ -227,7 +227,9 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.train.runner import checkpoint_file, fit, resume_config
+    from resnetlab.runtime.run_folder import checkpoint_file
+    from resnetlab.train.run_files import resume_config
+    from resnetlab.train.runner import fit
 
     overrides = train_overrides(args)
     if args.resume is not None:

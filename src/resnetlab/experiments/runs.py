@@ -21,7 +21,8 @@ import yaml
 
 from resnetlab.runtime.config import ConfigError, TrainConfig, config_from_dict, resolve_config
 from resnetlab.train.logs import read_metrics, read_steps
-from resnetlab.train.runner import clear_dead_run, fit
+from resnetlab.train.run_files import clear_dead_run
+from resnetlab.train.runner import fit
 
 Log = Callable[[str], None]
 FINISHED = ("completed", "iterations", "early_stop")

@@ -13,10 +13,9 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import ImageTensors, Split
 from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.models.resnet import ResNet
-from resnetlab.runtime.checkpoint import load_checkpoint
-from resnetlab.runtime.config import config_from_dict
 from resnetlab.runtime.execution import Execution, to_input
-from resnetlab.train.runner import build_model, load_run_data, preprocess_for
+from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.rundata import load_run_data
 
 
 @dataclass
@@ -32,14 +31,11 @@ class Trained:
 
     @classmethod
     def load(cls, record: RunRecord, log: Log) -> Trained:
-        state = load_checkpoint(record.run_dir / "best.pt")
-        cfg = config_from_dict(state["config"])
-        bundle = load_run_data(cfg, lambda _s: None)
-        model = build_model(cfg, len(bundle.classes), bundle.train.image_size[0], log)
-        model.load_state_dict(state["model"])
+        ckpt = RunFolder(record.run_dir).checkpoint("best.pt")
+        bundle = load_run_data(ckpt.config, lambda _s: None)
+        model = ckpt.model()
         assert isinstance(model, ResNet)
-        return cls(record, model.eval(), bundle.train, bundle.val, bundle.test,
-                   preprocess_for(cfg, bundle))  # fmt: skip
+        return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.preprocess)
 
     def batches(self, split: Split, images: int | None, seed: int,
                 place: Execution) -> list[tuple[Tensor, Tensor]]:  # fmt: skip

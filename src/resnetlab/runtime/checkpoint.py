@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``.
+"""Checkpoints: one typed :class:`Checkpoint`, written atomically, read with ``weights_only=True``.
 
 A checkpoint holds everything needed to continue exactly or to use the model: weights,
 optimiser and schedule state, RNG states, position (epoch, step, batch within the epoch),
@@ -8,6 +8,10 @@ crash, a ``kill -9`` or a full disk leaves the previous checkpoint intact. A sav
 for lack of space (or any other ``OSError``) removes its temporary file and raises a
 one-line :class:`CheckpointSaveError`; temporary files of killed writers are removed by the
 next save in the same folder.
+
+On disk a checkpoint is a plain dict (``format`` plus the fields of :class:`Checkpoint`
+under the names below), so files written before the class existed load unchanged;
+:func:`save_checkpoint` and :func:`load_checkpoint` are that file layer.
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ import errno
 import os
 import pickle
 import zipfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
+from resnetlab.data.augment import Preprocess
 from resnetlab.fileio import make_temp
 from resnetlab.models.compat import ZIP_MAGIC, read_head
 
 # One error for every checkpoint problem, training checkpoints and published weights alike.
 from resnetlab.models.compat import CheckpointError as CheckpointError
+from resnetlab.models.registry import create_model
+from resnetlab.runtime.config import TrainConfig, config_from_dict, plain
 
 FORMAT = "resnetlab-checkpoint/1"
 
@@ -167,14 +176,157 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+StateDict = dict[str, Tensor]
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+@dataclass
+class Checkpoint:
+    """A training checkpoint: what a run needs to continue exactly, and what a user of the
+    trained model needs (its weights, classes, preprocessing and config).
+
+    ``weights`` (saved as ``"model"``) are the evaluated model's: the weight average when the
+    run keeps one (``optim.ema_decay``), whose trained weights are then ``train_weights``.
+    ``epoch`` counts finished epochs; ``step`` optimiser steps; ``partial`` holds the running
+    sums and the augmentation generator of an epoch paused midway (``None`` at an epoch's
+    end); ``ranks``, under data parallelism, every rank's random streams."""
+
+    weights: StateDict
+    config: TrainConfig
+    classes: tuple[str, ...]
+    pipeline: Preprocess  # the preprocessing as trained, augmentations included
+    data_size: tuple[int, int, int]  # (C, H, W) the images were stored at
+    model_name: str
+    epoch: int = 0
+    step: int = 0
+    best: float = float("-inf")  # best early-stopping value (higher is better)
+    bad_epochs: int = 0
+    best_val_top1: float = 0.0  # %
+    optimizer: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    partial: dict[str, Any] | None = None
+    elapsed_s: float = 0.0  # wall time of every session of the run so far
+    world_size: int = 1
+    ranks: list[dict[str, Any]] | None = None
+    train_weights: StateDict | None = None  # with a weight average: the trained weights
+    ema_updates: int | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Checkpoint:
+        """Read a training checkpoint (see :func:`load_checkpoint`: no code runs from the
+        file, one-line errors)."""
+        return cls.from_state(load_checkpoint(path), path)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: str | os.PathLike[str] = "") -> Checkpoint:
+        """The checkpoint saved as ``state`` (a dict read from ``path``)."""
+        try:
+            config = state["config"]
+        except KeyError as err:
+            raise CheckpointError(f"{path} is an incomplete training checkpoint ({err})") from err
+        config = config_from_dict(config)  # a ConfigError says what is wrong with it
+        try:
+            c, h, w = (int(v) for v in state["data_size"])
+            return cls(
+                weights=state["model"],
+                config=config,
+                classes=tuple(state["classes"]),
+                pipeline=_pipeline(state["preprocess"]),
+                data_size=(c, h, w),
+                model_name=str(state.get("model_name") or state["config"]["model"]["name"]),
+                epoch=int(state.get("epoch", 0)),
+                step=int(state.get("step", 0)),
+                best=float(state.get("best", float("-inf"))),
+                bad_epochs=int(state.get("bad_epochs", 0)),
+                best_val_top1=float(state.get("best_val_top1", 0.0)),
+                optimizer=state.get("optimizer"),
+                schedule=state.get("schedule"),
+                scaler=state.get("scaler"),
+                rng=state.get("rng"),
+                partial=state.get("partial"),
+                elapsed_s=float(state.get("elapsed_s", 0.0)),
+                world_size=int(state.get("world_size", 1)),
+                ranks=state.get("ranks"),
+                train_weights=state.get("train_model"),
+                ema_updates=state.get("ema_updates"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path} is an incomplete training checkpoint ({err})") from err
+
+    def to_state(self) -> dict[str, Any]:
+        """The dict saved on disk, key for key as runs have always written it."""
+        averaged: dict[str, Any] = {}
+        if self.train_weights is not None:
+            averaged = {"train_model": self.train_weights, "ema_updates": self.ema_updates}
+        return {
+            "model": self.weights,
+            **averaged,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "scaler": self.scaler,
+            "rng": self.rng,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "best_val_top1": self.best_val_top1,
+            "partial": self.partial,
+            "config": self.config.to_dict(),
+            "classes": list(self.classes),
+            "preprocess": plain(asdict(self.pipeline)),
+            "data_size": list(self.data_size),
+            "model_name": self.model_name,
+            "elapsed_s": self.elapsed_s,
+            "world_size": self.world_size,
+            "ranks": self.ranks,
+        }
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """What the model expects of an image at evaluation: the normalisation (mean/std),
+        the input side and the resize/crop; the training-only augmentations (policy,
+        erasing, mixing) at their defaults."""
+        return eval_preprocess(self.pipeline)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (see :func:`save_checkpoint`; :class:`CheckpointSaveError` on a
+        full disk or an I/O error, the previous file then intact)."""
+        return save_checkpoint(self.to_state(), path)
+
+    def model(self) -> nn.Module:
+        """The network the checkpoint's weights belong to, built from its config and
+        loaded strictly, in eval mode on the CPU."""
+        options: dict[str, Any] = {
+            **self.config.model.options,
+            "num_classes": len(self.classes),
+            "in_channels": self.data_size[0],
+        }
+        net = create_model(self.config.model.name, **options)
+        net.load_state_dict(self.weights)
+        return net.eval()
+
+
+_PREPROCESS_FIELDS = {f.name for f in fields(Preprocess)}
+
+
+def _pipeline(p: dict[str, Any]) -> Preprocess:
+    """The preprocessing a checkpoint stored as a dict; fields a file predates take their
+    defaults (``crop_pct``: 0.875)."""
+    known: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}
+    return Preprocess(**{k: v for k, v in known.items() if k in _PREPROCESS_FIELDS})
+
+
+def eval_preprocess(p: Preprocess | dict[str, Any]) -> Preprocess:
+    """The evaluation part of a preprocessing (a :class:`Preprocess` or the dict a
+    checkpoint or an int8 file's metadata stored): normalisation, input side, resize/crop."""
+    d = asdict(p) if isinstance(p, Preprocess) else p
+    return Preprocess(
+        mean=tuple(d["mean"]),
+        std=tuple(d["std"]),
+        image_size=int(d["image_size"]),
+        augment=d["augment"],
+        padding=int(d["padding"]),
+        scale=tuple(d["scale"]),
+        crop_pct=float(d.get("crop_pct", 0.875)),  # checkpoints before it existed: 0.875
+    )

@@ -87,8 +87,9 @@ def evaluate(
         if confusion is not None:
             confusion.update(logits.argmax(dim=1), y)
         seen += y.shape[0]
-    total, top1, top5, n = (group or Group()).sum([loss_sum, correct[1], correct[5], seen],
-                                                 device=place.device)  # fmt: skip
+    total, top1, top5, n = (group or Group()).sum(
+        [loss_sum, correct[1], correct[5], seen], device=place.device
+    )
     n = max(1.0, n)
     return {
         "loss": total / n,

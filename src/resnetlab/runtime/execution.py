@@ -100,8 +100,9 @@ def choose(
     return Execution(dev, dtype, cl)
 
 
-def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", *, n: int = 2048,
-                  reps: int = 10) -> float:  # fmt: skip
+def matmul_gflops(
+    dtype: torch.dtype, device: str | torch.device = "cpu", *, n: int = 2048, reps: int = 10
+) -> float:
     """GFLOP/s of one ``n``×``n`` matmul in ``dtype`` (int8: ``torch._int_mm``, GOP/s) on
     ``device``: the median of ``reps``
     timed calls after a warm-up. The arithmetic rate that the speed benchmarks set their

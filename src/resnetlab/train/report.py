@@ -12,7 +12,7 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.datasets import DataBundle, eval_split_batches
-from resnetlab.runtime.checkpoint import load_checkpoint
+from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
@@ -35,8 +35,8 @@ def final_test(
     it: the figure then equals ``resnetlab eval``'s."""
     place = Execution(place.device, None, channels_last=False)
     assert bundle.test is not None
-    best = load_checkpoint(run_dir / "best.pt")
-    model.load_state_dict(best["model"])
+    best = Checkpoint.load(run_dir / "best.pt")
+    model.load_state_dict(best.weights)
     cm = ConfusionMatrix(len(bundle.classes))
     test = evaluate(
         model,
@@ -50,10 +50,10 @@ def final_test(
     cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
     (run_dir / "confusion.txt").write_text(cm.to_text(bundle.classes))
     log(
-        f"test (best checkpoint, epoch {best['epoch']}): top-1 {test['top1']:.2f}%, "
+        f"test (best checkpoint, epoch {best.epoch}): top-1 {test['top1']:.2f}%, "
         f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images{tta_note(cfg)}"
     )
-    return {**test, "best_epoch": float(best["epoch"])}
+    return {**test, "best_epoch": float(best.epoch)}
 
 
 def tta_note(cfg: TrainConfig) -> str:
