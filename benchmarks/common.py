@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnetlab.train.device import Placement
-from resnetlab.train.loop import autocast, to_input
+from resnetlab.runtime.execution import Execution, autocast, to_input
 
 
 def interleaved(rates: dict[str, Callable[[], float]],
@@ -28,7 +27,7 @@ def interleaved(rates: dict[str, Callable[[], float]],
 
 def train_steps(
     model: nn.Module,
-    place: Placement,
+    place: Execution,
     *,
     batch: int,
     side: int,

@@ -35,7 +35,7 @@ from common import interleaved, train_steps
 from torch import nn
 
 from resnetlab.models import create_model
-from resnetlab.train.device import choose, hardware, matmul_gflops
+from resnetlab.runtime.execution import choose, hardware, matmul_gflops
 
 GFLOP_PER_IMAGE = 8.18  # resnet50_v1_5 forward at 224×224 (2 × 4.09 G MACs)
 
@@ -95,7 +95,7 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fit(data: str, model: str, epochs: int, over: dict[str, Any], smoke: bool) -> Any:
-    from resnetlab.train.config import resolve_config
+    from resnetlab.runtime.config import resolve_config
     from resnetlab.train.runner import fit
 
     cuda = torch.cuda.is_available()

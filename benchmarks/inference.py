@@ -44,7 +44,7 @@ from resnetlab.infer.fast import (
 )
 from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.models import create_model
-from resnetlab.train.device import hardware, matmul_gflops
+from resnetlab.runtime.execution import hardware, matmul_gflops
 
 GFLOP_PER_IMAGE = 8.18  # 2 × 4.09 G MACs, resnet50_v1_5 at 224×224
 

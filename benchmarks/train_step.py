@@ -24,10 +24,10 @@ import torch
 from common import interleaved, train_steps
 
 from resnetlab.models import create_model
-from resnetlab.train.device import Placement, choose, hardware, matmul_gflops
+from resnetlab.runtime.execution import Execution, choose, hardware, matmul_gflops
 
 
-def trainer(model_name: str, place: Placement, batch: int, side: int,
+def trainer(model_name: str, place: Execution, batch: int, side: int,
             fast_optim: bool) -> Callable[[int], float]:  # fmt: skip
     """A function that runs ``steps`` training steps and returns their seconds."""
     torch.manual_seed(0)

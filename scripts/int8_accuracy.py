@@ -34,7 +34,7 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.infer.fast import onnxruntime_runner, openvino_model, prepare
 from resnetlab.infer.predict import Predictor
 from resnetlab.infer.quantize import calibration_images, evaluation_split, load_quantized
-from resnetlab.train.device import cpu_has_fast_bf16, hardware
+from resnetlab.runtime.execution import cpu_has_fast_bf16, hardware
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
          "amx_bf16", "amx_int8", "amx_tile")  # fmt: skip

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.runtime.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def reference(setup: Setup, out: Path) -> Path:
 
 def compare(a: Path, b: Path) -> tuple[bool, float]:
     """Whether two checkpoints hold bit-identical weights, and the largest difference."""
-    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    wa, wb = Checkpoint.load(a).weights, Checkpoint.load(b).weights
     if wa.keys() != wb.keys():
         return False, float("inf")
     identical = all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -141,7 +141,7 @@ def start_and_kill(setup: Setup, out: Path, name: str, fraction: float) -> Kill:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    epoch = int(load_checkpoint(run / "last.pt")["epoch"])
+    epoch = Checkpoint.load(run / "last.pt").epoch
     return Kill(delay, status == -signal.SIGKILL, epoch, _temps(run))
 
 

@@ -71,7 +71,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
     """The model weights a training checkpoint holds."""
-    from resnetlab.train.checkpoint import load_checkpoint
+    from resnetlab.runtime.checkpoint import load_checkpoint
 
     state: dict[str, torch.Tensor] = load_checkpoint(path)["model"]
     return state

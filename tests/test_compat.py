@@ -363,7 +363,7 @@ def test_pretrained_flag_reads_akamaster_files_as_the_same_function(tmp_path: Pa
     ``load_pretrained(layout="akamaster")`` does: the initialised net computes what
     akamaster's does. Without the conversion most tensors would match by name and load, and
     the net would silently compute something else."""
-    from resnetlab.train.runner import _load_pretrained
+    from resnetlab.train.build import init_from_pretrained
 
     torch.manual_seed(0)
     reference = randomize_batchnorm(_AkaResNet(3))
@@ -371,7 +371,7 @@ def test_pretrained_flag_reads_akamaster_files_as_the_same_function(tmp_path: Pa
     path = _save({"state_dict": state}, tmp_path / "a.th")
     logged: list[str] = []
     model = create_model("resnet20")
-    _load_pretrained(model, str(path), logged.append)
+    init_from_pretrained(model, str(path), logged.append)
     assert any("akamaster" in m for m in logged)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():

@@ -20,9 +20,9 @@ from torch import nn
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.loaders import TrainBatches, shard_order
 from resnetlab.data.tensors import ImageTensors
-from resnetlab.train import runner
-from resnetlab.train.checkpoint import load_checkpoint, save_checkpoint
-from resnetlab.train.config import ConfigError, TrainConfig, resolve_config
+from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
+from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
+from resnetlab.train import run, runner
 from resnetlab.train.distributed import agreed_stop, scaled_lr, stop_flags
 
 
@@ -133,8 +133,8 @@ class Float64(nn.Module):
 
 
 def _float64_models() -> None:
-    build = runner.build_model
-    runner.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
+    build = run.build_model
+    run.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
 
 
 def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
@@ -171,7 +171,7 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
     steps = (tmp_path / "ddp" / "steps.csv").read_text().splitlines()
     assert [s.split(",")[0] for s in steps] == ["step", "2", "4", "6"]
 
-    monkeypatch.setattr(runner, "build_model", runner.build_model)  # undone after the test
+    monkeypatch.setattr(run, "build_model", run.build_model)  # undone after the test
     _float64_models()
     single = runner.fit(tiny(tmp_path, "single", **{"data.batch_size": 16}), log=quiet)
     a, b = paused_then_resumed["model"], load_checkpoint(single.run_dir / "last.pt")["model"]

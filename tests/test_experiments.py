@@ -24,7 +24,7 @@ from resnetlab.experiments.reports import (
     response_stds,
 )
 from resnetlab.experiments.runs import Budget, read_run, run_job
-from resnetlab.train.config import resolve_config
+from resnetlab.runtime.config import resolve_config
 from resnetlab.train.runner import fit
 
 TINY = ["--data", "sample", "--iterations", "4", "--batch-size", "32",
@@ -271,7 +271,7 @@ def test_filter_normalised_directions() -> None:
 def test_partial_grid_resumes_along_the_same_directions(tmp_path: Path) -> None:
     from resnetlab.experiments.landscape import Grid, surface
     from resnetlab.models.registry import create_model
-    from resnetlab.train.device import choose
+    from resnetlab.runtime.execution import choose
 
     torch.manual_seed(0)
     model = create_model("resnet20").eval()

@@ -17,8 +17,8 @@ from resnetlab.cli import main
 from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.infer.predict import Predictor
 from resnetlab.models import create_model
-from resnetlab.train.config import TrainConfig
-from resnetlab.train.device import choose
+from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.execution import choose
 
 pytest.importorskip("captum")
 

@@ -22,8 +22,8 @@ from PIL import Image
 
 from conftest import REPO, checkpoint_weights, cli
 from resnetlab.cli import main
-from resnetlab.train import checkpoint
-from resnetlab.train.checkpoint import (
+from resnetlab.runtime import checkpoint
+from resnetlab.runtime.checkpoint import (
     CheckpointSaveError,
     load_checkpoint,
     remove_stale_temps,
@@ -142,8 +142,8 @@ def test_a_dead_owner_does_not_block_and_a_dead_run_is_cleared_only_when_asked(
     clear_dead_run (the run store's restart) removes the logs of a run with no checkpoint
     and refuses a folder that holds one."""
     from resnetlab.fileio import FolderBusyError, folder_lock
-    from resnetlab.train.config import ConfigError
-    from resnetlab.train.runner import clear_dead_run
+    from resnetlab.runtime.config import ConfigError
+    from resnetlab.train.run_files import clear_dead_run
 
     run = tmp_path / "run"
     run.mkdir()
@@ -371,7 +371,7 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> No
 
 
 def test_resume_drops_metrics_rows_logged_after_the_checkpoint(tmp_path: Path) -> None:
-    from resnetlab.train.metrics import read_metrics, truncate_metrics
+    from resnetlab.train.logs import read_metrics, truncate_metrics
 
     run = tmp_path / "run"
     run.mkdir()

@@ -13,8 +13,14 @@ import torch
 from conftest import checkpoint_weights
 from resnetlab.infer.fast import randomize_batchnorm
 from resnetlab.models import create_model
-from resnetlab.train import runner
-from resnetlab.train.config import RECIPES, ConfigError, OptimConfig, ScheduleConfig, resolve_config
+from resnetlab.runtime.config import (
+    RECIPES,
+    ConfigError,
+    OptimConfig,
+    ScheduleConfig,
+    resolve_config,
+)
+from resnetlab.train import build, runner
 from resnetlab.train.optim import LRSchedule, build_optimizer
 
 CPU = torch.device("cpu")
@@ -37,7 +43,7 @@ def test_recipes_set_the_finetuning_options() -> None:
 def test_param_groups_give_the_backbone_a_scaled_lr() -> None:
     model = create_model("resnet20")
     cfg = OptimConfig(lr=0.1, weight_decay=1e-4, norm_bias_decay=0.0, backbone_lr_scale=0.1)
-    backbone = runner.backbone_parameters(model, "resnet20")
+    backbone = build.backbone_parameters(model, "resnet20")
     opt = build_optimizer(list(model.parameters()), cfg, device=CPU, backbone=backbone)
     groups = [(g["lr"], g["weight_decay"], g["lr_scale"]) for g in opt.param_groups]
     expected = [(0.01, 1e-4, 0.1), (0.01, 0.0, 0.1), (0.1, 1e-4, 1.0), (0.1, 0.0, 1.0)]
@@ -76,7 +82,7 @@ def test_freeze_until_leaves_frozen_weights_without_gradients() -> None:
     cfg = resolve_config(
         "finetune", {"run.epochs": 1, "model.name": "resnet18", "model.freeze_until": "layer2"}
     )
-    model = runner.build_model(cfg, num_classes=3, in_channels=3, log=print)
+    model = build.build_model(cfg, num_classes=3, in_channels=3, log=print)
     model.train()
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     for name, p in model.named_parameters():
@@ -84,7 +90,7 @@ def test_freeze_until_leaves_frozen_weights_without_gradients() -> None:
         assert p.requires_grad is not frozen, name
         assert (p.grad is None) is frozen, name
     with pytest.raises(ValueError, match=r"'layer5': resnet18 has stem, layer1, layer2"):
-        runner.build_model(
+        build.build_model(
             resolve_config(
                 "finetune",
                 {"run.epochs": 1, "model.name": "resnet18", "model.freeze_until": "layer5"},

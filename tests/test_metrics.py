@@ -1,5 +1,5 @@
-"""Tests for resnetlab.train.metrics: top-k counts, confusion matrix, logs, progress bar,
-curves and the epoch line."""
+"""Tests for the metrics: top-k counts and the confusion matrix (resnetlab.runtime.counts),
+logs (train.logs), the progress bar and the epoch line (train.progress), curves (train.curves)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetlab.train.metrics import (
-    TENSORBOARD_DIR,
-    ConfusionMatrix,
-    MetricsLogger,
-    ProgressBar,
-    format_epoch,
-    plot_curves,
-    read_metrics,
-    topk_correct,
-)
+from resnetlab.runtime.counts import ConfusionMatrix, topk_correct
+from resnetlab.train.curves import plot_curves
+from resnetlab.train.logs import TENSORBOARD_DIR, MetricsLogger, read_metrics
+from resnetlab.train.progress import ProgressBar, format_epoch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -300,6 +294,15 @@ def test_metrics_logger_without_tensorboard(
     assert not (tmp_path / TENSORBOARD_DIR).exists()
 
 
-def test_import_does_not_load_matplotlib() -> None:
-    code = "import sys, resnetlab.train.metrics; sys.exit(1 if 'matplotlib' in sys.modules else 0)"
+@pytest.mark.parametrize(
+    "module",
+    [
+        "resnetlab.runtime.counts",
+        "resnetlab.train.logs",
+        "resnetlab.train.progress",
+        "resnetlab.train.curves",
+    ],
+)
+def test_import_does_not_load_matplotlib(module: str) -> None:
+    code = f"import sys, {module}; sys.exit(1 if 'matplotlib' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -26,7 +26,7 @@ from resnetlab.infer.quantize import (
     quantize_program,
 )
 from resnetlab.models import create_model
-from resnetlab.train.device import cpu_has_fast_bf16
+from resnetlab.runtime.execution import cpu_has_fast_bf16
 
 pytest.importorskip("torchao")
 

@@ -18,15 +18,15 @@ from PIL import Image
 
 from conftest import SHARED, checkpoint_weights, cli
 from resnetlab.cli import main
-from resnetlab.train import runner
-from resnetlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from resnetlab.train.config import (
+from resnetlab.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from resnetlab.runtime.config import (
     RECIPES,
     ConfigError,
     TrainConfig,
     config_from_dict,
     resolve_config,
 )
+from resnetlab.train import runner
 
 CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
 
@@ -82,7 +82,7 @@ def test_unknown_recipe() -> None:
 
 
 def test_lr_schedules() -> None:
-    from resnetlab.train.config import ScheduleConfig
+    from resnetlab.runtime.config import ScheduleConfig
     from resnetlab.train.optim import LRSchedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -468,9 +468,9 @@ def _step_records(
 
 
 def test_ema_equals_a_hand_computed_average() -> None:
-    from resnetlab.train.config import OptimConfig, ScheduleConfig
-    from resnetlab.train.device import Placement
-    from resnetlab.train.loop import EpochState, train_one_epoch
+    from resnetlab.runtime.config import OptimConfig, ScheduleConfig
+    from resnetlab.runtime.execution import Execution
+    from resnetlab.train.loop import EpochPlan, EpochState, TrainStep, train_one_epoch
     from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
 
     torch.manual_seed(0)
@@ -491,20 +491,15 @@ def test_ema_equals_a_hand_computed_average() -> None:
     assert ema is not None
     records = _step_records(model, optimizer)
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(4)]
+    loss_fn = torch.nn.CrossEntropyLoss()
+    parts = TrainStep(model, optimizer, schedule, loss_fn, Execution(cpu, None, False), ema=ema)
     train_one_epoch(
-        model,
+        parts,
         batches,
-        optimizer=optimizer,
-        schedule=schedule,
-        loss_fn=torch.nn.CrossEntropyLoss(),
-        place=Placement(cpu, None, False),
         state=EpochState.fresh(cpu),
         step=0,
-        total_batches=4,
-        max_steps=None,
+        plan=EpochPlan(total_batches=4, max_steps=None, log_every=2),
         should_stop=lambda: "",
-        log_every=2,
-        ema=ema,
     )
     assert len(records) == 4
     want = dict(records[0])  # the first update copies the weights
@@ -551,7 +546,7 @@ def test_ema_run_saves_the_average_and_resumes_exactly(
 
 def test_norm_bias_decay_spares_bn_and_biases() -> None:
     from resnetlab.models import create_model
-    from resnetlab.train.config import OptimConfig
+    from resnetlab.runtime.config import OptimConfig
     from resnetlab.train.optim import build_optimizer
 
     cpu = torch.device("cpu")
@@ -593,15 +588,15 @@ class _Mirrored(torch.nn.Module):
 
 
 def test_tta_of_a_flip_invariant_model_equals_no_tta() -> None:
-    from resnetlab.train.device import Placement
-    from resnetlab.train.loop import evaluate, shift, tta_logits
+    from resnetlab.runtime.evaluate import evaluate, shift, tta_logits
+    from resnetlab.runtime.execution import Execution
 
     torch.manual_seed(0)
     model = _Mirrored()
     x = torch.randn(6, 3, 8, 8)
     model(x)
     y = torch.randint(0, 5, (6,))
-    place = Placement(torch.device("cpu"), None, False)
+    place = Execution(torch.device("cpu"), None, False)
     torch.testing.assert_close(tta_logits(model, x, "flip"), tta_logits(model, x, "none"))
     assert evaluate(model, [(x, y)], place=place, tta="flip") == pytest.approx(
         evaluate(model, [(x, y)], place=place)

@@ -430,7 +430,7 @@ def test_pretrained_name_keeps_the_weights_normalisation(
     )
     assert code == 0, err
     assert "published weights resnet20.served" in out
-    from resnetlab.train.checkpoint import load_checkpoint
+    from resnetlab.runtime.checkpoint import load_checkpoint
 
     state = load_checkpoint(tmp_path / "runs" / "ft" / "last.pt")
     assert tuple(state["preprocess"]["mean"]) == IMAGENET_MEAN

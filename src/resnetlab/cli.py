@@ -28,8 +28,8 @@ from resnetlab.data.tensors import DataError
 from resnetlab.fileio import check_writable, write_text_atomic
 from resnetlab.infer.explain import MissingExtraError
 from resnetlab.models.registry import build, model_entries, model_spec
-from resnetlab.train.checkpoint import CheckpointError
-from resnetlab.train.config import ConfigError
+from resnetlab.runtime.checkpoint import CheckpointError
+from resnetlab.runtime.config import ConfigError
 
 EXIT_USAGE = 2
 

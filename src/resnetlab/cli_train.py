@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.fileio import check_folder, check_writable, write_text_atomic
-from resnetlab.train.config import RECIPES, ConfigError, parse_override, resolve_config
+from resnetlab.runtime.config import RECIPES, ConfigError, parse_override, resolve_config
 
 # Flag → dotted config key: the common settings get their own flags; --set reaches the rest.
 TRAIN_FLAGS: dict[str, str] = {
@@ -228,7 +228,9 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.train.runner import checkpoint_file, fit, resume_config
+    from resnetlab.runtime.run_folder import checkpoint_file
+    from resnetlab.train.run_files import resume_config
+    from resnetlab.train.runner import fit
 
     overrides = train_overrides(args)
     if args.resume is not None:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.fileio import write_bytes_atomic
-from resnetlab.train.device import Placement
-from resnetlab.train.loop import evaluate
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import Execution as Placement
 
 Log = Callable[[str], None]
 

@@ -445,7 +445,7 @@ def response_stds(model: nn.Module, batches: Any) -> list[tuple[str, float]]:
 
 def _responses_of(record: RunRecord, log: Log) -> tuple[int, list[tuple[str, float]]]:
     from resnetlab.experiments.trained import Trained
-    from resnetlab.train.device import choose
+    from resnetlab.runtime.execution import choose
 
     trained = Trained.load(record, log)
     batches = trained.batches(trained.val, None, 0, choose("cpu", "fp32"))

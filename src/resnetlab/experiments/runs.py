@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 import yaml
 
-from resnetlab.train.config import ConfigError, TrainConfig, config_from_dict, resolve_config
-from resnetlab.train.metrics import read_metrics, read_steps
-from resnetlab.train.runner import clear_dead_run, fit
+from resnetlab.runtime.config import ConfigError, TrainConfig, config_from_dict, resolve_config
+from resnetlab.train.logs import read_metrics, read_steps
+from resnetlab.train.run_files import clear_dead_run
+from resnetlab.train.runner import fit
 
 Log = Callable[[str], None]
 FINISHED = ("completed", "iterations", "early_stop")

@@ -25,8 +25,9 @@ from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.experiments.trained import Trained
 from resnetlab.fileio import pyplot
 from resnetlab.models.resnet import ResNet
-from resnetlab.train.device import Placement, choose
-from resnetlab.train.loop import evaluate
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import Execution as Placement
+from resnetlab.runtime.execution import choose
 
 
 def _placement(req: Request) -> Placement:

@@ -13,11 +13,9 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import ImageTensors, Split
 from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.models.resnet import ResNet
-from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.config import config_from_dict
-from resnetlab.train.device import Placement
-from resnetlab.train.loop import to_input
-from resnetlab.train.runner import build_model, load_run_data, preprocess_for
+from resnetlab.runtime.execution import Execution, to_input
+from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.rundata import load_run_data
 
 
 @dataclass
@@ -33,17 +31,14 @@ class Trained:
 
     @classmethod
     def load(cls, record: RunRecord, log: Log) -> Trained:
-        state = load_checkpoint(record.run_dir / "best.pt")
-        cfg = config_from_dict(state["config"])
-        bundle = load_run_data(cfg, lambda _s: None)
-        model = build_model(cfg, len(bundle.classes), bundle.train.image_size[0], log)
-        model.load_state_dict(state["model"])
+        ckpt = RunFolder(record.run_dir).checkpoint("best.pt")
+        bundle = load_run_data(ckpt.config, lambda _s: None)
+        model = ckpt.model()
         assert isinstance(model, ResNet)
-        return cls(record, model.eval(), bundle.train, bundle.val, bundle.test,
-                   preprocess_for(cfg, bundle))  # fmt: skip
+        return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.preprocess)
 
     def batches(self, split: Split, images: int | None, seed: int,
-                place: Placement) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
+                place: Execution) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
         """Up to ``images`` images of ``split`` (a seeded random subset), preprocessed
         without augmentation, placed for ``place`` once."""
         if images is not None and images < len(split):

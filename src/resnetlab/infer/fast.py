@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from resnetlab.fileio import write_bytes_atomic
 from resnetlab.infer.memory import keep_freed_memory
-from resnetlab.train.device import cpu_has_fast_bf16
+from resnetlab.runtime.execution import cpu_has_fast_bf16
 
 Runner = Callable[[Tensor], Tensor]
 ENGINES = (

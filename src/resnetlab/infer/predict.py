@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,13 +19,12 @@ from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.models.compat import Layout
 from resnetlab.models.published import LoadedWeights, is_weights_name, load_published
-from resnetlab.models.registry import create_model
 from resnetlab.models.weights import PublishedWeights, imagenet_classes
-from resnetlab.train.checkpoint import NotTrainingCheckpointError, load_checkpoint
-from resnetlab.train.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
-from resnetlab.train.device import Placement, choose
-from resnetlab.train.loop import evaluate
-from resnetlab.train.metrics import ConfusionMatrix
+from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
+from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict, plain
+from resnetlab.runtime.counts import ConfusionMatrix
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import Execution, choose
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class Predictor:
     classes: tuple[str, ...]
     data_size: tuple[int, int, int]  # (C, H, W) images were stored at during training
     config: TrainConfig
-    place: Placement
+    place: Execution
     epoch: int
     # A published file: its catalogue entry (None when unknown to the catalogue), and
     # whether the preprocessing is assumed rather than the publisher's.
@@ -88,25 +86,16 @@ class Predictor:
                 load_published(text, model=model, layout=layout), device=device, precision=precision
             )
         try:
-            state = load_checkpoint(path)
+            ckpt = Checkpoint.load(path)
         except NotTrainingCheckpointError:
             return cls.from_published(
                 load_published(text, model=model, layout=layout), device=device, precision=precision
             )
-        cfg = config_from_dict(state["config"])
-        classes = tuple(state["classes"])
-        c, h, w = (int(v) for v in state["data_size"])
-        pre = _preprocess(state["preprocess"])
-        options: dict[str, Any] = {
-            **cfg.model.options,
-            "num_classes": len(classes),
-            "in_channels": c,
-        }
-        net = create_model(cfg.model.name, **options)
-        net.load_state_dict(state["model"])
         place = choose(device, precision)
-        net.to(place.device).eval()
-        return cls(net, pre, classes, (c, h, w), cfg, place, int(state["epoch"]))
+        net = ckpt.model().to(place.device)
+        return cls(
+            net, ckpt.preprocess, ckpt.classes, ckpt.data_size, ckpt.config, place, ckpt.epoch
+        )
 
     @classmethod
     def from_quantized(cls, path: str | os.PathLike[str], *, compile: bool = False) -> Predictor:
@@ -120,7 +109,7 @@ class Predictor:
         try:
             cfg = config_from_dict(meta["config"])
             c, h, w = (int(v) for v in meta["data_size"])
-            pre = _preprocess(meta["preprocess"])
+            pre = eval_preprocess(meta["preprocess"])
             classes = tuple(str(v) for v in meta["classes"])
         except (KeyError, TypeError, ValueError) as err:
             raise QuantizedFileError(f"{path}: its metadata is incomplete ({err})") from err
@@ -222,7 +211,7 @@ class Predictor:
 
     def split(self, split: str, source: str | None = None) -> Split:
         """A split of the training data (the same val split as in training), or of ``source``."""
-        from resnetlab.train.runner import load_run_data
+        from resnetlab.runtime.rundata import load_run_data
 
         d = self.config.data
         if not (source or d.source):
@@ -273,19 +262,6 @@ class Predictor:
             tta=self.config.run.tta,
         )
         return metrics, cm
-
-
-def _preprocess(p: dict[str, Any]) -> Preprocess:
-    """The preprocessing a checkpoint (or an int8 file's metadata) stored as a dict."""
-    return Preprocess(
-        mean=tuple(p["mean"]),
-        std=tuple(p["std"]),
-        image_size=int(p["image_size"]),
-        augment=p["augment"],
-        padding=int(p["padding"]),
-        scale=tuple(p["scale"]),
-        crop_pct=float(p.get("crop_pct", 0.875)),  # checkpoints before it existed: 0.875
-    )
 
 
 def export_onnx_file(
@@ -365,25 +341,25 @@ def export_safetensors(
 
     target = check_writable(out)
     try:
-        state = load_checkpoint(ckpt)
+        c = Checkpoint.load(ckpt)
     except NotTrainingCheckpointError:  # a published file: what the predictor made of it
         p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
-        state = {
-            "model": p.model.state_dict(),
-            "model_name": p.config.model.name,
-            "config": p.config.to_dict(),
-            "classes": list(p.classes),
-            "preprocess": asdict(p.preprocess),
-            "data_size": list(p.data_size),
-        }
-    tensors = {k: v.contiguous() for k, v in state["model"].items()}
+        c = Checkpoint(
+            weights=p.model.state_dict(),
+            config=p.config,
+            classes=p.classes,
+            pipeline=p.preprocess,
+            data_size=p.data_size,
+            model_name=p.config.model.name,
+        )
+    tensors = {k: v.contiguous() for k, v in c.weights.items()}
     meta = {
         "format": "resnetlab",
-        "model": str(state["model_name"]),
-        "model_options": json.dumps(state["config"]["model"]["options"]),
-        "classes": json.dumps(state["classes"]),
-        "preprocess": json.dumps(state["preprocess"]),
-        "data_size": json.dumps(state["data_size"]),
+        "model": c.model_name,
+        "model_options": json.dumps(plain(c.config.model.options)),
+        "classes": json.dumps(list(c.classes)),
+        "preprocess": json.dumps(plain(asdict(c.pipeline))),
+        "data_size": json.dumps(list(c.data_size)),
     }
     # save_file writes to a path, so it gets the temporary one (see fileio.make_temp).
     fd, tmp = make_temp(target)

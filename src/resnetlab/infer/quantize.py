@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.fileio import write_bytes_atomic
-from resnetlab.train.checkpoint import CheckpointError
+from resnetlab.runtime.checkpoint import CheckpointError
 
 FORMAT = "resnetlab-int8/1"
 META_ENTRY = "resnetlab.json"
@@ -99,7 +99,7 @@ def kept_dtype() -> str:
     """What a layer the sensitivity pass keeps out of int8 runs in: ``bf16`` where oneDNN
     has native bf16 kernels on this CPU (AVX-512 BF16 or AMX; elsewhere bf16 is emulated
     and slower than fp32), else ``fp32``."""
-    from resnetlab.train.device import cpu_has_fast_bf16
+    from resnetlab.runtime.execution import cpu_has_fast_bf16
 
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 

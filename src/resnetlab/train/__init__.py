@@ -1,1 +1,1 @@
-"""Training: config and recipes, the loop, optimisers and schedules, checkpoints, metrics."""
+"""Training: the loop, optimisers and schedules, data parallelism, run logs, progress and curves."""

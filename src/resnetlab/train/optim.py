@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from resnetlab.train.config import OptimConfig, ScheduleConfig
+from resnetlab.runtime.config import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(

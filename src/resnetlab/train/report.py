@@ -12,11 +12,11 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.datasets import DataBundle, eval_split_batches
-from resnetlab.train.checkpoint import load_checkpoint
-from resnetlab.train.config import TrainConfig
-from resnetlab.train.device import Placement, hardware
-from resnetlab.train.loop import evaluate
-from resnetlab.train.metrics import ConfusionMatrix
+from resnetlab.runtime.checkpoint import Checkpoint
+from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.counts import ConfusionMatrix
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import Execution, hardware
 
 Log = Callable[[str], None]
 
@@ -25,7 +25,7 @@ def final_test(
     model: nn.Module,
     bundle: DataBundle,
     pre: Preprocess,
-    place: Placement,
+    place: Execution,
     run_dir: Path,
     cfg: TrainConfig,
     log: Log,
@@ -33,10 +33,10 @@ def final_test(
     """The one evaluation on the test split, with the best checkpoint (chosen on val), in
     fp32 whatever the training precision, with the test-time views ``run.tta`` that selected
     it: the figure then equals ``resnetlab eval``'s."""
-    place = Placement(place.device, None, channels_last=False)
+    place = Execution(place.device, None, channels_last=False)
     assert bundle.test is not None
-    best = load_checkpoint(run_dir / "best.pt")
-    model.load_state_dict(best["model"])
+    best = Checkpoint.load(run_dir / "best.pt")
+    model.load_state_dict(best.weights)
     cm = ConfusionMatrix(len(bundle.classes))
     test = evaluate(
         model,
@@ -50,10 +50,10 @@ def final_test(
     cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
     (run_dir / "confusion.txt").write_text(cm.to_text(bundle.classes))
     log(
-        f"test (best checkpoint, epoch {best['epoch']}): top-1 {test['top1']:.2f}%, "
+        f"test (best checkpoint, epoch {best.epoch}): top-1 {test['top1']:.2f}%, "
         f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images{tta_note(cfg)}"
     )
-    return {**test, "best_epoch": float(best["epoch"])}
+    return {**test, "best_epoch": float(best.epoch)}
 
 
 def tta_note(cfg: TrainConfig) -> str:
@@ -66,7 +66,7 @@ def write_results(
     run_dir: Path,
     cfg: TrainConfig,
     bundle: DataBundle,
-    place: Placement,
+    place: Execution,
     status: str,
     epochs: int,
     best_top1: float,

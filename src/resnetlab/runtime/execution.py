@@ -1,16 +1,23 @@
-"""Choosing the device and the numeric precision (overridable from the recipe)."""
+"""Where and how a model runs: the device, the autocast precision and the memory format
+(:class:`Execution`), chosen once by :func:`choose` (overridable from the recipe), and the
+hardware facts that choice and the speed reports rest on."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 
 @dataclass(frozen=True)
-class Placement:
+class Execution:
+    """The device a model runs on, the autocast dtype of its forward passes and whether its
+    inputs and weights are channels_last (NHWC)."""
+
     device: torch.device
     autocast: torch.dtype | None  # None: plain fp32
     channels_last: bool
@@ -18,6 +25,18 @@ class Placement:
     @property
     def precision(self) -> str:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
+
+
+def autocast(place: Execution) -> contextlib.AbstractContextManager[None]:
+    """The autocast context of ``place`` (none for plain fp32)."""
+    if place.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(place.device.type, dtype=place.autocast)
+
+
+def to_input(x: Tensor, place: Execution) -> Tensor:
+    """A batch in the memory format ``place`` runs in."""
+    return x.contiguous(memory_format=torch.channels_last) if place.channels_last else x
 
 
 # The CPU features that decide which training and inference paths run fast, as /proc/cpuinfo
@@ -58,7 +77,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def choose(
     device: str = "auto", precision: str = "auto", channels_last: bool | None = None
-) -> Placement:
+) -> Execution:
     """``auto``: CUDA if present, else CPU; bf16 autocast where the hardware runs it fast
     (CUDA with bf16 support, or a CPU with AVX-512 BF16/AMX), else fp32. channels_last
     follows reduced precision unless set."""
@@ -78,11 +97,12 @@ def choose(
     if dtype is torch.float16 and dev.type != "cuda":
         raise ValueError("fp16 autocast needs a CUDA GPU; use bf16 on a CPU")
     cl = dtype is not None if channels_last is None else channels_last
-    return Placement(dev, dtype, cl)
+    return Execution(dev, dtype, cl)
 
 
-def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", *, n: int = 2048,
-                  reps: int = 10) -> float:  # fmt: skip
+def matmul_gflops(
+    dtype: torch.dtype, device: str | torch.device = "cpu", *, n: int = 2048, reps: int = 10
+) -> float:
     """GFLOP/s of one ``n``×``n`` matmul in ``dtype`` (int8: ``torch._int_mm``, GOP/s) on
     ``device``: the median of ``reps``
     timed calls after a warm-up. The arithmetic rate that the speed benchmarks set their

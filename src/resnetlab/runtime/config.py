@@ -188,7 +188,7 @@ def _check_expanded_size(data: Any, where: str) -> None:
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
-        return Path(str(resources.files("resnetlab.train") / "recipes" / f"{name}.yaml"))
+        return Path(str(resources.files("resnetlab.runtime") / "recipes" / f"{name}.yaml"))
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p

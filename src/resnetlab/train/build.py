@@ -1,0 +1,152 @@
+"""What a run is built from: its network (from the config, initialised from pretrained
+weights, partly frozen) and its preprocessing (the pipeline ``data.augment: auto`` picks,
+the normalisation statistics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from resnetlab.data.augment import Preprocess, split_augment
+from resnetlab.data.datasets import SMALL_SIDE, DataBundle
+from resnetlab.models.registry import create_model
+from resnetlab.models.resnet import ResNet
+from resnetlab.models.weights import PublishedWeights
+from resnetlab.runtime.checkpoint import Checkpoint, CheckpointError
+from resnetlab.runtime.config import TrainConfig
+
+Log = Callable[[str], None]
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) -> nn.Module:
+    options = {**cfg.model.options, "num_classes": num_classes, "in_channels": in_channels}
+    model = create_model(cfg.model.name, **options)
+    if cfg.model.pretrained:
+        init_from_pretrained(model, cfg.model.pretrained, log)
+    if cfg.model.freeze_backbone:
+        head = head_module(model, cfg.model.name)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+    if cfg.model.freeze_until is not None:
+        freeze_until(model, cfg.model.freeze_until, cfg.model.name)
+    return model
+
+
+def head_module(model: nn.Module, name: str) -> nn.Module:
+    """The classifier a fine-tuning run trains afresh (ResNet's ``fc``, VGG's ``classifier``)."""
+    head = model.fc if isinstance(model, ResNet) else getattr(model, "classifier", None)
+    if not isinstance(head, nn.Module):
+        raise ValueError(f"{name} has no head to train alone")
+    return head
+
+
+def backbone_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
+    """Every parameter outside the head (those ``optim.backbone_lr_scale`` slows)."""
+    head = {id(p) for p in head_module(model, name).parameters()}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def freeze_until(model: nn.Module, stage: str, name: str) -> None:
+    """Freeze the stem and every stage up to ``stage`` (``"stem"``, ``"layer1"``, …): no
+    gradients for their weights, and (in ``train_one_epoch``) their BN layers in eval mode,
+    so the frozen part computes exactly what it computed when pretrained."""
+    if not isinstance(model, ResNet):
+        raise ValueError(f"model.freeze_until needs a ResNet's stages; {name} has none")
+    parts = ("stem", *model.stage_names)
+    if stage not in parts:
+        raise ValueError(f"model.freeze_until {stage!r}: {name} has {', '.join(parts)}")
+    frozen: list[nn.Module | None] = [model.conv1, model.bn1]
+    frozen += model.stages()[: parts.index(stage)]
+    for module in frozen:
+        if module is not None:
+            module.requires_grad_(False)
+
+
+def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
+    from resnetlab.models.compat import from_akamaster, read_state_dict
+    from resnetlab.models.published import resolve
+
+    try:
+        state = Checkpoint.load(path).weights
+    except CheckpointError:
+        file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
+        if entry is not None:
+            log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
+        if entry is not None and not entry.sha256:
+            from resnetlab.models.compat import sha256_of
+
+            log(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
+        state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
+        if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
+            # Renaming alone would load strictly and compute something else: akamaster's
+            # option-A shortcut orders the residual channels differently (models.compat).
+            state = from_akamaster(state)
+            log(f"{path}: akamaster's CIFAR layout (linear → fc, residual channels reordered)")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(usable))
+    if len(usable) < len(own) // 2:
+        raise CheckpointError(
+            f"{path} does not fit {type(model).__name__}: only "
+            f"{len(usable)} of {len(own)} tensors match"
+        )
+    model.load_state_dict(usable, strict=False)
+    log(
+        f"initialised from {path}: {len(usable)} tensors loaded, {len(skipped)} kept fresh "
+        f"({', '.join(skipped[:4])}{'…' if len(skipped) > 4 else ''})"
+    )
+
+
+def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """``data.augment: auto`` → the pipeline the data's first image calls for (photos: the
+    ImageNet one, with the stored and input sizes; small images: pad-and-crop), written
+    into the config so the run's config.yaml and checkpoints say what was done."""
+    d = cfg.data
+    if d.augment != "auto":
+        return cfg, ""
+    from resnetlab.data.datasets import choose_pipeline
+
+    p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
+    data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)
+    return replace(cfg, data=data), p.describe()
+
+
+def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
+    """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
+    from resnetlab.models.published import is_weights_name, resolve
+
+    source = cfg.model.pretrained
+    if not source or not (is_weights_name(source) or Path(source).is_file()):
+        return None
+    try:
+        return resolve(source)[1]
+    except CheckpointError:
+        return None  # loading the weights reports the problem, in one line
+
+
+def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
+    """The run's preprocessing. Fine-tuning from published weights keeps the mean/std they
+    were trained with (the features expect them); otherwise the training split's own."""
+    d, side = cfg.data, bundle.train.image_size[1]
+    w = pretrained_weights(cfg)
+    mean, std = (w.preprocessing.mean, w.preprocessing.std) if w else (bundle.mean, bundle.std)
+    # "auto" here only when the caller did not resolve it (fit does): go by the size.
+    augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")
+    base, policy = split_augment(augment, side, d.image_size or side)
+    return Preprocess(
+        mean=mean,
+        std=std,
+        image_size=d.image_size or side,
+        augment=base,
+        padding=d.padding,
+        policy=policy,
+        random_erasing=d.random_erasing,
+        mixup_alpha=d.mixup_alpha,
+        cutmix_alpha=d.cutmix_alpha,
+        mix_switch_prob=d.mix_switch_prob,
+    )

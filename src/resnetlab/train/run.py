@@ -1,0 +1,388 @@
+"""One training run, built once from its config: the data, the network, the optimiser and
+schedule, the position; each part of ``fit`` (an epoch, validation, a checkpoint, a pause)
+is a method of :class:`Run`.
+
+Under ``torchrun`` every rank builds its own :class:`Run`; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resnetlab.analysis.counting import check_memory
+from resnetlab.data.datasets import eval_split_batches, on_device, train_batches
+from resnetlab.models.resnet import ResNet
+from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
+from resnetlab.runtime.config import ConfigError, TrainConfig
+from resnetlab.runtime.evaluate import evaluate
+from resnetlab.runtime.execution import choose
+from resnetlab.runtime.group import Group
+from resnetlab.runtime.rundata import load_run_data
+from resnetlab.train.build import backbone_parameters, build_model, preprocess_for
+from resnetlab.train.distributed import scaled_lr, sync_batchnorm
+from resnetlab.train.logs import MetricsLogger, StepLog
+from resnetlab.train.loop import (
+    EpochOutcome,
+    EpochPlan,
+    EpochState,
+    LogPoint,
+    TrainStep,
+    train_one_epoch,
+)
+from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
+from resnetlab.train.position import (
+    Position,
+    best_value,
+    restore_partial,
+    rng_state,
+    saved_partial,
+    set_rng_state,
+)
+from resnetlab.train.progress import ProgressBar, format_epoch
+
+Log = Callable[[str], None]
+
+
+class Run:
+    """Everything one run needs, built once; each step of ``fit`` is a method."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, log: Log, group: Group) -> None:
+        self.cfg, self.run_dir, self.log, self.group = cfg, run_dir, log, group
+        torch.manual_seed(cfg.run.seed)
+        place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
+        self.place = replace(place, device=group.device(place.device))
+        self._load_data()
+        self._build_network()
+        if group.rank > 0:  # dropout draws its own numbers on every rank
+            torch.manual_seed(cfg.run.seed + 1_000_003 * group.rank)
+        self._build_optimizer()
+        self._plan()
+        fp16 = self.place.autocast is torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.pos = Position()
+        self.started = time.monotonic()
+
+    def _load_data(self) -> None:
+        group = self.group
+        # Rank 0 decodes (and caches) the data first; the others then read its cache rather
+        # than race it to write the same files.
+        if not group.is_main:
+            group.barrier()
+        self.bundle = load_run_data(self.cfg, self.log)
+        if group.is_main:
+            group.barrier()
+        if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
+            self.bundle = on_device(self.bundle, self.place.device)
+        self.val = group.shard(self.bundle.val)  # validation is sharded, its sums all-reduced
+        self.pre = preprocess_for(self.cfg, self.bundle)
+
+    def _build_network(self) -> None:
+        cfg, log, group = self.cfg, self.log, self.group
+        model = build_model(cfg, len(self.bundle.classes), self.bundle.train.image_size[0], log)
+        if cfg.run.sync_bn and group.size > 1:
+            model = sync_batchnorm(model, self.place.device)
+        if self.place.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.to(self.place.device)
+        self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
+        if cfg.run.compile:  # the training forward/backward only; checkpoints hold self.model's
+            log(
+                f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, "
+                "smaller batch) build the graph"
+            )
+            self.net = torch.compile(self.net, mode=cfg.run.compile_mode)  # type: ignore[assignment]
+
+    def _build_optimizer(self) -> None:
+        cfg, log, group = self.cfg, self.log, self.group
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.global_batch = cfg.data.batch_size * group.size
+        self.lr = scaled_lr(
+            cfg.optim.lr,
+            batch_size=cfg.data.batch_size,
+            world_size=group.size,
+            reference=cfg.optim.reference_batch,
+            enabled=cfg.run.scale_lr,
+        )
+        if self.lr != cfg.optim.lr:
+            log(
+                f"linear scaling rule: lr {cfg.optim.lr:g} × global batch {self.global_batch} "
+                f"/ reference {cfg.optim.reference_batch} = {self.lr:g}"
+            )
+        backbone = None
+        if cfg.model.pretrained and cfg.optim.backbone_lr_scale != 1.0:
+            backbone = backbone_parameters(self.model, cfg.model.name)
+            log(
+                f"discriminative lr: the pretrained backbone at lr × "
+                f"{cfg.optim.backbone_lr_scale:g}, the head at lr"
+            )
+        self.optimizer = build_optimizer(
+            params, replace(cfg.optim, lr=self.lr), device=self.place.device, backbone=backbone
+        )
+        # With optim.ema_decay the average is the model: validated, selected and saved.
+        self.ema = build_ema(self.model, cfg.optim.ema_decay)
+
+    def _plan(self) -> None:
+        """The run's length in steps and epochs, its schedule; memory checked first."""
+        cfg = self.cfg
+        self.steps_per_epoch = len(self.bundle.train) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch size {self.global_batch} is larger than the "
+                f"{len(self.bundle.train)} training images"
+            )
+        # Checked before the first batch is made at that size.
+        side, channels = self.pre.image_size, self.bundle.train.image_size[0]
+        step = (cfg.data.batch_size, channels, side, side)
+        hint = "use a smaller --batch-size or --image-size"
+        check_memory(self.model, step, training=True, device=self.place.device, hint=hint)
+        # The run ends at the first of: the iteration budget, the epoch budget.
+        planned = [cfg.run.iterations, (cfg.run.epochs or 0) * self.steps_per_epoch]
+        self.total_steps = min([v for v in planned if v] or [10**12])
+        self.max_epochs = -(-self.total_steps // self.steps_per_epoch)
+        warm = cfg.schedule.warmup_lr  # the paper's 0.01 scales with the lr it precedes
+        warm = None if warm is None else warm * self.lr / cfg.optim.lr
+        self.schedule = LRSchedule(
+            self.optimizer,
+            replace(cfg.schedule, warmup_lr=warm),
+            base_lr=self.lr,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            model_depth=self.model.spec.depth if isinstance(self.model, ResNet) else 0,
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def restore(self, ckpt: Checkpoint) -> None:
+        world, g = ckpt.world_size, self.group
+        if world != g.size:
+            raise ConfigError(
+                f"{self.run_dir} was trained by {world} process(es): resume it with as many "
+                f"(the global batch and the position in the epoch depend on it), not {g.size}"
+            )
+        if self.ema is not None:  # "model" holds the average, "train_model" what trains
+            assert ckpt.train_weights is not None
+            assert ckpt.ema_updates is not None
+            self.model.load_state_dict(ckpt.train_weights)
+            self.ema.module.load_state_dict(ckpt.weights)
+            self.ema.n_averaged.fill_(int(ckpt.ema_updates))
+        else:
+            self.model.load_state_dict(ckpt.weights)
+        assert ckpt.optimizer is not None
+        assert ckpt.schedule is not None
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.schedule.load_state_dict(ckpt.schedule)
+        if self.scaler is not None and ckpt.scaler:
+            self.scaler.load_state_dict(ckpt.scaler)
+        mine = ckpt.ranks[g.rank] if g.size > 1 and ckpt.ranks else None  # this rank's streams
+        rng = mine["rng"] if mine else ckpt.rng
+        assert rng is not None
+        set_rng_state(rng)
+        pos = Position(ckpt.epoch, ckpt.step, ckpt.best, ckpt.bad_epochs, ckpt.best_val_top1)
+        if ckpt.partial is not None:
+            # The saved sums are global: rank 0 carries them on alone.
+            pos.partial = restore_partial(ckpt.partial, self.place.device, keep_sums=g.is_main)
+            pos.generator = mine["generator"] if mine else ckpt.partial["generator"]
+        self.pos = pos
+        # Wall time and the time limit count every session of the run.
+        self.started = time.monotonic() - ckpt.elapsed_s
+        self.log(f"resuming {self.run_dir} at epoch {pos.epoch + 1}, step {pos.step}")
+
+    def snapshot(self, generator: torch.Tensor | None = None) -> Checkpoint:
+        """The checkpoint of the current position (``generator``: paused mid-epoch). Under
+        torchrun every rank calls it (the sums and per-rank RNG states are gathered); rank 0
+        saves it."""
+        pos, part, g = self.pos, self.pos.partial, self.group
+        partial = None
+        if generator is not None and part is not None:
+            partial = saved_partial(part, g, self.place.device, generator)
+        ranks = None
+        if g.size > 1:  # each rank's own random streams, to resume each exactly
+            ranks = g.gather({"rng": rng_state(), "generator": generator})
+        return Checkpoint(
+            weights=self.eval_model.state_dict(),
+            train_weights=self.model.state_dict() if self.ema is not None else None,
+            ema_updates=int(self.ema.n_averaged) if self.ema is not None else None,
+            optimizer=self.optimizer.state_dict(),
+            schedule=self.schedule.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            rng=rng_state(),
+            epoch=pos.epoch,
+            step=pos.step,
+            best=pos.best,
+            bad_epochs=pos.bad_epochs,
+            best_val_top1=pos.best_top1,
+            partial=partial,
+            config=self.cfg,
+            classes=tuple(self.bundle.classes),
+            pipeline=self.pre,
+            data_size=self.bundle.train.image_size,
+            model_name=self.cfg.model.name,
+            elapsed_s=time.monotonic() - self.started,
+            world_size=g.size,
+            ranks=ranks,
+        )
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated, tested and saved as the model: the weight average if there is
+        one, else the trained weights."""
+        return self.model if self.ema is None else self.ema.module
+
+    # ------------------------------------------------------------ one epoch
+    def train_epoch(
+        self, should_stop: Callable[[], str], steps: StepLog | None = None
+    ) -> tuple[EpochOutcome, torch.Tensor]:
+        """Train (the rest of) the current epoch; returns the outcome and the augmentation
+        generator's state (to pause mid-epoch)."""
+        pos, cfg, g = self.pos, self.cfg, self.group
+        if pos.partial is None:
+            pos.partial = EpochState.fresh(self.place.device)
+        batches = train_batches(
+            self.bundle.train,
+            self.pre,
+            batch_size=cfg.data.batch_size,
+            seed=cfg.run.seed,
+            epoch=pos.epoch,
+            device=self.place.device,
+            start_batch=pos.partial.batches_done,
+            generator_state=pos.generator,
+            rank=g.rank,
+            world_size=g.size,
+        )
+        epoch = pos.epoch + 1
+        bar = ProgressBar(
+            self.steps_per_epoch, desc=f"epoch {epoch}", enabled=None if g.is_main else False
+        )
+        bar.update(pos.partial.batches_done)
+
+        def on_log(point: LogPoint) -> None:
+            if steps is not None and point.window_loss is not None:
+                assert point.window_error is not None
+                steps.log(point.step, epoch, point.window_loss, point.window_error)
+            bar.update(point.batches_done - bar.done, loss=point.loss, top1=point.top1, lr=point.lr)
+
+        parts = TrainStep(
+            self.net,
+            self.optimizer,
+            self.schedule,
+            self.loss_fn,
+            self.place,
+            scaler=self.scaler,
+            ema=self.ema,
+            group=g,
+        )
+        plan = EpochPlan(self.steps_per_epoch, self.total_steps, cfg.run.log_every)
+        out = train_one_epoch(
+            parts,
+            batches,
+            state=pos.partial,
+            step=pos.step,
+            plan=plan,
+            should_stop=should_stop,
+            on_log=on_log,
+        )
+        bar.close()
+        return out, batches.generator_state()
+
+    def validate(self) -> dict[str, float]:
+        """Every rank evaluates its shard of the validation split with rank 0's BN
+        statistics (those the checkpoint keeps); the sums are all-reduced. Views:
+        ``run.tta``, as in the final test."""
+        self.group.share_buffers(self.eval_model)
+        batches = eval_split_batches(
+            self.val, self.pre, device=self.place.device, batch_size=self.cfg.data.eval_batch_size
+        )
+        return evaluate(
+            self.eval_model,
+            batches,
+            place=self.place,
+            loss_fn=self.loss_fn,
+            group=self.group,
+            tta=self.cfg.run.tta,
+        )
+
+    def save(self, ckpt: Checkpoint, *names: str) -> None:
+        """Rank 0 writes (``best.pt`` before ``last.pt``: if the second save fails, the run
+        resumes before this epoch and saves both again); every rank learns whether it
+        worked, so a failed save stops all of them."""
+        failure: CheckpointSaveError | None = None
+        if self.group.is_main:
+            try:
+                for name in sorted(names, key=lambda n: n != "best.pt"):
+                    ckpt.save(self.run_dir / name)
+            except CheckpointSaveError as err:
+                failure = err
+        message = self.group.broadcast(str(failure) if failure is not None else "")
+        if failure is not None:
+            raise failure
+        if message:
+            raise CheckpointSaveError(message)
+
+    def close_epoch(
+        self, out: EpochOutcome, val: dict[str, float], logger: MetricsLogger | None
+    ) -> str:
+        """Log the epoch, update the best/patience bookkeeping, save ``last.pt`` (and
+        ``best.pt`` on a better validation top-1); returns "early_stop" or ""."""
+        pos, cfg = self.pos, self.cfg
+        pos.epoch += 1
+        row: dict[str, float | int | str] = {
+            "epoch": pos.epoch,
+            "epochs": self.max_epochs,
+            "step": pos.step,
+            **out.metrics,
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "epoch_time_s": out.metrics["train_time_s"],
+        }
+        if logger is not None:
+            logger.log(row)
+        self.log(format_epoch(row))
+        watched = {"val_loss": val["loss"], "val_top1": val["top1"]}
+        self.schedule.epoch_end(watched)
+        value = best_value(watched, cfg.run.early_stopping_metric)
+        if value > pos.best:
+            pos.best, pos.bad_epochs = value, 0
+        else:
+            pos.bad_epochs += 1
+        improved = val["top1"] > pos.best_top1
+        pos.best_top1 = max(pos.best_top1, val["top1"])
+        pos.partial, pos.generator = None, None
+        self.save(self.snapshot(), "last.pt", *(["best.pt"] if improved else []))
+        patience = cfg.run.early_stopping_patience
+        if patience is not None and pos.bad_epochs >= patience:
+            metric = cfg.run.early_stopping_metric
+            self.log(f"early stopping: no better {metric} for {patience} epochs")
+            return "early_stop"
+        return ""
+
+    def pause(self, reason: str, generator: torch.Tensor) -> None:
+        """Save the position inside the current epoch (signal or time limit)."""
+        self.save(self.snapshot(generator), "last.pt")
+        done = self.pos.partial.batches_done if self.pos.partial is not None else 0
+        self.log(
+            f"{reason}: saved {self.run_dir / 'last.pt'} at epoch {self.pos.epoch + 1}, "
+            f"batch {done}/{self.steps_per_epoch}; continue with "
+            f"`resnetlab train --resume {self.run_dir}`"
+        )
+
+    def describe(self) -> str:
+        b, place, g = self.bundle, self.place, self.group
+        if g.size > 1:
+            batch = f"{g.size} processes × batch {self.cfg.data.batch_size} = {self.global_batch}"
+            batch += " (SyncBN)" if self.cfg.run.sync_bn else ""
+        else:
+            batch = f"batch {self.global_batch}"
+        test = len(b.test) if b.test is not None else 0
+        return (
+            f"run {self.run_dir}: {self.cfg.model.name} on {b.source}; train {len(b.train):,}, "
+            f"val {len(b.val):,} ({b.val_note}), test {test:,}; {place.device} {place.precision}"
+            f"{' channels_last' if place.channels_last else ''}; {batch}, lr {self.lr:g}; "
+            f"{self.steps_per_epoch} steps/epoch, up to {self.max_epochs} epochs"
+        )

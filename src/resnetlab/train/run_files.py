@@ -1,0 +1,130 @@
+"""The run folder from the training side: its name, who owns it, what may start or continue
+in it (a fresh run never lands on another's logs; a resumed one keeps its config)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from resnetlab.fileio import folder_lock
+from resnetlab.runtime.checkpoint import Checkpoint
+from resnetlab.runtime.config import ConfigError, TrainConfig, apply_overrides, config_from_dict
+from resnetlab.runtime.run_folder import checkpoint_file
+from resnetlab.train.logs import CSV_NAME, JSONL_NAME, STEPS_NAME
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.run.name or (
+        f"{cfg.model.name}-{cfg.recipe}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
+    return Path(cfg.run.out_dir).expanduser() / name
+
+
+# What a run writes into its folder (the lock file aside).
+RUN_FILES = (
+    "last.pt",
+    "best.pt",
+    "config.yaml",
+    CSV_NAME,
+    JSONL_NAME,
+    STEPS_NAME,
+    "results.json",
+    "report.md",
+    "curves.png",
+    "confusion.png",
+)
+
+
+def dead_run_files(run_dir: Path) -> list[str]:
+    """The run files in ``run_dir`` (none: a new folder)."""
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def clear_dead_run(run_dir: Path) -> list[str]:
+    """Remove the files of a run that died before its first checkpoint (nothing in them can
+    be continued), so that a fresh run there does not append to its logs; returns the names
+    removed. For callers that own the folder's contents, such as the experiments' run
+    store; ``resnetlab train`` refuses such a folder instead."""
+    with folder_lock(run_dir, hint="; wait for it to finish"):  # a live run is not dead
+        if (run_dir / "last.pt").exists():
+            raise ConfigError(f"{run_dir} holds a checkpoint: resume it, do not clear it")
+        names = dead_run_files(run_dir)
+        for name in names:
+            (run_dir / name).unlink()
+    return names
+
+
+def check_new(run_dir: Path) -> None:
+    """A fresh run starts in an empty folder: never on top of another run's logs."""
+    if (run_dir / "last.pt").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume "
+            f"{run_dir} or choose another --name"
+        )
+    left = dead_run_files(run_dir)
+    if left:
+        raise ConfigError(
+            f"{run_dir} holds the files of a run that saved no checkpoint "
+            f"({', '.join(left)}), which cannot be resumed; remove them or "
+            "choose another --name"
+        )
+
+
+@contextmanager
+def owned(run_dir: Path, *, fresh: bool) -> Iterator[None]:
+    """This process owns ``run_dir`` while the block runs (see :func:`folder_lock`): two
+    runs with one ``--name`` would interleave their metrics and overwrite each other's
+    checkpoints."""
+    hint = "; wait for it to finish" + (" or choose another --name" if fresh else "")
+    with folder_lock(run_dir, hint=hint):
+        if fresh:
+            check_new(run_dir)
+        yield
+
+
+# Run settings ``--resume`` keeps: the seed chose the validation split, the training subset
+# and every epoch's batch order, so a new one would re-split the data mid-run; the name is
+# the folder the run lives in (the library may resume a folder under an older name).
+FIXED_RUN_KEYS = ("seed", "name")
+
+
+def check_resumable(cfg: TrainConfig, ckpt: Checkpoint, path: Path) -> None:
+    """``cfg`` continues the run ``ckpt`` was saved from: only run settings may differ."""
+    saved = ckpt.config
+    # Only the run section (length, device) may differ: anything else would not be the same
+    # run continued.
+    for section in ("model", "data", "optim", "schedule"):
+        if getattr(saved, section) != getattr(cfg, section):
+            raise ConfigError(
+                f"cannot resume {path} with a different {section} config; only "
+                "run settings (epochs, time limit) may change"
+            )
+    if saved.run.tta != cfg.run.tta:  # the best checkpoint so far was chosen with its views
+        raise ConfigError(
+            f"cannot resume {path} with run.tta {cfg.run.tta!r}: it selects with {saved.run.tta!r}"
+        )
+    if saved.run.seed != cfg.run.seed:
+        raise ConfigError(
+            f"cannot resume {path} with a different run.seed ({cfg.run.seed}; the run has "
+            f"{saved.run.seed}): the seed chose its validation split and batch order"
+        )
+
+
+def resume_config(resume: str | Path, run_overrides: dict[str, Any]) -> TrainConfig:
+    """The saved config of a run, with ``run.*`` overrides (``run.epochs=40``) applied."""
+    saved = Checkpoint.load(checkpoint_file(resume)).config.to_dict()
+    bad = sorted(k for k in run_overrides if not k.startswith("run."))
+    bad += sorted(
+        f"run.{k}"
+        for k in FIXED_RUN_KEYS
+        if f"run.{k}" in run_overrides and run_overrides[f"run.{k}"] != saved["run"].get(k)
+    )
+    if bad:
+        raise ConfigError(
+            f"--resume continues a run as it was configured; {bad[0]} cannot change "
+            "(only how long and where it runs: --epochs, --iterations, --time-limit, --device)"
+        )
+    return config_from_dict(apply_overrides(saved, run_overrides))

@@ -1,0 +1,130 @@
+"""The typed checkpoint (resnetlab.runtime.checkpoint.Checkpoint) and the run-folder reader:
+the file format is the dict runs have always written, old files load, the model rebuilds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from resnetlab.data.augment import Preprocess
+from resnetlab.models import create_model
+from resnetlab.runtime.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    NotTrainingCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from resnetlab.runtime.config import resolve_config, save_config
+from resnetlab.runtime.run_folder import RunFolder, checkpoint_file
+
+CLASSES = ("cat", "dog", "frog")
+
+
+def _checkpoint() -> Checkpoint:
+    cfg = resolve_config("paper-cifar", {"model.name": "resnet20", "data.source": "sample"})
+    net = create_model("resnet20", num_classes=len(CLASSES), in_channels=3)
+    pre = Preprocess(
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.2, 0.25),
+        image_size=32,
+        policy="trivialaugment",
+        mixup_alpha=0.2,
+    )
+    return Checkpoint(
+        weights=net.state_dict(),
+        config=cfg,
+        classes=CLASSES,
+        pipeline=pre,
+        data_size=(3, 32, 32),
+        model_name="resnet20",
+        epoch=3,
+        step=24,
+        rng={"torch": torch.get_rng_state()},
+    )
+
+
+def test_saved_checkpoint_is_the_dict_runs_always_wrote(tmp_path: Path) -> None:
+    ckpt = _checkpoint()
+    ckpt.save(tmp_path / "best.pt")
+    raw = load_checkpoint(tmp_path / "best.pt")
+    assert list(raw) == [
+        "format",
+        "model",
+        "optimizer",
+        "schedule",
+        "scaler",
+        "rng",
+        "epoch",
+        "step",
+        "best",
+        "bad_epochs",
+        "best_val_top1",
+        "partial",
+        "config",
+        "classes",
+        "preprocess",
+        "data_size",
+        "model_name",
+        "elapsed_s",
+        "world_size",
+        "ranks",
+    ]
+    assert raw["classes"] == list(CLASSES) and raw["data_size"] == [3, 32, 32]
+    assert raw["preprocess"]["policy"] == "trivialaugment"
+    assert raw["config"] == ckpt.config.to_dict()
+    back = Checkpoint.load(tmp_path / "best.pt")
+    assert back.to_state().keys() == ckpt.to_state().keys()
+    assert back.config == ckpt.config and back.pipeline == ckpt.pipeline
+    assert (back.epoch, back.step, back.classes, back.data_size) == (3, 24, CLASSES, (3, 32, 32))
+
+
+def test_model_rebuilds_the_network_and_preprocess_is_the_evaluation_part(tmp_path: Path) -> None:
+    ckpt = _checkpoint()
+    ckpt.save(tmp_path / "best.pt")
+    net = Checkpoint.load(tmp_path / "best.pt").model()
+    assert not net.training
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, ckpt.weights[key]), key
+    pre = ckpt.preprocess
+    assert (pre.mean, pre.std, pre.image_size) == ((0.5, 0.4, 0.3), (0.2, 0.2, 0.25), 32)
+    assert pre.policy == "none" and pre.mixup_alpha == 0.0  # training-only augmentations
+
+
+def test_an_older_checkpoint_loads_with_defaults(tmp_path: Path) -> None:
+    """Files from before elapsed_s, world_size, ranks and crop_pct were saved."""
+    state: dict[str, Any] = _checkpoint().to_state()
+    for key in ("elapsed_s", "world_size", "ranks", "scaler"):
+        del state[key]
+    del state["preprocess"]["crop_pct"]
+    save_checkpoint(state, tmp_path / "old.pt")
+    old = Checkpoint.load(tmp_path / "old.pt")
+    assert (old.elapsed_s, old.world_size, old.ranks, old.scaler) == (0.0, 1, None, None)
+    assert old.preprocess.crop_pct == 0.875
+
+
+def test_refusals_keep_their_errors(tmp_path: Path) -> None:
+    save_checkpoint({"epoch": 1}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="incomplete training checkpoint"):
+        Checkpoint.load(tmp_path / "bare.pt")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "published.pt")
+    with pytest.raises(NotTrainingCheckpointError, match="not a resnetlab training checkpoint"):
+        Checkpoint.load(tmp_path / "published.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch file"):
+        Checkpoint.load(tmp_path / "text.pt")
+
+
+def test_run_folder_reads_config_and_checkpoints(tmp_path: Path) -> None:
+    ckpt = _checkpoint()
+    save_config(ckpt.config, tmp_path / "config.yaml")
+    ckpt.save(tmp_path / "last.pt")
+    folder = RunFolder(tmp_path)
+    assert folder.config() == ckpt.config
+    assert folder.settings()["model"]["name"] == "resnet20"
+    assert folder.checkpoint("last.pt").step == 24
+    assert checkpoint_file(tmp_path) == tmp_path / "last.pt"
+    assert checkpoint_file(tmp_path / "best.pt") == tmp_path / "best.pt"
