@@ -58,6 +58,41 @@ def _dump(path: Path, obj: dict[bytes, Any]) -> None:
         pickle.dump(obj, f, protocol=2)  # as the official files: protocol 2, bytes keys
 
 
+def _write_python_cifar10(
+    folder: Path,
+    train: ImageTensors,
+    test: ImageTensors,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+) -> None:
+    """``batches.meta``, ``data_batch_1``..``5`` (train split in 5) and ``test_batch``."""
+    _dump(
+        folder / "batches.meta",
+        {
+            b"label_names": [c.encode() for c in train.classes],
+            b"num_cases_per_batch": 10000,
+            b"num_vis": PIXELS,
+        },
+    )
+    batches = [
+        (f, r, lab, f"training batch {i + 1} of 5")
+        for i, (f, (r, lab)) in enumerate(
+            zip(_C10_TRAIN, _split(train_rows, train.labels.numpy(), 5), strict=True)
+        )
+    ]
+    batches.append(("test_batch", test_rows, test.labels.numpy(), "testing batch 1 of 1"))
+    for fname, rows, labels, kind in batches:
+        _dump(
+            folder / fname,
+            {
+                b"batch_label": kind.encode(),
+                b"labels": [int(v) for v in labels],
+                b"data": rows,
+                b"filenames": [f"image_{j:05d}.png".encode() for j in range(len(labels))],
+            },
+        )
+
+
 def write_cifar_python(
     root: str | os.PathLike[str],
     name: str,
@@ -82,33 +117,7 @@ def write_cifar_python(
         "test": (test, _check_cifar(test, "test", 1)),
     }
     if name == "cifar10":
-        _dump(
-            folder / "batches.meta",
-            {
-                b"label_names": [c.encode() for c in train.classes],
-                b"num_cases_per_batch": 10000,
-                b"num_vis": PIXELS,
-            },
-        )
-        batches = [
-            (f, r, lab, f"training batch {i + 1} of 5")
-            for i, (f, (r, lab)) in enumerate(
-                zip(_C10_TRAIN, _split(splits["train"][1], train.labels.numpy(), 5), strict=True)
-            )
-        ]
-        batches.append(
-            ("test_batch", splits["test"][1], test.labels.numpy(), "testing batch 1 of 1")
-        )
-        for fname, rows, labels, kind in batches:
-            _dump(
-                folder / fname,
-                {
-                    b"batch_label": kind.encode(),
-                    b"labels": [int(v) for v in labels],
-                    b"data": rows,
-                    b"filenames": [f"image_{j:05d}.png".encode() for j in range(len(labels))],
-                },
-            )
+        _write_python_cifar10(folder, train, test, splits["train"][1], splits["test"][1])
         return folder
     mapping, coarse_names = _coarse_map(train.classes, coarse_of_fine, coarse_classes)
     _dump(
