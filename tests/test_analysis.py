@@ -1,4 +1,5 @@
-"""Counting and tables agree with torchinfo, torch.utils.flop_counter, the paper and the seeds."""
+"""Counting and tables agree with torchinfo, torch.utils.flop_counter, the paper and the
+by-hand counts."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from resnetlab.analysis import (
     ShapeError,
     compare,
     count_params,
+    efficiency,
     formulas,
     param_formula,
-    seed003,
     summarize,
     total_formula,
 )
@@ -72,7 +73,7 @@ def test_agrees_with_flop_counter(name: str, size: tuple[int, ...], kw: dict[str
     assert 2 * ours == counter.get_total_flops()
 
 
-def test_seed000_resnet50_summary() -> None:
+def test_resnet50_summary_as_torchinfo() -> None:
     text = summarize(meta_model("resnet50"), (2, 3, 224, 224), title="resnet50").to_text()
     for expected in ("Total params: 25,557,032", "Total mult-adds (G): 7.72",
                      "Input size (MB): 1.20", "Forward/backward pass size (MB): 338.80",
@@ -135,7 +136,7 @@ def test_bad_input_size_is_one_error() -> None:
         summarize(create_model("resnet20"), (1, 3, 0, 32))
 
 
-# ---------------------------------------------------------------- formulas (seed 003)
+# ---------------------------------------------------------------- formulas (by-hand counts)
 def test_conv_formulas_as_the_seed_writes_them() -> None:
     f = param_formula("conv1", nn.Conv2d(3, 64, 7, bias=False))
     assert f is not None
@@ -161,8 +162,8 @@ def test_formulas_add_up_for_every_model(name: str) -> None:
     assert sum(f.count for f in formulas(model)) == count_params(model)
 
 
-def test_seed003_first_layers() -> None:
-    rows = compare(*seed003.first_layers()).rows
+def test_first_layers_vgg_vs_resnet() -> None:
+    rows = compare(*efficiency.first_layers()).rows
     assert [r.params for r in rows] == [260_160, 9_472]
     assert rows[0].formula == (
         "(3×64×3×3 + 64) + (64×64×3×3 + 64) + (64×128×3×3 + 128) + (128×128×3×3 + 128) = 260,160"
@@ -170,12 +171,12 @@ def test_seed003_first_layers() -> None:
     assert rows[1].formula == "(3×64×7×7 + 64) = 9,472"
 
 
-def test_seed003_blocks() -> None:
-    rows = compare(*seed003.blocks()).rows
+def test_plain_vs_bottleneck_blocks() -> None:
+    rows = compare(*efficiency.blocks()).rows
     assert [r.params for r in rows] == [73_856, 45_248, 57_728]
     assert rows[2].formula.endswith("(64×128×1×1 + 128) + (64×128×1×1 + 128) = 57,728")
     assert [r.depth for r in rows] == [2, 3, 3]  # the projection is a shortcut, not depth
-    assert total_formula(seed003.ConvBlock()) == "(64×64×3×3 + 64) + (64×64×3×3 + 64) = 73,856"
+    assert total_formula(efficiency.ConvBlock()) == "(64×64×3×3 + 64) + (64×64×3×3 + 64) = 73,856"
 
 
 # ---------------------------------------------------------------- compare

@@ -1,5 +1,6 @@
-"""CIFAR readers and writers (both official layouts), safe unpickling and the real download
-code against a local HTTP server on 127.0.0.1 (no other address is ever contacted)."""
+"""CIFAR readers (both official layouts, written by ``cifar_writers``), safe unpickling and
+the real download code against a local HTTP server on 127.0.0.1 (no other address is ever
+contacted)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,10 @@ import numpy as np
 import pytest
 import torch
 
+from cifar_writers import write_cifar_binary, write_cifar_python
 from conftest import http_server
 from resnetlab.data import cifar
-from resnetlab.data.cifar import (
-    download_file,
-    load_cifar,
-    write_cifar_binary,
-    write_cifar_python,
-)
+from resnetlab.data.cifar import download_file, load_cifar
 from resnetlab.data.tensors import DataError, ImageTensors
 
 WRITERS = {"python": write_cifar_python, "binary": write_cifar_binary}

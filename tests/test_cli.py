@@ -44,7 +44,7 @@ def assert_one_line_error(code: int, out: str, err: str, needle: str) -> None:
     assert needle in lines[0]
 
 
-def test_seed000_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_resnet50_summary_as_torchinfo(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "summary", "resnet50", "--input-size", "2", "3", "224", "224")
     assert code == 0
     assert "Total params: 25,557,032" in out

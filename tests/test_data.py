@@ -222,7 +222,7 @@ def test_transforms_are_repeatable_and_normalise() -> None:
         normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), pre.mean, pre.std).eq(2).all()
     )
     big = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=128)
-    assert train_transform(x, big, None).shape == (8, 3, 128, 128)  # seed 004: 32 → 128
+    assert train_transform(x, big, None).shape == (8, 3, 128, 128)  # the finetune recipe: 32 → 128
 
 
 def test_batches_resume_mid_epoch() -> None:

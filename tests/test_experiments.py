@@ -18,11 +18,9 @@ import yaml
 from torch import nn
 
 from resnetlab.cli import main
-from resnetlab.experiments.reports import (
-    _degradation_findings,
-    _response_findings,
-    response_stds,
-)
+from resnetlab.experiments.degradation import findings as degradation_findings
+from resnetlab.experiments.responses import findings as response_findings
+from resnetlab.experiments.responses import response_stds
 from resnetlab.experiments.runs import Budget, read_run, run_job
 from resnetlab.runtime.config import resolve_config
 from resnetlab.train.runner import fit
@@ -175,13 +173,13 @@ def test_findings_follow_the_numbers() -> None:
     def entry(train: float) -> dict[str, list[float]]:
         return {"train_error": [train], "test_error": [train + 5]}
 
-    shown = _degradation_findings({"plain20": entry(10), "plain56": entry(14),
+    shown = degradation_findings({"plain20": entry(10), "plain56": entry(14),
                                    "resnet20": entry(10), "resnet56": entry(7)})  # fmt: skip
     assert shown.count("as in the paper") == 2 and "NOT" not in shown
-    missed = _degradation_findings({"plain20": entry(10), "plain56": entry(9),
+    missed = degradation_findings({"plain20": entry(10), "plain56": entry(9),
                                     "resnet20": entry(10), "resnet56": entry(12)})  # fmt: skip
     assert missed.count("NOT as in the paper") == 2
-    assert "NOT smaller" in _response_findings({"plain20": [1.0], "resnet20": [2.0]})
+    assert "NOT smaller" in response_findings({"plain20": [1.0], "resnet20": [2.0]})
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -252,7 +250,7 @@ def test_landscape_and_lesion_reports(store: Path, capsys: pytest.CaptureFixture
 
 
 def test_filter_normalised_directions() -> None:
-    from resnetlab.experiments.landscape import filter_normalized_direction
+    from resnetlab.experiments.loss_surface import filter_normalized_direction
     from resnetlab.models.registry import create_model
 
     model = create_model("resnet20")
@@ -269,7 +267,7 @@ def test_filter_normalised_directions() -> None:
 
 
 def test_partial_grid_resumes_along_the_same_directions(tmp_path: Path) -> None:
-    from resnetlab.experiments.landscape import Grid, surface
+    from resnetlab.experiments.loss_surface import Grid, surface
     from resnetlab.models.registry import create_model
     from resnetlab.runtime.execution import choose
 
@@ -293,7 +291,7 @@ def test_partial_grid_resumes_along_the_same_directions(tmp_path: Path) -> None:
 
 
 def test_lesion_mechanics() -> None:
-    from resnetlab.experiments import lesion as V
+    from resnetlab.experiments import block_lesions as V
     from resnetlab.models.registry import create_model
 
     torch.manual_seed(0)

@@ -292,7 +292,7 @@ def test_width_multiplier() -> None:
     assert model.num_features == 128
 
 
-def test_seed004_head() -> None:
+def test_keras_finetune_head() -> None:
     model = create_model("resnet50", head="mlp", num_classes=10)
     assert isinstance(model, ResNet)
     kinds = [type(m).__name__ for m in model.fc]

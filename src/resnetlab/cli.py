@@ -416,8 +416,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser(
         "tour",
-        help="the analysis tour (ResNet-50 table, seed-003 comparisons)",
-        description="ResNet-50's table, seed 003's comparisons, plain vs "
+        help="the analysis tour (ResNet-50 table, VGG vs ResNet parameter counts)",
+        description="ResNet-50's table, the parameter counts behind ResNet's efficiency, plain vs "
         "residual, stride placement, and two charts.",
     )
     p.add_argument("--out", type=Path, default=None, help="folder for the charts (default: none)")

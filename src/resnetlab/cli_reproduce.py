@@ -9,21 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.cli_train import add_overrides
-
-EXPERIMENTS = ("degradation", "cifar-table", "responses", "shortcuts", "landscape", "lesion")
+from resnetlab.experiments.registry import experiments, get_experiment, list_experiments
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
+    names = list_experiments()
     p = sub.add_parser(
         "reproduce",
         help="reproduce an experiment of the paper, with a report",
-        description="degradation (Fig. 6), cifar-table (Table 6), responses (Fig. 7), "
-        "shortcuts (Table 3 on CIFAR), landscape (Li et al. 2018), lesion (Veit et al. "
-        "2016). Runs are kept in OUT/runs and shared between "
+        description=", ".join(f"{e.name} ({e.source})" for e in experiments())
+        + ". Runs are kept in OUT/runs and shared between "
         "experiments; running the same command again resumes an interrupted experiment. "
         "The report (Markdown, HTML, charts, JSON) goes to OUT/NAME.",
     )
-    p.add_argument("experiment", choices=EXPERIMENTS, metavar="NAME", help=", ".join(EXPERIMENTS))
+    p.add_argument("experiment", choices=names, metavar="NAME", help=", ".join(names))
     p.add_argument("--data", default="cifar10", help="cifar10 or a CIFAR-10 folder/archive")
     p.add_argument("--data-root", help="where cifar10 lives (or is downloaded to)")
     p.add_argument("--depths", type=positive_int, nargs="+", help="network depths (6n+2)")
@@ -59,26 +58,28 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
     add_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
+    # Defaults: each experiment's own (``Experiment.options``).
     g = p.add_argument_group("landscape and lesion")
-    g.add_argument("--grid", type=positive_int, default=13, help="landscape: points per axis")
-    g.add_argument("--span", type=float, default=1.0, help="landscape: α, β in [-SPAN, SPAN]")
+    g.add_argument("--grid", type=positive_int, help="landscape: points per axis")
+    g.add_argument("--span", type=float, help="landscape: α, β in [-SPAN, SPAN]")
     g.add_argument(
         "--images",
         type=positive_int,
         help="images evaluated per point (landscape: training images, default 1000; lesion: "
         "test images, default 2000)",
     )
-    g.add_argument("--draws", type=positive_int, default=3, help="lesion: random draws per k")
-    g.add_argument("--swaps", type=positive_int, default=10, help="lesion: most swaps tried")
-    g.add_argument("--split", choices=("test", "val"), default="test", help="lesion: split")
+    g.add_argument("--draws", type=positive_int, help="lesion: random draws per k")
+    g.add_argument("--swaps", type=positive_int, help="lesion: most swaps tried")
+    g.add_argument("--split", choices=("test", "val"), help="lesion: split")
     p.set_defaults(func=cmd_reproduce)
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from resnetlab.experiments.driver import DEFAULT_DEPTHS, DEFAULT_SEEDS, Request
+    from resnetlab.experiments.base import Request
     from resnetlab.experiments.runs import BUDGET_EPOCHS, PAPER_ITERATIONS, Budget
 
-    if not 0 < args.span < math.inf:  # NaN fails this too
+    experiment = get_experiment(args.experiment)
+    if args.span is not None and not 0 < args.span < math.inf:  # NaN fails this too
         raise ValueError(f"--span must be a positive finite number, got {args.span}")
     if args.paper and args.iterations:
         raise ValueError("give --paper or --iterations, not both")
@@ -87,7 +88,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         raise ValueError(
             "--epochs is the budget protocol's; --paper and --iterations count iterations"
         )
-    depths = args.depths or DEFAULT_DEPTHS[args.experiment]
+    depths = args.depths or experiment.depths
     bad = [d for d in depths if (d - 2) % 6]
     if bad:
         raise ValueError(f"depth {bad[0]} is not 6n+2 (20, 32, 44, 56, 110, …)")
@@ -109,18 +110,12 @@ def request_from_args(args: argparse.Namespace) -> Any:
         budget=budget,
         out=args.out,
         depths=list(depths),
-        seeds=list(
-            args.seeds if args.seeds is not None else DEFAULT_SEEDS.get(args.experiment, [0])
-        ),
+        seeds=list(args.seeds if args.seeds is not None else experiment.seeds),
         command=args.command_line,
         report_only=args.report_only,
         options={
-            "grid": args.grid,
-            "span": args.span,
-            "images": args.images or (1000 if args.experiment == "landscape" else 2000),
-            "draws": args.draws,
-            "swaps": args.swaps,
-            "split": args.split,
+            k: default if getattr(args, k) is None else getattr(args, k)
+            for k, default in experiment.options.items()
         },
     )
 

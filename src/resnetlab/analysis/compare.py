@@ -33,7 +33,7 @@ class CompareRow:
     conv_macs: int  # conv/linear weights only
     depth: int  # conv + linear layers on the main path (shortcuts not counted)
     activation_bytes: int
-    formula: str  # the parameter count as one sum (seed 003 style)
+    formula: str  # the parameter count as one sum (as a by-hand count writes it)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Two multiply-add conventions, both stated wherever a number is printed:
 - **torchinfo "mult-adds"** (``macs``): for each ``weight``/``bias`` parameter of a leaf
   layer, its element count times the output positions it applies to, for the whole batch —
   convolutions: ``params × N × H_out × W_out``; every other layer (Linear, BatchNorm):
-  ``params × N``. This is what torchinfo prints as "Total mult-adds" (seed 000: 7.72 G for
+  ``params × N``. This is what torchinfo prints as "Total mult-adds" (7.72 G for
   ResNet-50 at 2×3×224×224).
 - **conv/linear MACs** (``conv_macs``): multiply-accumulates of convolutions and linear
   layers only, weights only — exactly ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2,

@@ -1,4 +1,4 @@
-"""The formula behind every parameter count, as seed 003 derives them by hand:
+"""The formula behind every parameter count, as a by-hand count derives them:
 ``conv_params = in_ch × out_ch × k_w × k_h (+ out_ch for a bias)``.
 
 >>> from torch import nn
@@ -78,7 +78,7 @@ def formulas(model: nn.Module) -> list[ParamFormula]:
 
 
 def total_formula(model: nn.Module) -> str:
-    """The whole count as one sum, as seed 003 writes it:
+    """The whole count as one sum, as a by-hand count writes it:
     ``(64×64×3×3 + 64) + (64×64×3×3 + 64) = 73,856``."""
     parts = formulas(model)
     total = sum(f.count for f in parts)

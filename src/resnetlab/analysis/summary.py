@@ -230,7 +230,7 @@ def describe(model: nn.Module) -> tuple[str, ...]:
         if s.head == "mlp":
             notes.append(
                 f"Head: GAP → Dropout({s.head_dropout}) → Linear({s.head_hidden}) → ReLU → "
-                f"Dropout({s.head_dropout}) → Linear({s.num_classes}) (seed 004)"
+                f"Dropout({s.head_dropout}) → Linear({s.num_classes}) (the Keras fine-tuning head)"
             )
         return tuple(notes)
     if isinstance(model, VGG):

@@ -1,8 +1,9 @@
 """The analysis tour: what the README's first command shows a newcomer.
 
-1. ResNet-50's layer table for a (2, 3, 224, 224) input, as seed 000 prints it
+1. ResNet-50's layer table for a (2, 3, 224, 224) input, as torchinfo prints it
    (25,557,032 parameters, 7.72 G mult-adds with the paper's stride placement).
-2. Seed 003's comparisons, with the formula behind every count.
+2. The parameter counts behind ResNet's efficiency (VGG's first layers against ResNet's
+   stem, a plain block against bottlenecks), with the formula behind every count.
 3. Plain against residual, and the paper's stride placement against torchvision's.
 4. Charts of ResNet-50's cost per stage and of cost against depth.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from resnetlab.analysis import seed003
+from resnetlab.analysis import efficiency
 from resnetlab.analysis.charts import plot_depth_sweep, plot_stages
 from resnetlab.analysis.compare import compare
 from resnetlab.analysis.summary import summarize
@@ -42,13 +43,13 @@ def tour(out_dir: Path | None = None) -> tuple[str, list[Path]]:
     with torch.device("meta"):  # shapes and counts only: no weights allocated
         resnet50 = create_model("resnet50")
     parts = [
-        "1. ResNet-50 (paper placement), input 2×3×224×224: compare with seed 000's table",
+        "1. ResNet-50 (paper placement), input 2×3×224×224: compare with torchinfo's table",
         summarize(resnet50, (2, 3, 224, 224), depth=2, title="resnet50").to_text(),
-        "2. Seed 003: the parameter counts behind ResNet's efficiency",
-        compare(*seed003.first_layers(), title="First layers: VGG vs ResNet").render(
+        "2. The parameter counts behind ResNet's efficiency",
+        compare(*efficiency.first_layers(), title="First layers: VGG vs ResNet").render(
             formulas=True, notes=False
         ),
-        compare(*seed003.blocks(), title="Blocks: plain vs bottleneck").render(
+        compare(*efficiency.blocks(), title="Blocks: plain vs bottleneck").render(
             formulas=True, notes=False
         ),
         "3. Plain vs residual (same layers, shortcuts only add option-B projections), and "

@@ -32,7 +32,7 @@ class Preprocess:
 
     ``mean``/``std`` are the training set's own per-channel statistics (0-1 scale).
     ``image_size`` is the model's input side; ``resize_from`` > 0 means images are first
-    resized to that side (seed 004 fine-tunes CIFAR's 32×32 images at 128×128).
+    resized to that side (the finetune recipe trains on CIFAR's 32×32 images at 128×128).
     """
 
     mean: tuple[float, ...]
@@ -61,7 +61,7 @@ def policy_base(stored_side: int, image_size: int) -> Augment:
     """The geometric augmentation an automatic policy (``data.augment: trivialaugment`` …)
     goes with: the random-resized crop when the stored images are larger than the model's
     input (photo folders, stored at 256 for 224), else CIFAR's pad-and-crop (32 → 32, or
-    upsampled afterwards as seed 004 does)."""
+    upsampled afterwards as the finetune recipe does)."""
     return "imagenet" if stored_side > image_size else "cifar"
 
 

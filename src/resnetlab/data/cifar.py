@@ -11,8 +11,8 @@ In both, one image is 3072 bytes: the 1024 red values of the 32x32 image in row-
 then the 1024 green, then the 1024 blue; that is exactly a ``(3, 32, 32)`` uint8 tensor.
 
 :func:`download_file` fetches the official archive (resumable, md5-checked, atomic) and
-:func:`load_cifar` extracts it safely. :func:`write_cifar_python` and
-:func:`write_cifar_binary` write small files in the official formats (test fixtures).
+:func:`load_cifar` extracts it safely. (Writers of small files in both formats, for the
+tests, are in ``tests/cifar_writers.py``.)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,8 +42,6 @@ __all__ = [
     "CifarSource",
     "download_file",
     "load_cifar",
-    "write_cifar_binary",
-    "write_cifar_python",
 ]
 
 PIXELS = 3 * 32 * 32  # bytes per image: 1024 R, 1024 G, 1024 B, each plane row-major
@@ -438,168 +436,3 @@ def load_cifar(
     archive = download_file(src.url, root / src.archive, md5=src.md5, progress=progress)
     _extract(archive, root, src.python_dir)
     return _read_python(root / src.python_dir, name, label_mode)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writers (fixtures in the exact official formats)
-
-
-def _check_cifar(data: ImageTensors, what: str, files: int) -> np.ndarray:
-    """``(N, 3072)`` uint8 rows: (3, 32, 32) flattened is already R plane, G plane, B plane."""
-    if data.image_size != (3, 32, 32):
-        raise DataError(f"{what} images must be (N, 3, 32, 32), got {tuple(data.images.shape)}")
-    # The reader takes an empty file for a truncated one, so every file gets an image.
-    if len(data) < files:
-        raise DataError(f"{what} needs at least {files} image(s), one per file; got {len(data)}")
-    return data.images.reshape(-1, PIXELS).contiguous().numpy()
-
-
-def _coarse_map(
-    classes: tuple[str, ...],
-    coarse_of_fine: Sequence[int] | None,
-    coarse_classes: Sequence[str] | None,
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    n = len(classes)
-    k = min(20, n)
-    mapping = np.asarray(
-        [i * k // n for i in range(n)] if coarse_of_fine is None else list(coarse_of_fine),
-        dtype=np.int64,
-    )
-    names = (
-        tuple(coarse_classes)
-        if coarse_classes is not None
-        else tuple(f"superclass_{j}" for j in range(int(mapping.max()) + 1 if n else 0))
-    )
-    if mapping.shape != (n,) or (n and (mapping.min() < 0 or mapping.max() >= len(names))):
-        raise DataError("coarse_of_fine needs one index into coarse_classes per fine class")
-    return mapping, names
-
-
-def _split(rows: np.ndarray, labels: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    return list(zip(np.array_split(rows, parts), np.array_split(labels, parts), strict=True))
-
-
-def _dump(path: Path, obj: dict[bytes, Any]) -> None:
-    with path.open("wb") as f:
-        pickle.dump(obj, f, protocol=2)  # as the official files: protocol 2, bytes keys
-
-
-def write_cifar_python(
-    root: str | os.PathLike[str],
-    name: str,
-    train: ImageTensors,
-    test: ImageTensors,
-    *,
-    coarse_of_fine: Sequence[int] | None = None,
-    coarse_classes: Sequence[str] | None = None,
-) -> Path:
-    """Write ``train``/``test`` as the official python layout under ``root``; return the folder.
-
-    CIFAR-10: ``data_batch_1``..``5`` (train split in 5), ``test_batch``, ``batches.meta``.
-    CIFAR-100: ``train``, ``test``, ``meta``; ``train.classes`` are the fine classes and the
-    coarse label of an image is ``coarse_of_fine[fine_label]`` (default: fine classes split
-    into ``min(20, n)`` consecutive groups named ``superclass_J``).
-    """
-    src = _source(name)
-    folder = Path(root) / src.python_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    splits = {
-        "train": (train, _check_cifar(train, "train", 5 if name == "cifar10" else 1)),
-        "test": (test, _check_cifar(test, "test", 1)),
-    }
-    if name == "cifar10":
-        _dump(
-            folder / "batches.meta",
-            {
-                b"label_names": [c.encode() for c in train.classes],
-                b"num_cases_per_batch": 10000,
-                b"num_vis": PIXELS,
-            },
-        )
-        batches = [
-            (f, r, lab, f"training batch {i + 1} of 5")
-            for i, (f, (r, lab)) in enumerate(
-                zip(_C10_TRAIN, _split(splits["train"][1], train.labels.numpy(), 5), strict=True)
-            )
-        ]
-        batches.append(
-            ("test_batch", splits["test"][1], test.labels.numpy(), "testing batch 1 of 1")
-        )
-        for fname, rows, labels, kind in batches:
-            _dump(
-                folder / fname,
-                {
-                    b"batch_label": kind.encode(),
-                    b"labels": [int(v) for v in labels],
-                    b"data": rows,
-                    b"filenames": [f"image_{j:05d}.png".encode() for j in range(len(labels))],
-                },
-            )
-        return folder
-    mapping, coarse_names = _coarse_map(train.classes, coarse_of_fine, coarse_classes)
-    _dump(
-        folder / "meta",
-        {
-            b"fine_label_names": [c.encode() for c in train.classes],
-            b"coarse_label_names": [c.encode() for c in coarse_names],
-        },
-    )
-    for split, (data, rows) in splits.items():
-        fine = data.labels.numpy()
-        _dump(
-            folder / split,
-            {
-                b"filenames": [f"image_{j:05d}.png".encode() for j in range(len(fine))],
-                b"batch_label": f"{split}ing batch 1 of 1".encode(),
-                b"fine_labels": [int(v) for v in fine],
-                b"coarse_labels": [int(v) for v in mapping[fine]],
-                b"data": rows,
-            },
-        )
-    return folder
-
-
-def write_cifar_binary(
-    root: str | os.PathLike[str],
-    name: str,
-    train: ImageTensors,
-    test: ImageTensors,
-    *,
-    coarse_of_fine: Sequence[int] | None = None,
-    coarse_classes: Sequence[str] | None = None,
-) -> Path:
-    """Write ``train``/``test`` as the official binary layout under ``root``; return the folder.
-
-    CIFAR-10: records of 1 label byte + 3072 pixel bytes in ``data_batch_1.bin``..``5``,
-    ``test_batch.bin``, names in ``batches.meta.txt``. CIFAR-100: records of coarse byte +
-    fine byte + 3072 pixel bytes in ``train.bin``/``test.bin``, names in
-    ``fine_label_names.txt``/``coarse_label_names.txt``. Coarse labels as in
-    :func:`write_cifar_python`. Labels must fit a byte (< 256).
-    """
-    src = _source(name)
-    folder = Path(root) / src.binary_dir
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def records(rows: np.ndarray, *label_cols: np.ndarray) -> bytes:
-        if any(c.size and c.max() > 255 for c in label_cols):
-            raise DataError("binary CIFAR labels must be < 256")
-        cols = [c.astype(np.uint8).reshape(-1, 1) for c in label_cols]
-        return np.concatenate([*cols, rows], axis=1).tobytes()
-
-    tr_rows = _check_cifar(train, "train", 5 if name == "cifar10" else 1)
-    te_rows = _check_cifar(test, "test", 1)
-    tr_lab, te_lab = train.labels.numpy(), test.labels.numpy()
-    if name == "cifar10":
-        (folder / "batches.meta.txt").write_text(
-            "\n".join(train.classes) + "\n\n", encoding="utf-8"
-        )
-        for fname, (rows, labels) in zip(_C10_TRAIN, _split(tr_rows, tr_lab, 5), strict=True):
-            (folder / f"{fname}.bin").write_bytes(records(rows, labels))
-        (folder / "test_batch.bin").write_bytes(records(te_rows, te_lab))
-        return folder
-    mapping, coarse_names = _coarse_map(train.classes, coarse_of_fine, coarse_classes)
-    (folder / "fine_label_names.txt").write_text("\n".join(train.classes) + "\n", encoding="utf-8")
-    (folder / "coarse_label_names.txt").write_text("\n".join(coarse_names) + "\n", encoding="utf-8")
-    (folder / "train.bin").write_bytes(records(tr_rows, mapping[tr_lab], tr_lab))
-    (folder / "test.bin").write_bytes(records(te_rows, mapping[te_lab], te_lab))
-    return folder

@@ -29,9 +29,15 @@ from resnetlab.data.folders import (
     stratified_split,
 )
 from resnetlab.data.images import IMAGE_SUFFIXES
-from resnetlab.data.loaders import TrainBatches, eval_batches
-from resnetlab.data.streaming import FileSplit, StreamBatches, sample_stats, stream_eval_batches
-from resnetlab.data.tensors import DataError, ImageTensors, Split, channel_stats
+from resnetlab.data.streaming import FileSplit
+from resnetlab.data.tensors import (
+    Batches,
+    DataError,
+    ImageTensors,
+    Split,
+    channel_stats,
+    shuffled_per_class,
+)
 from resnetlab.fileio import cache_root
 
 SAMPLE = "sample"
@@ -284,11 +290,7 @@ def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:
 
 def limit_per_class(data: Split, limit: int, *, seed: int) -> Split:
     """At most ``limit`` images of each class (a seeded random choice)."""
-    g = torch.Generator().manual_seed(seed)
-    keep = []
-    for c in range(len(data.classes)):
-        idx = torch.nonzero(data.labels == c).flatten()
-        keep.append(idx[torch.randperm(len(idx), generator=g)[:limit]])
+    keep = [idx[:limit] for idx in shuffled_per_class(data, seed=seed)]
     return data.subset(torch.cat(keep).sort().values)
 
 
@@ -367,13 +369,7 @@ def load_data(
         train = limit_per_class(train, limit, seed=seed)
     if len(val) == 0:
         raise DataError(f"{source}: the validation split is empty (too few images per class)")
-    if isinstance(train, ImageTensors):
-        images = train.images
-    elif isinstance(train, FileSplit):
-        images = sample_stats(train, seed=seed)
-    else:
-        raise TypeError(f"unexpected split type {type(train).__name__}")
-    mean, std = channel_stats(images)
+    mean, std = channel_stats(train.stats_images(seed=seed))
     return DataBundle(
         train=train,
         val=val,
@@ -399,32 +395,28 @@ def train_batches(
     generator_state: torch.Tensor | None = None,
     rank: int = 0,
     world_size: int = 1,
-) -> TrainBatches | StreamBatches:
+) -> Batches:
     """One epoch of augmented training batches, from memory or streamed from disk; with
     ``world_size`` > 1, rank ``rank``'s share of every global batch (see
     :func:`~resnetlab.data.loaders.shard_order`)."""
-    if isinstance(data, ImageTensors):
-        return TrainBatches(data, pre, batch_size=batch_size, seed=seed, epoch=epoch,
-                            device=device, start_batch=start_batch,
-                            generator_state=generator_state, rank=rank,
-                            world_size=world_size)  # fmt: skip
-    if isinstance(data, FileSplit):
-        return StreamBatches(data, pre, batch_size=batch_size, seed=seed, epoch=epoch,
-                             device=device, start_batch=start_batch,
-                             generator_state=generator_state, rank=rank,
-                             world_size=world_size)  # fmt: skip
-    raise TypeError(f"cannot batch {type(data).__name__}")
+    return data.train_batches(
+        pre,
+        batch_size=batch_size,
+        seed=seed,
+        epoch=epoch,
+        device=device,
+        start_batch=start_batch,
+        generator_state=generator_state,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def eval_split_batches(
     data: Split, pre: Preprocess, *, batch_size: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every image of a split once, in order, without augmentation."""
-    if isinstance(data, ImageTensors):
-        return eval_batches(data, pre, batch_size=batch_size, device=device)
-    if isinstance(data, FileSplit):
-        return stream_eval_batches(data, pre, batch_size=batch_size, device=device)
-    raise TypeError(f"cannot batch {type(data).__name__}")
+    return data.eval_batches(pre, batch_size=batch_size, device=device)
 
 
 def on_device(bundle: DataBundle, device: torch.device) -> DataBundle:
@@ -433,7 +425,7 @@ def on_device(bundle: DataBundle, device: torch.device) -> DataBundle:
     from dataclasses import replace
 
     def move(split: Split | None) -> Split | None:
-        return split.to(device) if isinstance(split, ImageTensors) else split
+        return None if split is None else split.to(device)
 
     train, val = move(bundle.train), move(bundle.val)
     assert train is not None

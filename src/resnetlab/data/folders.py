@@ -18,7 +18,7 @@ import torch
 
 from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image
 from resnetlab.data.streaming import decode_square
-from resnetlab.data.tensors import DataError, ImageTensors, Split
+from resnetlab.data.tensors import DataError, ImageTensors, Split, shuffled_per_class
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -216,14 +216,11 @@ def stratified_split(data: Split, fraction: float, *, seed: int) -> tuple[Split,
     with a fixed ``seed``; the paper holds out 5,000 of CIFAR-10's 50,000 (``fraction=0.1``)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    g = torch.Generator().manual_seed(seed)
     keep, held = [], []
-    for c in range(len(data.classes)):
-        idx = torch.nonzero(data.labels == c).flatten()
+    for idx in shuffled_per_class(data, seed=seed):
         if len(idx) < 2:
             keep.append(idx)  # a class with one image cannot be split; it stays in train
             continue
-        idx = idx[torch.randperm(len(idx), generator=g)]
         n_val = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
         held.append(idx[:n_val])
         keep.append(idx[n_val:])

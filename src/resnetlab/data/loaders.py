@@ -15,12 +15,15 @@ rank's own, so each rank's epoch is still fixed by ``(seed, epoch, rank)``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from resnetlab.data.augment import Preprocess, eval_transform, train_batch
-from resnetlab.data.tensors import ImageTensors
+
+if TYPE_CHECKING:  # tensors.py builds its batches here: a runtime import would be a cycle
+    from resnetlab.data.tensors import ImageTensors
 
 
 def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:

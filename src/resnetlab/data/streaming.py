@@ -51,6 +51,43 @@ class FileSplit:
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
+    def to(self, device: torch.device) -> FileSplit:
+        return self  # the files stay on disk; batches are moved as they are decoded
+
+    def stats_images(self, *, seed: int) -> Tensor:
+        return sample_stats(self, seed=seed)
+
+    def train_batches(
+        self,
+        pre: Preprocess,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        device: torch.device,
+        start_batch: int = 0,
+        generator_state: Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> StreamBatches:
+        return StreamBatches(
+            self,
+            pre,
+            batch_size=batch_size,
+            seed=seed,
+            epoch=epoch,
+            device=device,
+            start_batch=start_batch,
+            generator_state=generator_state,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def eval_batches(
+        self, pre: Preprocess, *, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        return stream_eval_batches(self, pre, batch_size=batch_size, device=device)
+
 
 def decode_square(data: bytes, name: str, size: int) -> Tensor:
     """Decode, resize the shorter side to ``size`` and cut the centre ``size``×``size``."""

@@ -8,12 +8,16 @@ Augmentation then runs on whole batches as tensor ops (:mod:`resnetlab.data.augm
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from resnetlab.data.augment import Preprocess
+from resnetlab.data.loaders import TrainBatches, eval_batches
 
 
 class DataError(ValueError):
@@ -38,6 +42,59 @@ class Split(Protocol):
     def subset(self, index: Tensor) -> Split: ...
 
     def class_counts(self) -> list[int]: ...
+
+    def to(self, device: torch.device) -> Split:
+        """The split with its images on ``device`` (a streamed split stays on disk)."""
+        ...
+
+    def stats_images(self, *, seed: int) -> Tensor:
+        """uint8 images to compute the normalisation statistics from."""
+        ...
+
+    def train_batches(
+        self,
+        pre: Preprocess,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        device: torch.device,
+        start_batch: int = 0,
+        generator_state: Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Batches:
+        """One epoch of augmented training batches (see
+        :func:`~resnetlab.data.datasets.train_batches`)."""
+        ...
+
+    def eval_batches(
+        self, pre: Preprocess, *, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Every image once, in order, without augmentation."""
+        ...
+
+
+class Batches(Protocol):
+    """One epoch of training batches, resumable mid-epoch from its generator state."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def generator_state(self) -> Tensor: ...
+
+
+def shuffled_per_class(data: Split, *, seed: int) -> list[Tensor]:
+    """The indices of each class of ``data`` (class 0 first) in a random order drawn from one
+    generator seeded with ``seed``: the same images are chosen on every run with that seed.
+    A class of fewer than two images draws nothing (its order is the only one)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for c in range(len(data.classes)):
+        idx = torch.nonzero(data.labels == c).flatten()
+        out.append(idx[torch.randperm(len(idx), generator=g)] if len(idx) > 1 else idx)
+    return out
 
 
 @dataclass(frozen=True)
@@ -79,6 +136,40 @@ class ImageTensors:
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+    def stats_images(self, *, seed: int) -> Tensor:
+        return self.images  # every image: they are in memory already
+
+    def train_batches(
+        self,
+        pre: Preprocess,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        device: torch.device,
+        start_batch: int = 0,
+        generator_state: Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> TrainBatches:
+        return TrainBatches(
+            self,
+            pre,
+            batch_size=batch_size,
+            seed=seed,
+            epoch=epoch,
+            device=device,
+            start_batch=start_batch,
+            generator_state=generator_state,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def eval_batches(
+        self, pre: Preprocess, *, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        return eval_batches(self, pre, batch_size=batch_size, device=device)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Cache to a ``.pt`` file (tensors and strings only: loads with ``weights_only``)."""

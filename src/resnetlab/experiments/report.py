@@ -21,6 +21,7 @@ import yaml
 
 from resnetlab.experiments.runs import RunRecord
 from resnetlab.fileio import pyplot, save_figure, write_text_atomic
+from resnetlab.runtime.run_folder import RunFolder
 
 Cell = str | int | float
 
@@ -220,7 +221,7 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
                  f"{total / 60:.1f} min")  # fmt: skip
     report.para("\n".join(lines))
     if first is not None:
-        cfg = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+        cfg = RunFolder(first.run_dir).settings()
         cfg["model"]["name"] = "(per run)"
         cfg["run"]["seed"] = "(per run)"
         cfg["run"]["name"] = "(per run)"
@@ -260,5 +261,5 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
 
 
 def _options_note(record: RunRecord) -> str:
-    options = yaml.safe_load((record.run_dir / "config.yaml").read_text())["model"]["options"]
+    options = RunFolder(record.run_dir).settings()["model"]["options"]
     return "".join(f" ({k}={v})" for k, v in sorted((options or {}).items()))

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-from resnetlab.runtime.config import ConfigError, TrainConfig, config_from_dict, resolve_config
+from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
+from resnetlab.runtime.run_folder import RunFolder
 from resnetlab.train.logs import read_metrics, read_steps
 from resnetlab.train.run_files import clear_dead_run
 from resnetlab.train.runner import fit
@@ -147,7 +148,7 @@ def find_run(store: Path, cfg: TrainConfig) -> Path | None:
     want = _comparable(cfg)
     for folder in sorted(store.glob(f"{prefix}-*")):
         try:
-            saved = config_from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+            saved = RunFolder(folder).config()
         except (OSError, yaml.YAMLError, ConfigError, TypeError):
             continue
         if _comparable(saved) == want:

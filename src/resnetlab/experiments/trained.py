@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
-from resnetlab.data.tensors import ImageTensors, Split
+from resnetlab.data.tensors import Split
 from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.execution import Execution, to_input
@@ -42,8 +42,6 @@ class Trained:
         """Up to ``images`` images of ``split`` (a seeded random subset), preprocessed
         without augmentation, placed for ``place`` once."""
         if images is not None and images < len(split):
-            if not isinstance(split, ImageTensors):
-                raise ValueError("a subset of a streamed split is not supported; omit --images")
             gen = torch.Generator().manual_seed(seed)
             split = split.subset(torch.randperm(len(split), generator=gen)[:images])
         out = []

@@ -25,7 +25,7 @@ from resnetlab.models.spec import ResNetSpec
 
 
 class MLPHead(nn.Sequential):
-    """Seed 004's Keras head after global average pooling:
+    """The fine-tuning head of a Keras ResNet-50 tutorial, after global average pooling:
     Dropout(p) → Linear(hidden) → ReLU → Dropout(p) → Linear(num_classes)."""
 
     def __init__(self, in_features: int, hidden: int, num_classes: int, dropout: float) -> None:

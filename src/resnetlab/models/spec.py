@@ -28,7 +28,7 @@ Stem = Literal["imagenet", "cifar"]
 """``imagenet``: 7×7/2 conv → BN → ReLU → 3×3/2 max-pool. ``cifar``: 3×3/1 conv → BN → ReLU."""
 
 Head = Literal["linear", "mlp"]
-"""``linear``: GAP → [Dropout] → Linear(n). ``mlp`` (seed 004's Keras head):
+"""``linear``: GAP → [Dropout] → Linear(n). ``mlp`` (the fine-tuning head of a Keras tutorial):
 GAP → Dropout → Linear(hidden) → ReLU → Dropout → Linear(n)."""
 
 BLOCK_EXPANSION: dict[str, int] = {"basic": 1, "bottleneck": 4}
@@ -78,14 +78,14 @@ class ResNetSpec:
     preact: bool = False  # He et al. 2016 pre-activation units (BN → ReLU → conv)
     groups: int = 1  # ResNeXt cardinality (grouped k×k conv of the bottleneck)
     width_per_group: int = 64  # bottleneck inner width = planes × width_per_group/64 × groups
-    kernel_size: int = 3  # the middle (k×k) kernel; seed 004 allows 3 or 5
+    kernel_size: int = 3  # the middle (k×k) kernel; the finetune recipe's model allows 3 or 5
     width: float = 1.0  # multiplier on every channel count (stem and stages)
     num_classes: int = 1000
     in_channels: int = 3
     zero_init_residual: bool = False  # last BN of each residual branch starts at γ = 0
     head: Head = "linear"
-    head_hidden: int = 200  # hidden units of the mlp head (seed 004: Dense(200, relu))
-    dropout: float | None = None  # None: 0.5 for the mlp head (seed 004), 0 for linear
+    head_hidden: int = 200  # hidden units of the mlp head (Keras: Dense(200, relu))
+    dropout: float | None = None  # None: 0.5 for the mlp head, 0 for linear
     # Stochastic depth (Huang et al. 2016): the last residual branch is dropped with this
     # probability in training, block l of L with l/L of it (their linear decay rule). 0: off.
     drop_path: float = 0.0

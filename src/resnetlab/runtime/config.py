@@ -32,7 +32,7 @@ class ModelConfig:
     name: str = "resnet20"
     options: dict[str, Any] = field(default_factory=dict)  # create_model overrides
     pretrained: str | None = None  # checkpoint whose weights initialise the model (fine-tuning)
-    freeze_backbone: bool = False  # train only the head (seed 004's optional frozen base)
+    freeze_backbone: bool = False  # train only the head (the finetune recipe's frozen base)
     # Freeze the stem and the stages up to this one ("stem", "layer1", …): their weights get
     # no gradient and their BN layers stay in eval mode (docs/finetune.md says why). None: off.
     freeze_until: str | None = None

@@ -1,9 +1,10 @@
-"""The modules of seed 003, built exactly as the seed builds them, for its comparisons:
+"""The parameter counts behind ResNet's efficiency, counted by hand on small modules:
 VGG's first layers (260,160 parameters) against ResNet's stem (9,472), and a plain block
 (73,856) against a bottleneck (45,248) and a projecting bottleneck (57,728).
 
-These are the seed's teaching modules, not the library's blocks: every conv has a bias
-and there is no BN, which is why the counts differ from :class:`~resnetlab.models.Bottleneck`.
+These are teaching modules, written as a by-hand count writes them, not the library's
+blocks: every conv has a bias and there is no BN, which is why the counts differ from
+:class:`~resnetlab.models.Bottleneck`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def vgg_first_layers() -> nn.Sequential:
 
 
 def resnet_first_layers() -> nn.Sequential:
-    """ResNet's 7×7/2 stem conv (with a bias, as the seed writes it) and a 2×2 pool."""
+    """ResNet's 7×7/2 stem conv (with a bias, as the hand count writes it) and a 2×2 pool."""
     return nn.Sequential(
         nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3),
         nn.MaxPool2d(kernel_size=2, stride=2),
@@ -47,7 +48,8 @@ class ConvBlock(nn.Module):
 class BottleneckBlock(nn.Module):
     """Bottleneck with an identity shortcut (solid line): 1×1, 3×3, 1×1 at 64 channels.
 
-    The seed's listing returns ``x + y`` without defining ``y``; this is the evident intent.
+    The listing this follows returns ``x + y`` without defining ``y``; this is the evident
+    intent.
     """
 
     def __init__(self, channels: int = 64) -> None:
@@ -82,7 +84,7 @@ BLOCK_INPUT = (1, 64, 56, 56)
 
 
 def first_layers() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
-    """Seed 003, table 1: the networks' first layers (expected 260,160 vs 9,472)."""
+    """Table 1 of the comparison: the networks' first layers (expected 260,160 vs 9,472)."""
     return [
         ("VGG first layers", vgg_first_layers(), FIRST_LAYERS_INPUT),
         ("ResNet first layers", resnet_first_layers(), FIRST_LAYERS_INPUT),
@@ -90,7 +92,7 @@ def first_layers() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
 
 
 def blocks() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
-    """Seed 003, table 2: plain vs bottleneck blocks (73,856 / 45,248 / 57,728)."""
+    """Table 2 of the comparison: plain vs bottleneck blocks (73,856 / 45,248 / 57,728)."""
     return [
         ("plain block (64→64)", ConvBlock(), BLOCK_INPUT),
         ("bottleneck, identity (64→64)", BottleneckBlock(), BLOCK_INPUT),
