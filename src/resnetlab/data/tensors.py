@@ -15,9 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-
-class DataError(ValueError):
-    """Bad or missing data (one-line message naming the file or folder)."""
+from resnetlab.errors import DataError as DataError
 
 
 class Split(Protocol):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.experiments import jobs as J
 from resnetlab.experiments.runs import Budget, Log, RunRecord, finished_run, run_job
 
@@ -58,7 +59,7 @@ def training_jobs(req: Request) -> list[J.Job]:
         return J.responses_jobs(req.depths[:1], req.seeds)
     if req.name == "shortcuts":
         return J.shortcut_jobs(req.depths[0], req.seeds)
-    raise ValueError(f"{req.name} trains nothing")
+    raise InvalidValueError(f"{req.name} trains nothing")
 
 
 def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
@@ -78,7 +79,9 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
         else:
             records.append(done)
     if req.report_only and not records:
-        raise ValueError(f"no finished runs for {req.name} in {req.store}: nothing to report")
+        raise InvalidValueError(
+            f"no finished runs for {req.name} in {req.store}: nothing to report"
+        )
     if req.missing:
         log(f"not finished, left out of the report: {', '.join(req.missing)}")
     return records, time.monotonic() - start

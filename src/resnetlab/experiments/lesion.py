@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.blocks import ZeroPadShortcut
 from resnetlab.models.resnet import ResNet
 
@@ -62,10 +63,10 @@ def lesioned(
     positions = block_positions(model)
     order = order if order is not None else list(range(len(blocks)))
     if sorted(order) != list(range(len(blocks))):
-        raise ValueError("order must be a permutation of the block indices")
+        raise InvalidValueError("order must be a permutation of the block indices")
     for slot, source in enumerate(order):
         if positions[slot][0] != positions[source][0]:
-            raise ValueError("a re-ordered block must stay in its stage")
+            raise InvalidValueError("a re-ordered block must stay in its stage")
     try:
         for slot, source in enumerate(order):
             s, i = positions[slot]

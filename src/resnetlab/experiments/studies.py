@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.experiments import landscape as L
 from resnetlab.experiments import lesion as V
 from resnetlab.experiments.driver import Request
@@ -252,7 +253,7 @@ def lesion_report(req: Request, records: list[RunRecord], log: Log) -> Path:
         trained = Trained.load(record, log)
         split = trained.test if split_name == "test" else trained.val
         if split is None:
-            raise ValueError(f"{record.model}'s data has no {split_name} split")
+            raise InvalidValueError(f"{record.model}'s data has no {split_name} split")
         batches = trained.batches(split, None if images is None else int(images), 0, place)
         settings = {"images": sum(len(y) for _, y in batches), "split": split_name,
                     "draws": draws, "swaps": max_swaps, "precision": place.precision}  # fmt: skip

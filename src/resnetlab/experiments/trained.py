@@ -11,6 +11,7 @@ from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import ImageTensors, Split
+from resnetlab.errors import InvalidValueError
 from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.models.resnet import ResNet
 from resnetlab.train.checkpoint import load_checkpoint
@@ -48,7 +49,9 @@ class Trained:
         without augmentation, placed for ``place`` once."""
         if images is not None and images < len(split):
             if not isinstance(split, ImageTensors):
-                raise ValueError("a subset of a streamed split is not supported; omit --images")
+                raise InvalidValueError(
+                    "a subset of a streamed split is not supported; omit --images"
+                )
             gen = torch.Generator().manual_seed(seed)
             split = split.subset(torch.randperm(len(split), generator=gen)[:images])
         out = []

@@ -29,6 +29,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from resnetlab.errors import CheckpointError as CheckpointError
+from resnetlab.errors import InvalidValueError, first_line
 from resnetlab.fileio import cache_root, make_temp
 from resnetlab.models.registry import create_model
 
@@ -61,11 +63,6 @@ _NAMES: dict[str, dict[str, str]] = {
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, is not the kind expected (a resnetlab training
-    checkpoint, a state dict) or does not fit the model (one-line message)."""
-
-
 def resnetlab_name(torchvision_name: str) -> str:
     """The resnetlab model that matches a torchvision builder, e.g. ``resnet50`` →
     ``resnet50_v1_5``."""
@@ -73,7 +70,7 @@ def resnetlab_name(torchvision_name: str) -> str:
         return TORCHVISION_NAMES[torchvision_name]
     except KeyError:
         known = ", ".join(sorted(TORCHVISION_NAMES))
-        raise ValueError(
+        raise InvalidValueError(
             f"no resnetlab match for torchvision model {torchvision_name!r}; known: {known}"
         ) from None
 
@@ -81,14 +78,14 @@ def resnetlab_name(torchvision_name: str) -> str:
 # --------------------------------------------------------------------------- reading files
 
 
-def _first_line(err: BaseException) -> str:
+def _load_reason(err: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in one line."""
     text = str(err)
     # weights_only refusals start with advice to load unsafely; the reason is further down.
     reason = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\n|$)", text)
     if reason:
         return f"refused, it would run code on loading ({reason.group(1).strip()})"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    return first_line(err)
 
 
 def checkpoint_cache() -> Path:
@@ -212,7 +209,7 @@ def read_state_dict(
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip, safetensors and unsafe-global errors all land here
-        raise CheckpointError(f"cannot read checkpoint {p}: {_first_line(err)}") from err
+        raise CheckpointError(f"cannot read checkpoint {p}: {_load_reason(err)}") from err
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -364,7 +361,7 @@ def from_akamaster(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out["fc.weight"] = out["fc.weight"][:, order]
     except (ValueError, IndexError, RuntimeError) as err:
         raise CheckpointError(
-            f"not an akamaster option-A CIFAR ResNet: {_first_line(err)}"
+            f"not an akamaster option-A CIFAR ResNet: {_load_reason(err)}"
         ) from err
     return out
 
@@ -391,7 +388,7 @@ def load_pretrained(
     if isinstance(model, str):
         model = create_model(_NAMES[layout].get(model, model), **overrides)
     elif overrides:
-        raise ValueError(f"options {sorted(overrides)} need a model name, not a built model")
+        raise InvalidValueError(f"options {sorted(overrides)} need a model name, not a built model")
     state = read_state_dict(source, sha256=sha256)
     if layout == "akamaster":
         state = from_akamaster(state)

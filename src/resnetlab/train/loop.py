@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.train.device import Placement
 from resnetlab.train.distributed import Group, agreed_stop, stop_flags
 from resnetlab.train.metrics import ConfusionMatrix, ProgressBar, topk_correct
@@ -213,7 +214,7 @@ def tta_logits(model: nn.Module, x: Tensor, tta: str = "none") -> Tensor:
         return 0.5 * (out + mirrored)
 
     if tta not in TTA_VIEWS:
-        raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+        raise InvalidValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
     logits = mirror(x)
     if tta == "flip-shift":
         moved = mirror(shift(x, -1, -1)) + mirror(shift(x, 1, 1))

@@ -35,6 +35,7 @@ from resnetlab.data.datasets import (
     on_device,
     train_batches,
 )
+from resnetlab.errors import InvalidValueError
 from resnetlab.fileio import folder_lock
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
@@ -143,7 +144,7 @@ def head_module(model: nn.Module, name: str) -> nn.Module:
     """The classifier a fine-tuning run trains afresh (ResNet's ``fc``, VGG's ``classifier``)."""
     head = model.fc if isinstance(model, ResNet) else getattr(model, "classifier", None)
     if not isinstance(head, nn.Module):
-        raise ValueError(f"{name} has no head to train alone")
+        raise InvalidValueError(f"{name} has no head to train alone")
     return head
 
 
@@ -158,10 +159,10 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
     gradients for their weights, and (in ``train_one_epoch``) their BN layers in eval mode,
     so the frozen part computes exactly what it computed when pretrained."""
     if not isinstance(model, ResNet):
-        raise ValueError(f"model.freeze_until needs a ResNet's stages; {name} has none")
+        raise InvalidValueError(f"model.freeze_until needs a ResNet's stages; {name} has none")
     parts = ("stem", *model.stage_names)
     if stage not in parts:
-        raise ValueError(f"model.freeze_until {stage!r}: {name} has {', '.join(parts)}")
+        raise InvalidValueError(f"model.freeze_until {stage!r}: {name} has {', '.join(parts)}")
     frozen: list[nn.Module | None] = [model.conv1, model.bn1]
     frozen += model.stages()[: parts.index(stage)]
     for module in frozen:
@@ -353,7 +354,7 @@ class _Run:
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
         self.steps_per_epoch = len(self.bundle.train) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise InvalidValueError(
                 f"batch size {self.global_batch} is larger than the "
                 f"{len(self.bundle.train)} training images"
             )
