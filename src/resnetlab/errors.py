@@ -45,8 +45,11 @@ class NoEngineError(ResnetlabError, RuntimeError):
     """None of the inference engines asked for can run here (each one's reason is listed)."""
 
 
-def first_line(err: BaseException) -> str:
-    """The first non-empty line of ``err``'s message, or its type's name when it has none:
-    the one line a report, a log or the command prints for an exception."""
+def first_line(err: BaseException | str) -> str:
+    """The first non-empty line of ``err``'s message (an exception's, or a reason given as
+    text), else the exception type's name: the one line a report, a log or the command
+    prints for an exception."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    if lines:
+        return lines[0]
+    return type(err).__name__ if isinstance(err, BaseException) else ""

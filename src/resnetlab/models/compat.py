@@ -15,7 +15,6 @@ with another hash is deleted, never loaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.error
@@ -29,9 +28,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from resnetlab.download import download, file_digest
 from resnetlab.errors import CheckpointError as CheckpointError
 from resnetlab.errors import InvalidValueError, first_line
-from resnetlab.fileio import cache_root, make_temp
+from resnetlab.fileio import cache_root
 from resnetlab.models.registry import create_model
 
 # torchvision builder name → resnetlab model name.
@@ -95,12 +95,8 @@ def checkpoint_cache() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    """The file's SHA-256, hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's SHA-256, hex."""
+    return file_digest(path, "sha256")
 
 
 def cache_path(url: str, *, sha256: str | None = None) -> tuple[Path, str]:
@@ -126,36 +122,9 @@ def download_checkpoint(url: str, *, sha256: str | None = None, timeout: float =
     file is checked again on every use. ``timeout`` is in seconds, per network operation.
     """
     target, want = cache_path(url, sha256=sha256)
-    if target.is_file() and sha256_of(target).startswith(want):
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = make_temp(target, suffix=".partial")
-    except OSError as err:
-        raise CheckpointError(f"cannot write to {target.parent}: {err.strerror or err}") from err
-    try:
-        digest = hashlib.sha256()
-        request = urllib.request.Request(url, headers={"User-Agent": "resnetlab"})
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as r:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-        got = digest.hexdigest()
-        if not got.startswith(want):
-            raise CheckpointError(
-                f"{url} has SHA-256 {got[:16]}…, expected {want[:16]}…: refused and deleted"
-            )
-        os.replace(tmp, target)
-    except urllib.error.HTTPError as err:
-        raise CheckpointError(f"cannot download {url}: HTTP {err.code} {err.reason}") from err
-    except OSError as err:  # URLError (offline, refused, DNS), timeouts, a full disk
-        why = err.reason if isinstance(err, urllib.error.URLError) else err
-        raise CheckpointError(
-            f"cannot download {url}: {why} (offline? fetch the file elsewhere and pass its path)"
-        ) from err
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+    return download(
+        url, target, algorithm="sha256", digest=want, error=CheckpointError, timeout=timeout
+    )
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # what torch.save writes (since torch 1.6)
