@@ -294,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if engine not in (*ENGINES, "int8-reference"):
             raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     from resnetlab.infer.quantize import is_quantized_file
-    from resnetlab.models.published import is_weights_name
+    from resnetlab.interop.published import is_weights_name
 
     if is_quantized_file(args.model):
         return _bench_quantized(args)

@@ -299,7 +299,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_weights(args: argparse.Namespace) -> None:
-    from resnetlab.models.weights import list_weights
+    from resnetlab.interop.weights import list_weights
 
     entries = list_weights(args.pattern)
     if not entries:

@@ -3,7 +3,7 @@ wide, ResNeXt) is a :class:`~resnetlab.models.spec.ResNetSpec` handed to :class:
 
 Layout and attribute names follow torchvision (``conv1``, ``bn1``, ``maxpool``,
 ``layer1``…, ``fc``), so a torchvision/timm checkpoint loads with ``strict=True`` into the
-matching model (see :mod:`resnetlab.models.compat`).
+matching model (see :mod:`resnetlab.interop.compat`).
 """
 
 from __future__ import annotations

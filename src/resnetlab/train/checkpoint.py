@@ -25,7 +25,7 @@ import torch
 from resnetlab.errors import CheckpointError as CheckpointError
 from resnetlab.errors import first_line
 from resnetlab.fileio import make_temp
-from resnetlab.models.compat import ZIP_MAGIC, read_head
+from resnetlab.interop.compat import ZIP_MAGIC, read_head
 
 FORMAT = "resnetlab-checkpoint/1"
 

@@ -37,9 +37,9 @@ from resnetlab.data.datasets import (
 )
 from resnetlab.errors import InvalidValueError
 from resnetlab.fileio import folder_lock
+from resnetlab.interop.weights import PublishedWeights
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
-from resnetlab.models.weights import PublishedWeights
 from resnetlab.train.checkpoint import (
     CheckpointError,
     CheckpointSaveError,
@@ -171,8 +171,8 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
 
 
 def _load_pretrained(model: nn.Module, path: str, log: Log) -> None:
-    from resnetlab.models.compat import from_akamaster, read_state_dict
-    from resnetlab.models.published import resolve
+    from resnetlab.interop.compat import from_akamaster, read_state_dict
+    from resnetlab.interop.published import resolve
 
     try:
         state = load_checkpoint(path)["model"]
@@ -241,7 +241,7 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
 def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
     """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
-    from resnetlab.models.published import is_weights_name, resolve
+    from resnetlab.interop.published import is_weights_name, resolve
 
     source = cfg.model.pretrained
     if not source or not (is_weights_name(source) or Path(source).is_file()):

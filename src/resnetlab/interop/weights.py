@@ -17,7 +17,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 
-from resnetlab.models.compat import CheckpointError, Layout
+from resnetlab.interop.compat import CheckpointError, Layout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
