@@ -6,7 +6,7 @@
 Each entry point takes ``pretrained=False`` and, as keywords, the model's spec fields
 (``num_classes``, ``shortcut``, ``placement``, …), which go to ``create_model``. resnetlab
 publishes no weights, so ``pretrained=True`` raises; published torchvision, timm and
-akamaster files load with ``resnetlab.models.load_pretrained`` (docs/interop.md).
+akamaster files load with ``resnetlab.interop.load_pretrained`` (docs/interop.md).
 
 torch.hub lists every public callable of this module, so everything else here is a module
 or starts with an underscore.
@@ -38,7 +38,7 @@ def _entry_point(name: str) -> typing.Callable[..., nn.Module]:
             raise ValueError(
                 f"resnetlab publishes no pretrained weights for {name}; build it with "
                 "pretrained=False and load a published file with "
-                "resnetlab.models.load_pretrained (docs/interop.md)"
+                "resnetlab.interop.load_pretrained (docs/interop.md)"
             )
         return models.create_model(name, **kwargs)
 

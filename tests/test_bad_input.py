@@ -27,9 +27,9 @@ from PIL import Image
 
 from conftest import cli, http_server
 from resnetlab.cli import main
+from resnetlab.interop import weights as catalogue
+from resnetlab.interop.weights import get_weights
 from resnetlab.models import create_model
-from resnetlab.models import weights as catalogue
-from resnetlab.models.weights import get_weights
 
 Capture = pytest.CaptureFixture[str]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -173,3 +173,46 @@ def test_console_script_and_module_entry_points() -> None:
                              check=False, timeout=120)  # fmt: skip
         assert bad.returncode == 2
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_bug_exits_1_with_its_traceback_in_a_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An exception that is not the user's (here a ZeroDivisionError planted in a command)
+    is reported as a bug of resnetlab, exit 1, not as bad input (exit 2)."""
+    import resnetlab.cli.inspection as cli
+
+    def broken(args: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    code, out, err = run(capsys, "models")
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "bug of resnetlab" in lines[0] and "ZeroDivisionError: division by zero" in lines[0]
+    written = sorted((tmp_path / "cache" / "errors").iterdir())
+    assert len(written) == 1 and str(written[0]) in lines[0]
+    text = written[0].read_text()
+    assert "resnetlab models" in text and "Traceback" in text and "in broken" in text
+
+
+def test_an_os_error_without_a_file_is_a_bug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bare OSError (no file, no errno a user can cause) is ours; one naming a file is the
+    system refusing it: one line, exit 2."""
+    import errno
+
+    import resnetlab.cli.inspection as cli
+
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "cmd_models", lambda args: (_ for _ in ()).throw(OSError("bad fd")))
+    code, _, err = run(capsys, "models")
+    assert code == 1 and "bug of resnetlab" in err
+    named = OSError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+    monkeypatch.setattr(cli, "cmd_models", lambda args: (_ for _ in ()).throw(named))
+    code, out, err = run(capsys, "models")
+    assert_one_line_error(code, out, err, "Permission denied")

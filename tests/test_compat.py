@@ -21,16 +21,16 @@ from torch import Tensor, nn
 from conftest import http_server, meta_model
 from resnetlab.analysis import count_params
 from resnetlab.infer.fast import randomize_batchnorm
-from resnetlab.models import (
+from resnetlab.interop import (
     CheckpointError,
-    create_model,
     load_pretrained,
     load_torchvision_checkpoint,
     parity_report,
     read_state_dict,
     resnetlab_name,
 )
-from resnetlab.models.compat import TORCHVISION_NAMES, from_akamaster
+from resnetlab.interop.compat import TORCHVISION_NAMES, from_akamaster
+from resnetlab.models import create_model
 
 
 def _one_line(err: pytest.ExceptionInfo[CheckpointError]) -> str:

@@ -364,7 +364,7 @@ def test_paper_protocol_is_the_papers_schedule() -> None:
 
 def test_reproduce_protocol_options(tmp_path: Path) -> None:
     from resnetlab.cli import build_parser
-    from resnetlab.cli_reproduce import request_from_args
+    from resnetlab.cli.reproduce import request_from_args
 
     def budget(*args: str) -> Budget:
         argv = ["reproduce", "degradation", "--out", str(tmp_path), *args]

@@ -24,9 +24,8 @@ from resnetlab.analysis import count_params
 from resnetlab.data.augment import eval_transform, normalize
 from resnetlab.infer.fast import randomize_batchnorm
 from resnetlab.infer.predict import Predictor
-from resnetlab.models import create_model
-from resnetlab.models import weights as catalogue
-from resnetlab.models.weights import (
+from resnetlab.interop import weights as catalogue
+from resnetlab.interop.weights import (
     CIFAR10_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,6 +35,7 @@ from resnetlab.models.weights import (
     imagenet_classes,
     list_weights,
 )
+from resnetlab.models import create_model
 from test_compat import _AkaResNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,8 @@ paper's experiments. Start with :func:`create_model` and :func:`summarize`.
 """
 
 from resnetlab.analysis import compare, summarize
-from resnetlab.models import create_model, list_models, load_torchvision_checkpoint
+from resnetlab.interop import load_torchvision_checkpoint
+from resnetlab.models import create_model, list_models
 
 __version__ = "0.1.0"
 __all__ = [

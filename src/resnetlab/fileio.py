@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from resnetlab.errors import OutputError
+
 LOCK_NAME = ".resnetlab.lock"  # in a folder one process writes (a run folder)
 
 
-class FolderBusyError(ValueError):
+class FolderBusyError(OutputError):
     """Another live process holds the folder (one-line message naming its pid)."""
 
 
@@ -42,14 +44,14 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     if p.is_symlink():
         p = Path(os.path.realpath(p))
     if p.exists() and not p.is_dir() and not p.is_file():
-        raise ValueError(f"cannot write {path}: it is {_kind(p.stat().st_mode)}, not a file")
+        raise OutputError(f"cannot write {path}: it is {_kind(p.stat().st_mode)}, not a file")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
-        raise ValueError(f"cannot write {p}: folder {folder} does not exist")
+        raise OutputError(f"cannot write {p}: folder {folder} does not exist")
     if p.is_dir():
-        raise ValueError(f"cannot write {p}: it is a folder")
+        raise OutputError(f"cannot write {p}: it is a folder")
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise ValueError(f"cannot write {p}: permission denied")
+        raise OutputError(f"cannot write {p}: permission denied")
     return p
 
 
@@ -61,9 +63,9 @@ def check_folder(path: str | os.PathLike[str]) -> Path:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"cannot write to {p}: {probe} is not a folder")
+        raise OutputError(f"cannot write to {p}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to {p}: permission denied")
+        raise OutputError(f"cannot write to {p}: permission denied")
     return p
 
 

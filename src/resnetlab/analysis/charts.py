@@ -12,6 +12,7 @@ from torch import nn
 
 from resnetlab.analysis.compare import compare
 from resnetlab.analysis.counting import trace_calls
+from resnetlab.errors import InvalidValueError
 from resnetlab.fileio import check_writable, pyplot, save_figure
 from resnetlab.models.registry import get_entry
 
@@ -50,7 +51,7 @@ def check_chart_path(path: str | os.PathLike[str]) -> Path:
     """Validate an output path for a chart: a known suffix in an existing, writable folder."""
     p = Path(path)
     if p.suffix.lower() not in CHART_SUFFIXES:
-        raise ValueError(f"chart file must end in {' or '.join(CHART_SUFFIXES)}: {p}")
+        raise InvalidValueError(f"chart file must end in {' or '.join(CHART_SUFFIXES)}: {p}")
     return check_writable(p)
 
 
@@ -87,7 +88,7 @@ def plot_depth_sweep(
     per family. Returns ``(name, family, depth, params, conv_macs)`` per model."""
     out = check_chart_path(path)
     if not names:
-        raise ValueError("a depth sweep needs at least one model")
+        raise InvalidValueError("a depth sweep needs at least one model")
     table = compare(*names, input_size=input_size)
     points = [
         (row.label, get_entry(row.label).family, row.depth, row.params, row.conv_macs)

@@ -18,6 +18,7 @@ from torch import nn
 from resnetlab.analysis.counting import LayerCall, totals, trace_calls
 from resnetlab.analysis.formulas import total_formula
 from resnetlab.analysis.summary import MACS_CONVENTION, Format
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.registry import build, model_spec
 from resnetlab.models.spec import ResNetSpec
 
@@ -200,7 +201,7 @@ def _resolve(
         label, module = item
         size_opt = input_size
     if not size_opt:
-        raise ValueError(f"give an input size for {label!r} (it is not a named model)")
+        raise InvalidValueError(f"give an input size for {label!r} (it is not a named model)")
     return label, module, tuple(int(v) for v in size_opt)
 
 
@@ -214,7 +215,7 @@ def compare(
     resolution; ``input_size`` overrides that for every item without its own size.
     """
     if not items:
-        raise ValueError("nothing to compare: give at least one model")
+        raise InvalidValueError("nothing to compare: give at least one model")
     rows = []
     for item in items:
         label, module, size = _resolve(item, input_size)

@@ -29,8 +29,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from resnetlab.errors import InvalidValueError, first_line
 
-class ShapeError(ValueError):
+
+class ShapeError(InvalidValueError):
     """The model cannot run on the given input size."""
 
 
@@ -164,9 +166,8 @@ def trace_calls(
         with _eval_mode(model), torch.no_grad():
             model(x)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ShapeError(
-            f"input of size {tuple(input_size)} does not fit this model: {first}"
+            f"input of size {tuple(input_size)} does not fit this model: {first_line(err)}"
         ) from err
     finally:
         for h in handles:
@@ -259,7 +260,7 @@ def check_memory(
     need = memory_needed(model, input_size, training=training)
     free = free_memory_bytes(device)
     if free is not None and need > free:
-        raise ValueError(
+        raise InvalidValueError(
             f"{'training' if training else 'inference'} on a batch of "
             f"{'×'.join(map(str, input_size))} needs about {need / 2**30:,.1f} GiB; "
             f"{torch.device(device).type} has {free / 2**30:,.1f} GiB free ({hint})"

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from resnetlab.analysis.counting import LayerCall, Totals, totals, trace_calls
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.vgg import VGG
 
@@ -86,7 +87,7 @@ class Summary:
             return self.to_json()
         if fmt == "csv":
             return self.to_csv()
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise InvalidValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 
     # ------------------------------------------------------------------ renderers
     def _footer(self) -> list[tuple[str, str]]:
@@ -256,9 +257,9 @@ def summarize(
     """
     size = tuple(int(v) for v in input_size)
     if not size or any(v < 1 for v in size):
-        raise ValueError(f"input size must be positive integers, got {list(input_size)}")
+        raise InvalidValueError(f"input size must be positive integers, got {list(input_size)}")
     if depth < 1:
-        raise ValueError(f"depth must be at least 1, got {depth}")
+        raise InvalidValueError(f"depth must be at least 1, got {depth}")
     calls = trace_calls(model, size, dtype=dtype)
     return Summary(
         title=title or type(model).__name__,

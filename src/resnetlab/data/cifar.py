@@ -17,25 +17,21 @@ tests, are in ``tests/cifar_writers.py``.)
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import importlib
 import os
 import pickle
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
 from resnetlab.data.tensors import DataError, ImageTensors
+from resnetlab.download import Progress, download
 
 __all__ = [
     "SOURCES",
@@ -45,10 +41,6 @@ __all__ = [
 ]
 
 PIXELS = 3 * 32 * 32  # bytes per image: 1024 R, 1024 G, 1024 B, each plane row-major
-_CHUNK = 1 << 16  # download/hash block size in bytes
-
-Progress = Callable[[int, int | None], None]
-"""``progress(bytes_done, bytes_total_or_None)``, called while downloading."""
 
 
 @dataclass(frozen=True)
@@ -276,101 +268,23 @@ def _read_binary(folder: Path, name: str, label_mode: str) -> dict[str, ImageTen
 # Download
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _total_from(resp: http.client.HTTPResponse, start: int) -> int | None:
-    # 206: "Content-Range: bytes 100-199/200"; 200: Content-Length is the whole file.
-    content_range = resp.headers.get("Content-Range", "")
-    if "/" in content_range and content_range.rsplit("/", 1)[1].strip().isdigit():
-        return int(content_range.rsplit("/", 1)[1])
-    length = resp.headers.get("Content-Length")
-    return start + int(length) if length and length.isdigit() else None
-
-
-def _range_start(resp: http.client.HTTPResponse) -> int | None:
-    content_range = resp.headers.get("Content-Range", "")  # "bytes START-END/TOTAL"
-    try:
-        return int(content_range.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _stream(
-    resp: http.client.HTTPResponse,
-    out: BinaryIO,
-    done: int,
-    total: int | None,
-    progress: Progress | None,
-    part: Path,
-) -> None:
-    """Copy the response body to ``out``; ``done`` bytes are already there."""
-    if progress:
-        progress(done, total)
-    while block := resp.read(_CHUNK):
-        try:
-            out.write(block)
-        except OSError as err:  # disk full etc.: not a network problem, say so
-            raise DataError(f"cannot write {part}: {_one_line(err)}") from err
-        done += len(block)
-        if progress:
-            progress(done, total)
-    if total is not None and done != total:
-        raise ConnectionError(f"connection closed after {done} of {total} bytes")
-
-
 def download_file(
     url: str, dest: Path, *, md5: str, timeout: float = 30, progress: Progress | None = None
 ) -> Path:
-    """Download ``url`` to ``dest`` (resumable, md5-verified, atomic); return ``dest``.
-
-    Bytes go to ``dest`` + ``".part"``; if that exists, the request asks for the rest
-    (``Range: bytes=N-``) and appends on a 206 answer, or restarts from zero on a 200. Only a
-    file whose md5 (hex) matches reaches ``dest`` (``os.replace``); a ``dest`` that already
-    matches is kept as is. ``timeout`` is in seconds per network operation. Raises
-    :class:`DataError` (one line): after a network failure the ``.part`` is kept for the next
-    try; after a checksum mismatch it is deleted.
-    """
-    dest = Path(dest)
-    if dest.is_file() and _md5(dest) == md5:
-        return dest
-    part = dest.with_suffix(dest.suffix + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            # A server may ignore Range (200) or answer another range: then start over.
-            resume = have > 0 and resp.status == 206 and _range_start(resp) == have
-            start = have if resume else 0
-            with part.open("ab" if resume else "wb") as out:
-                _stream(resp, out, start, _total_from(resp, start), progress, part)
-    except urllib.error.HTTPError as err:
-        # 416 after a Range request: nothing lies beyond byte N, the .part is already whole.
-        err.close()
-        if not (err.code == 416 and have):
-            raise DataError(f"cannot download {url}: the server answered HTTP {err.code}") from err
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        # OSError covers timeouts, refused/reset connections and unreachable networks.
-        reason = err.reason if isinstance(err, urllib.error.URLError) else err
-        kept = f"; {part.name} kept to resume" if part.is_file() else ""
-        raise DataError(
-            f"cannot download {url} (is this machine offline?): {_one_line(reason)}{kept}"
-        ) from err
-    got = _md5(part)
-    if got != md5:
-        part.unlink(missing_ok=True)
-        raise DataError(
-            f"checksum mismatch for {url}: md5 {got}, expected {md5}; "
-            "the partial download was deleted, try again"
-        )
-    os.replace(part, dest)
-    return dest
+    """Download ``url`` to ``dest`` (resumable, md5-verified, atomic: see
+    :func:`resnetlab.download.download`); return ``dest``. Raises :class:`DataError` (one
+    line): after a network failure the ``.part`` is kept for the next try; after a checksum
+    mismatch it is deleted."""
+    return download(
+        url,
+        dest,
+        algorithm="md5",
+        digest=md5,
+        error=DataError,
+        resume=True,
+        timeout=timeout,
+        progress=progress,
+    )
 
 
 def _extract(archive: Path, root: Path, folder: str) -> None:

@@ -38,6 +38,7 @@ from resnetlab.data.tensors import (
     channel_stats,
     shuffled_per_class,
 )
+from resnetlab.errors import first_line
 from resnetlab.fileio import cache_root
 
 SAMPLE = "sample"
@@ -205,7 +206,7 @@ def _probe_side(index: FolderIndex, tries: int = 20) -> int:
         except UnidentifiedImageError:
             first_error = first_error or f"{name}: not an image Pillow can read"
         except (OSError, ValueError) as err:
-            first_error = first_error or f"{name}: {str(err).strip() or type(err).__name__}"
+            first_error = first_error or f"{name}: {first_line(err)}"
     raise DataError(
         f"{index.source}: none of the first {len(names)} images can be read ({first_error})"
     )

@@ -19,6 +19,7 @@ import torch
 from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image
 from resnetlab.data.streaming import decode_square
 from resnetlab.data.tensors import DataError, ImageTensors, Split, shuffled_per_class
+from resnetlab.errors import InvalidValueError, first_line
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -53,15 +54,15 @@ def is_archive(path: Path) -> bool:
 def _tar_reason(err: BaseException, source: Path) -> str:
     """One line for a tarfile error. ``tarfile.open`` lists each compression it tried on a
     line of its own; the one the file's name promises says it best (.tar.gz: gzip's)."""
-    text = str(err).strip() or type(err).__name__
+    text = str(err).strip()
     if "\n" not in text:
-        return text
+        return first_line(err)
     reasons = dict(re.findall(r"- method (\w+): \w+\('?(.*?)'?\)$", text, flags=re.M))
     name = source.name.lower()
     promised = ((("gz", "tgz"), "gz"), (("bz2",), "bz2"), (("xz",), "xz"))
     method = next((m for suffixes, m in promised if name.endswith(suffixes)), "tar")
     reason = reasons.get(method) or next(iter(reasons.values()), "")
-    return f"not a readable tar archive ({reason})" if reason else text.splitlines()[0]
+    return f"not a readable tar archive ({reason})" if reason else first_line(err)
 
 
 def _list_files(source: Path) -> list[str]:
@@ -171,7 +172,7 @@ def load_split(
     ``on_error="fail"`` raises :class:`DataError` naming the first one.
     """
     if on_error not in ("skip", "fail"):
-        raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+        raise InvalidValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     items = index.splits.get(split)
     if not items:
         raise DataError(f"{index.source} has no {split!r} split")
@@ -215,7 +216,7 @@ def stratified_split(data: Split, fraction: float, *, seed: int) -> tuple[Split,
     """Hold out ``fraction`` of every class (at least one image each) as a validation split,
     with a fixed ``seed``; the paper holds out 5,000 of CIFAR-10's 50,000 (``fraction=0.1``)."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+        raise InvalidValueError(f"validation fraction must be in (0, 1), got {fraction}")
     keep, held = [], []
     for idx in shuffled_per_class(data, seed=seed):
         if len(idx) < 2:

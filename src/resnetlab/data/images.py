@@ -16,6 +16,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from resnetlab.errors import InvalidValueError
+
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
@@ -24,7 +26,7 @@ IMAGE_SUFFIXES = frozenset(
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
-class ImageError(ValueError):
+class ImageError(InvalidValueError):
     """An image that cannot be used (corrupt, not an image, too large)."""
 
 

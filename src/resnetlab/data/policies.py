@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from resnetlab.errors import InvalidValueError
+
 Policy = Literal["none", "trivialaugment", "randaugment", "autoaugment"]
 POLICIES: tuple[str, ...] = ("trivialaugment", "randaugment", "autoaugment")
 
@@ -342,7 +344,9 @@ def draw(
             ops = torch.where(torch.rand(n, generator=generator) < p, ops, torch.zeros_like(ops))
             rounds.append((ops, _signed(ops, _strengths(table, ops, bins), generator)))
     else:
-        raise ValueError(f"unknown augmentation policy {policy!r}; choose {', '.join(POLICIES)}")
+        raise InvalidValueError(
+            f"unknown augmentation policy {policy!r}; choose {', '.join(POLICIES)}"
+        )
     return rounds
 
 

@@ -18,10 +18,7 @@ from torch import Tensor
 
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.loaders import TrainBatches, eval_batches
-
-
-class DataError(ValueError):
-    """Bad or missing data (one-line message naming the file or folder)."""
+from resnetlab.errors import DataError as DataError
 
 
 class Split(Protocol):

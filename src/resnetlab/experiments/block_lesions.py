@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.blocks import ZeroPadShortcut
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.evaluate import evaluate
@@ -72,10 +73,10 @@ def lesioned(
     positions = block_positions(model)
     order = order if order is not None else list(range(len(blocks)))
     if sorted(order) != list(range(len(blocks))):
-        raise ValueError("order must be a permutation of the block indices")
+        raise InvalidValueError("order must be a permutation of the block indices")
     for slot, source in enumerate(order):
         if positions[slot][0] != positions[source][0]:
-            raise ValueError("a re-ordered block must stay in its stage")
+            raise InvalidValueError("a re-ordered block must stay in its stage")
     try:
         for slot, source in enumerate(order):
             s, i = positions[slot]

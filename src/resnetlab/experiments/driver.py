@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.experiments.base import Request
 from resnetlab.experiments.registry import get_experiment
 from resnetlab.experiments.runs import Log, RunRecord, finished_run, run_job
@@ -27,7 +28,9 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
         else:
             records.append(done)
     if req.report_only and not records:
-        raise ValueError(f"no finished runs for {req.name} in {req.store}: nothing to report")
+        raise InvalidValueError(
+            f"no finished runs for {req.name} in {req.store}: nothing to report"
+        )
     if req.missing:
         log(f"not finished, left out of the report: {', '.join(req.missing)}")
     return records, time.monotonic() - start

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.experiments import block_lesions as V
 from resnetlab.experiments.base import (
     COLORS,
@@ -54,7 +55,7 @@ def _study(
     trained = Trained.load(record, log)
     split = trained.test if want["split"] == "test" else trained.val
     if split is None:
-        raise ValueError(f"{record.model}'s data has no {want['split']} split")
+        raise InvalidValueError(f"{record.model}'s data has no {want['split']} split")
     images = want["images"]
     batches = trained.batches(split, None if images is None else int(images), 0, place)
     settings = {

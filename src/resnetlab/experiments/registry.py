@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.experiments import cifar_table, degradation, landscape, lesion, responses, shortcuts
 from resnetlab.experiments.base import Experiment
 
 
-class UnknownExperimentError(ValueError):
+class UnknownExperimentError(InvalidValueError):
     """Raised for an experiment name that is not registered."""
 
 

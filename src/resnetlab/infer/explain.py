@@ -24,14 +24,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from resnetlab.errors import MissingExtraError as MissingExtraError
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.vgg import VGG
 
 MIN_SIDE = 256  # pixels: small images are drawn at least this large
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed (one line saying which extra to install)."""
 
 
 def _layer_grad_cam() -> Any:

@@ -38,6 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from resnetlab.errors import (
+    InvalidValueError,
+    MissingExtraError,
+    NoEngineError,
+    first_line,
+)
 from resnetlab.fileio import write_bytes_atomic
 from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.runtime.execution import cpu_has_fast_bf16
@@ -154,7 +160,7 @@ def export_onnx(
     try:
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise RuntimeError("ONNX export needs: pip install 'resnetlab[onnx]'") from err
+        raise MissingExtraError("ONNX export needs: pip install 'resnetlab[onnx]'") from err
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -187,7 +193,9 @@ def onnxruntime_runner(
     try:
         import onnxruntime as ort
     except ImportError as err:
-        raise RuntimeError("the onnxruntime engine needs: pip install 'resnetlab[onnx]'") from err
+        raise MissingExtraError(
+            "the onnxruntime engine needs: pip install 'resnetlab[onnx]'"
+        ) from err
     data = export_onnx(model, example)
     if int8:
         data = ort_quantize(data, example)
@@ -243,7 +251,9 @@ def _openvino() -> Any:
     try:
         import openvino
     except ImportError as err:
-        raise RuntimeError("the openvino engines need: pip install 'resnetlab[openvino]'") from err
+        raise MissingExtraError(
+            "the openvino engines need: pip install 'resnetlab[openvino]'"
+        ) from err
     return openvino
 
 
@@ -258,7 +268,7 @@ def openvino_model(model: nn.Module, example: Tensor, *, int8: bool = False) -> 
         try:
             import nncf
         except ImportError as err:
-            raise RuntimeError(
+            raise MissingExtraError(
                 "openvino-int8 needs NNCF: pip install 'resnetlab[openvino]'"
             ) from err
         converted = nncf.quantize(converted, nncf.Dataset([example.contiguous().numpy()]))
@@ -311,7 +321,7 @@ def build_runner(engine: str, model: nn.Module, example: Tensor) -> Runner:
     if engine.startswith("openvino"):
         precision = engine.partition("-")[2] or "f32"
         return openvino_runner(model, example, precision=precision)
-    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    raise InvalidValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
 def time_runner(run: Runner, x: Tensor, *, min_seconds: float = 2.0, warmup: int = 2,
@@ -419,11 +429,11 @@ def optimize_for_inference(
                 continue
             secs = time_runner(run, example, min_seconds=min_seconds)
         except Exception as exc:  # an engine that cannot run here is skipped, not fatal
-            skipped[engine] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            skipped[engine] = first_line(exc)[:120]
             continue
         runners[engine] = run
         results.append(EngineResult(engine, secs, example.shape[0], err))
     if not results:
-        raise RuntimeError(f"no inference engine could run: {skipped}")
+        raise NoEngineError(f"no inference engine could run: {skipped}")
     best = min(results, key=lambda r: r.seconds_per_batch)
     return FastModel(best.engine, runners[best.engine], results, skipped, memory_kept=kept)

@@ -17,9 +17,9 @@ from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
-from resnetlab.models.compat import Layout
-from resnetlab.models.published import LoadedWeights, is_weights_name, load_published
-from resnetlab.models.weights import PublishedWeights, imagenet_classes
+from resnetlab.interop.compat import Layout
+from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
+from resnetlab.interop.weights import PublishedWeights, imagenet_classes
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
 from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict, plain
 from resnetlab.runtime.counts import ConfusionMatrix
@@ -73,7 +73,7 @@ class Predictor:
         layout: Layout | None = None,
     ) -> Predictor:
         """Rebuild the model from a resnetlab checkpoint, or from a published file or
-        catalogue name (see :func:`~resnetlab.models.published.load_published`; ``model``
+        catalogue name (see :func:`~resnetlab.interop.published.load_published`; ``model``
         and ``layout`` are for files the catalogue does not know). Everything is read with
         ``weights_only=True``."""
         text = str(path)

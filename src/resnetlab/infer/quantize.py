@@ -41,6 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from resnetlab.errors import (
+    InvalidValueError,
+    MissingExtraError,
+    NoEngineError,
+    first_line,
+)
 from resnetlab.fileio import write_bytes_atomic
 from resnetlab.runtime.checkpoint import CheckpointError
 
@@ -63,7 +69,7 @@ def _pt2e() -> Any:
         from torchao.quantization.pt2e import quantize_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
     except ImportError as err:
-        raise RuntimeError("int8 quantization needs: pip install 'resnetlab[int8]'") from err
+        raise MissingExtraError("int8 quantization needs: pip install 'resnetlab[int8]'") from err
     return quantize_pt2e, x86_inductor_quantizer
 
 
@@ -493,16 +499,18 @@ def bench_quantized(
     for engine in engines or ("int8", "int8-reference"):
         try:
             if engine not in ("int8", "int8-reference"):
-                raise ValueError(f"a .pt2 file runs as int8 or int8-reference, not {engine!r}")
+                raise InvalidValueError(
+                    f"a .pt2 file runs as int8 or int8-reference, not {engine!r}"
+                )
             run = QuantizedNet(program, compile=True) if engine == "int8" else reference
             err = float((run(example) - expected).abs().max() / expected.abs().max())
             secs = time_runner(run, example, min_seconds=min_seconds)
         except Exception as exc:  # as in optimize_for_inference: skipped with its reason
-            skipped[engine] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            skipped[engine] = first_line(exc)[:120]
             continue
         runners[engine] = run
         results.append(EngineResult(engine, secs, example.shape[0], err))
     if not results:
-        raise RuntimeError(f"no engine could run {path}: {skipped}")
+        raise NoEngineError(f"no engine could run {path}: {skipped}")
     best = min(results, key=lambda r: r.seconds_per_batch)
     return FastModel(best.engine, runners[best.engine], results, skipped)

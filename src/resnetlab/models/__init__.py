@@ -1,5 +1,9 @@
-"""Models: specs, blocks, the one ResNet, VGG, the registry and the named zoo."""
+"""Models: specs, blocks, the one ResNet, VGG, the registry and the named zoo.
 
+Foreign checkpoints, key layouts and the published weights are :mod:`resnetlab.interop`'s
+(which imports this package, never the other way round)."""
+
+from resnetlab.errors import CheckpointError
 from resnetlab.models import zoo as _zoo  # noqa: F401  (registers the named models)
 from resnetlab.models.blocks import (
     BasicBlock,
@@ -7,17 +11,6 @@ from resnetlab.models.blocks import (
     PreActBasicBlock,
     PreActBottleneck,
     ZeroPadShortcut,
-)
-from resnetlab.models.compat import (
-    CheckpointError,
-    ParityReport,
-    download_checkpoint,
-    from_akamaster,
-    load_pretrained,
-    load_torchvision_checkpoint,
-    parity_report,
-    read_state_dict,
-    resnetlab_name,
 )
 from resnetlab.models.features import FeatureInfo, FeatureNet
 from resnetlab.models.registry import (
@@ -43,7 +36,6 @@ __all__ = [
     "FeatureInfo",
     "FeatureNet",
     "ModelEntry",
-    "ParityReport",
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResNet",
@@ -53,16 +45,9 @@ __all__ = [
     "ZeroPadShortcut",
     "build",
     "create_model",
-    "download_checkpoint",
-    "from_akamaster",
     "get_entry",
     "list_models",
-    "load_pretrained",
-    "load_torchvision_checkpoint",
     "model_entries",
     "model_spec",
-    "parity_report",
-    "read_state_dict",
     "register_model",
-    "resnetlab_name",
 ]

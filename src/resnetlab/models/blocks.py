@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.spec import BLOCK_EXPANSION, Placement, Shortcut
 
 
@@ -41,7 +42,7 @@ class ZeroPadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(
+            raise InvalidValueError(
                 f"option A cannot reduce channels ({in_channels} → {out_channels}); use B or C"
             )
         self.in_channels = in_channels
@@ -72,7 +73,7 @@ class DropPath(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop_path must be in [0, 1), got {p!r}")
+            raise InvalidValueError(f"drop_path must be in [0, 1), got {p!r}")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:

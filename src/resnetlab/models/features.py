@@ -24,6 +24,7 @@ from typing import Any, overload
 
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.vgg import VGG
 
@@ -141,18 +142,18 @@ def check_out_indices(
         or not out_indices
         or not all(isinstance(i, int) and not isinstance(i, bool) for i in out_indices)
     ):
-        raise ValueError(
+        raise InvalidValueError(
             f"out_indices must be a non-empty sequence of level numbers, "
             f"got {out_indices!r}; {name}'s levels: {names}"
         )
     bad = [i for i in out_indices if not -n <= i < n]
     if bad:
-        raise ValueError(
+        raise InvalidValueError(
             f"out_indices {bad[0]} is out of range: {name} has {n} feature levels, {names}"
         )
     norm = sorted(i % n for i in out_indices)
     if len(set(norm)) != len(norm):
-        raise ValueError(f"out_indices {tuple(out_indices)} names a level twice")
+        raise InvalidValueError(f"out_indices {tuple(out_indices)} names a level twice")
     return tuple(norm)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.spec import ResNetSpec, VGGSpec
 from resnetlab.models.vgg import VGG
@@ -21,7 +22,7 @@ from resnetlab.models.vgg import VGG
 Spec = ResNetSpec | VGGSpec
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(InvalidValueError):
     """Raised for a model name that is not registered."""
 
 
@@ -67,7 +68,7 @@ def model_spec(name: str, **overrides: Any) -> Spec:
     allowed = {f.name for f in fields(spec)}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} has no option {', '.join(map(repr, unknown))}; "
             f"options are: {', '.join(sorted(allowed))}"
         )
@@ -101,7 +102,7 @@ def create_model(
     and reductions.
     """
     if out_indices is not None and not features_only:
-        raise ValueError("out_indices chooses feature levels: give features_only=True too")
+        raise InvalidValueError("out_indices chooses feature levels: give features_only=True too")
     model = build(model_spec(name, **overrides))
     if not features_only:
         return model

@@ -3,7 +3,7 @@ wide, ResNeXt) is a :class:`~resnetlab.models.spec.ResNetSpec` handed to :class:
 
 Layout and attribute names follow torchvision (``conv1``, ``bn1``, ``maxpool``,
 ``layer1``…, ``fc``), so a torchvision/timm checkpoint loads with ``strict=True`` into the
-matching model (see :mod:`resnetlab.models.compat`).
+matching model (see :mod:`resnetlab.interop.compat`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.blocks import (
     BasicBlock,
     Block,
@@ -164,7 +165,7 @@ class ResNet(nn.Module):
         """Replace the final linear layer with a freshly initialised one of ``num_classes``
         outputs (for fine-tuning); everything else, the custom head included, is kept."""
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise InvalidValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         old = self.get_classifier()
         new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
         if isinstance(self.fc, MLPHead):

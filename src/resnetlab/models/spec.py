@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from resnetlab.errors import InvalidValueError
+
 BlockKind = Literal["basic", "bottleneck"]
 """``basic``: two k×k convs (ResNet-18/34, CIFAR nets). ``bottleneck``: 1×1 → k×k → 1×1."""
 
@@ -44,18 +46,18 @@ MAX_CHANNELS = 65_536
 
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_fraction(name: str, value: object) -> None:
     """A dropout probability: a number in [0, 1) (NaN fails the range check)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        raise InvalidValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 def _check_flag(name: str, value: object) -> None:
     if not isinstance(value, bool):  # 'no' is a true string: it built a residual net
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise InvalidValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,15 +94,15 @@ class ResNetSpec:
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_EXPANSION:
-            raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+            raise InvalidValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
         if not self.layers or len(self.layers) != len(self.widths):
-            raise ValueError(
+            raise InvalidValueError(
                 f"layers {self.layers} and widths {self.widths} must be non-empty and equally long"
             )
         for n in self.layers:
             _check_positive("blocks per stage", n)
         if sum(self.layers) > MAX_BLOCKS:
-            raise ValueError(
+            raise InvalidValueError(
                 f"layers {list(self.layers)} make {sum(self.layers):,} blocks; at most "
                 f"{MAX_BLOCKS:,} are built (ResNet-1202 has 600)"
             )
@@ -112,22 +114,26 @@ class ResNetSpec:
             _check_positive(name, getattr(self, name))
         _check_positive("head_hidden", self.head_hidden)
         if self.shortcut not in ("A", "B", "C"):
-            raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}")
+            raise InvalidValueError(f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}")
         if self.placement not in ("v1", "v1.5"):
-            raise ValueError(f"placement must be 'v1' (paper) or 'v1.5', got {self.placement!r}")
+            raise InvalidValueError(
+                f"placement must be 'v1' (paper) or 'v1.5', got {self.placement!r}"
+            )
         if self.stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+            raise InvalidValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
         if self.head not in ("linear", "mlp"):
-            raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
+            raise InvalidValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
         k = self.kernel_size
         if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer (3, 5, …), got {k!r}")
+            raise InvalidValueError(
+                f"kernel_size must be a positive odd integer (3, 5, …), got {k!r}"
+            )
         m = self.width
         if isinstance(m, bool) or not isinstance(m, int | float) or not 0 < m < math.inf:
-            raise ValueError(f"width must be a positive finite number, got {m!r}")
+            raise InvalidValueError(f"width must be a positive finite number, got {m!r}")
         widest = self.scaled(max(self.widths)) * self.expansion * self.width_per_group // 64
         if max(widest, self.scaled(self.stem_width), self.head_hidden) > MAX_CHANNELS:
-            raise ValueError(
+            raise InvalidValueError(
                 f"this spec has layers of {max(widest, self.head_hidden):,} channels; at "
                 f"most {MAX_CHANNELS:,} are built (check width, widths and head_hidden)"
             )
@@ -135,9 +141,9 @@ class ResNetSpec:
             _check_fraction("dropout", self.dropout)
         _check_fraction("drop_path", self.drop_path)
         if self.drop_path > 0 and not self.residual:
-            raise ValueError("drop_path drops residual branches: a plain net has none")
+            raise InvalidValueError("drop_path drops residual branches: a plain net has none")
         if self.groups > 1 and self.block != "bottleneck":
-            raise ValueError("groups > 1 (ResNeXt) needs bottleneck blocks")
+            raise InvalidValueError("groups > 1 (ResNeXt) needs bottleneck blocks")
 
     # Derived facts, used by the builder and by summaries.
     @property
@@ -205,7 +211,9 @@ class VGGSpec:
 
     def __post_init__(self) -> None:
         if self.depth not in VGG_CONFIGS:
-            raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth!r}")
+            raise InvalidValueError(
+                f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth!r}"
+            )
         _check_positive("num_classes", self.num_classes)
         _check_positive("in_channels", self.in_channels)
         _check_fraction("dropout", self.dropout)

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.spec import VGGSpec
 
 
@@ -63,7 +64,7 @@ class VGG(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the last linear layer with a fresh one of ``num_classes`` outputs."""
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise InvalidValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         old = self.get_classifier()
         new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
         self.classifier[-1] = new

@@ -28,11 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from resnetlab.data.augment import Preprocess
-from resnetlab.fileio import make_temp
-from resnetlab.models.compat import ZIP_MAGIC, read_head
 
 # One error for every checkpoint problem, training checkpoints and published weights alike.
-from resnetlab.models.compat import CheckpointError as CheckpointError
+from resnetlab.errors import CheckpointError as CheckpointError
+from resnetlab.errors import first_line
+from resnetlab.fileio import make_temp
+from resnetlab.interop.compat import ZIP_MAGIC, read_head
 from resnetlab.models.registry import create_model
 from resnetlab.runtime.config import TrainConfig, config_from_dict, plain
 
@@ -121,7 +122,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
         if cause is None:
             raise  # not an I/O failure: a bug, Ctrl-C, …
         kept = "the previous one is intact" if target.is_file() else "nothing was written"
-        reason = cause.strerror or str(cause).strip().splitlines()[0]
+        reason = cause.strerror or first_line(cause)
         error = CheckpointSaveError(f"cannot save {target}: {reason} ({kept})")
         error.errno = cause.errno
         raise error from err
@@ -166,8 +167,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "(a resnetlab checkpoint never does)"
         ) from err
     except Exception as err:  # a truncated or damaged zip, …
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        first = first.split(". ")[0]  # torch appends paragraphs of advice
+        first = first_line(err).split(". ")[0]  # torch appends paragraphs of advice
         if first.startswith("PytorchStreamReader"):
             first = f"truncated or damaged ({first})"
         raise CheckpointError(f"cannot read checkpoint {p}: {first}") from err

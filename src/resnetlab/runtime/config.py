@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -20,11 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
+from resnetlab.errors import ConfigError as ConfigError
+from resnetlab.errors import first_line
+
 RECIPES = ("paper-cifar", "paper-imagenet", "finetune", "fast")
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not make sense (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def load_recipe(name: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         if isinstance(err, UnicodeDecodeError):
             reason = f"not UTF-8 text (byte {err.start})"
         mark = getattr(err, "problem_mark", None)
@@ -214,17 +214,49 @@ def load_recipe(name: str) -> dict[str, Any]:
     return data
 
 
+class _ValueLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+    """YAML for one command-line value, with YAML 1.2's booleans and floats: ``no``, ``off``
+    and ``yes`` stay words (YAML 1.1 reads ``residual=no`` as false, and the spec check
+    that refuses the word could not see it) and ``1e999`` is a number (YAML 1.1 wants a dot
+    and a signed exponent)."""
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_ValueLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ValueLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_ValueLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_value(raw: str, where: str) -> Any:
+    """One ``--set`` value, the grammar of every command: YAML (numbers, ``true``/``false``,
+    ``[lists]``; a word is a string; ``null`` or nothing is None), capped as recipes are
+    (:data:`MAX_VALUES`). ``where`` names the value in the error."""
+    try:
+        value = yaml.load(raw, Loader=_ValueLoader) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    _check_expanded_size(value, where)
+    return value
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=0.05"`` → ``("optim.lr", 0.05)``; the value is parsed as YAML."""
+    """``"optim.lr=0.05"`` → ``("optim.lr", 0.05)``; the value as :func:`parse_value`."""
     key, sep, raw = text.partition("=")
     if not sep or "." not in key:
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    _check_expanded_size(value, f"override {key.strip()}")
-    return key.strip(), value
+    return key.strip(), parse_value(raw, f"override {key.strip()}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

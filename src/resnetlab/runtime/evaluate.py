@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.runtime.counts import ConfusionMatrix, topk_correct
 from resnetlab.runtime.execution import Execution, autocast, to_input
 from resnetlab.runtime.group import Group
@@ -48,7 +49,7 @@ def tta_logits(model: nn.Module, x: Tensor, tta: str = "none") -> Tensor:
         return 0.5 * (out + mirrored)
 
     if tta not in TTA_VIEWS:
-        raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+        raise InvalidValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
     logits = mirror(x)
     if tta == "flip-shift":
         moved = mirror(shift(x, -1, -1)) + mirror(shift(x, 1, 1))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from resnetlab.errors import InvalidValueError
+
 
 @dataclass(frozen=True)
 class Execution:
@@ -87,15 +89,15 @@ def choose(
         try:
             dev = torch.device(device)
         except RuntimeError as err:
-            raise ValueError(f"unknown device {device!r}") from err
+            raise InvalidValueError(f"unknown device {device!r}") from err
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device cuda was asked for, but no CUDA GPU is available")
+            raise InvalidValueError("device cuda was asked for, but no CUDA GPU is available")
     if precision == "auto":
         fast = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_has_fast_bf16()
         precision = "bf16" if fast else "fp32"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if dtype is torch.float16 and dev.type != "cuda":
-        raise ValueError("fp16 autocast needs a CUDA GPU; use bf16 on a CPU")
+        raise InvalidValueError("fp16 autocast needs a CUDA GPU; use bf16 on a CPU")
     cl = dtype is not None if channels_last is None else channels_last
     return Execution(dev, dtype, cl)
 

@@ -12,9 +12,10 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
 from resnetlab.data.datasets import SMALL_SIDE, DataBundle
+from resnetlab.errors import InvalidValueError
+from resnetlab.interop.weights import PublishedWeights
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
-from resnetlab.models.weights import PublishedWeights
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointError
 from resnetlab.runtime.config import TrainConfig
 
@@ -41,7 +42,7 @@ def head_module(model: nn.Module, name: str) -> nn.Module:
     """The classifier a fine-tuning run trains afresh (ResNet's ``fc``, VGG's ``classifier``)."""
     head = model.fc if isinstance(model, ResNet) else getattr(model, "classifier", None)
     if not isinstance(head, nn.Module):
-        raise ValueError(f"{name} has no head to train alone")
+        raise InvalidValueError(f"{name} has no head to train alone")
     return head
 
 
@@ -56,10 +57,10 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
     gradients for their weights, and (in ``train_one_epoch``) their BN layers in eval mode,
     so the frozen part computes exactly what it computed when pretrained."""
     if not isinstance(model, ResNet):
-        raise ValueError(f"model.freeze_until needs a ResNet's stages; {name} has none")
+        raise InvalidValueError(f"model.freeze_until needs a ResNet's stages; {name} has none")
     parts = ("stem", *model.stage_names)
     if stage not in parts:
-        raise ValueError(f"model.freeze_until {stage!r}: {name} has {', '.join(parts)}")
+        raise InvalidValueError(f"model.freeze_until {stage!r}: {name} has {', '.join(parts)}")
     frozen: list[nn.Module | None] = [model.conv1, model.bn1]
     frozen += model.stages()[: parts.index(stage)]
     for module in frozen:
@@ -68,8 +69,8 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
 
 
 def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
-    from resnetlab.models.compat import from_akamaster, read_state_dict
-    from resnetlab.models.published import resolve
+    from resnetlab.interop.compat import from_akamaster, read_state_dict
+    from resnetlab.interop.published import resolve
 
     try:
         state = Checkpoint.load(path).weights
@@ -78,7 +79,7 @@ def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
         if entry is not None:
             log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
         if entry is not None and not entry.sha256:
-            from resnetlab.models.compat import sha256_of
+            from resnetlab.interop.compat import sha256_of
 
             log(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
         state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
@@ -118,7 +119,7 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
 def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
     """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
-    from resnetlab.models.published import is_weights_name, resolve
+    from resnetlab.interop.published import is_weights_name, resolve
 
     source = cfg.model.pretrained
     if not source or not (is_weights_name(source) or Path(source).is_file()):

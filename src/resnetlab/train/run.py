@@ -17,6 +17,7 @@ from torch import nn
 
 from resnetlab.analysis.counting import check_memory
 from resnetlab.data.datasets import eval_split_batches, on_device, train_batches
+from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
 from resnetlab.runtime.config import ConfigError, TrainConfig
@@ -133,7 +134,7 @@ class Run:
         cfg = self.cfg
         self.steps_per_epoch = len(self.bundle.train) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise InvalidValueError(
                 f"batch size {self.global_batch} is larger than the "
                 f"{len(self.bundle.train)} training images"
             )

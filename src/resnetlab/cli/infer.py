@@ -1,4 +1,5 @@
-"""The ``train``, ``eval``, ``predict`` and ``export`` subcommands (see :mod:`resnetlab.cli`)."""
+"""``eval``, ``predict``, ``export``, ``quantize`` and ``bench``: a trained or published
+model put to use (see :mod:`resnetlab.infer`)."""
 
 from __future__ import annotations
 
@@ -8,89 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from resnetlab.cli.common import UsageError, add_published_options, positive_int, say_published
 from resnetlab.fileio import check_folder, check_writable, write_text_atomic
-from resnetlab.runtime.config import RECIPES, ConfigError, parse_override, resolve_config
-
-# Flag → dotted config key: the common settings get their own flags; --set reaches the rest.
-TRAIN_FLAGS: dict[str, str] = {
-    "model": "model.name", "data": "data.source", "epochs": "run.epochs",
-    "iterations": "run.iterations", "batch_size": "data.batch_size", "lr": "optim.lr",
-    "seed": "run.seed", "device": "run.device", "precision": "run.precision",
-    "out": "run.out_dir", "name": "run.name", "time_limit": "run.time_limit_min",
-    "image_size": "data.image_size", "val_fraction": "data.val_fraction",
-    "limit_per_class": "data.limit_per_class", "pretrained": "model.pretrained",
-    "data_root": "data.root", "freeze_until": "model.freeze_until",
-}  # fmt: skip
 
 
-def _override(text: str) -> tuple[str, Any]:
-    try:
-        return parse_override(text)
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+def add_parsers(sub: Any) -> None:
+    _add_eval(sub)
+    _add_predict(sub)
+    _add_export(sub)
+    _add_quantize(sub)
+    _add_bench(sub)
 
 
-def add_overrides(p: argparse.ArgumentParser, example: str) -> None:
-    """``--set SECTION.KEY=VALUE`` (repeatable) into ``args.overrides``."""
-    p.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help=example)  # fmt: skip
-
-
-def add_published_options(p: argparse.ArgumentParser, flag: str = "--model") -> None:
-    """``--model``/``--layout`` for a published file the weights catalogue does not know."""
-    p.add_argument(
-        flag,
-        dest="arch",
-        metavar="NAME",
-        help="model of a published file the catalogue does not know",
-    )
-    p.add_argument(
-        "--layout",
-        choices=("torchvision", "timm", "akamaster"),
-        help="key layout of such a file, where its keys do not say",
-    )
-
-
-def add_parsers(sub: Any, positive_int: Any) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train or fine-tune a model",
-        description="Train with a recipe (paper-cifar, paper-imagenet, finetune, fast or a "
-        "YAML file); flags and --set section.key=value override it. --resume DIR continues "
-        "a run exactly. Ctrl-C or SIGTERM saves a checkpoint first.",
-    )
-    p.add_argument("--recipe", default="fast", help=f"{', '.join(RECIPES)} or a .yaml file")
-    p.add_argument("--model", help="model name (resnetlab models)")
-    p.add_argument("--data", help="cifar10, cifar100, sample, or a folder / .tar(.gz) of images")
-    p.add_argument("--data-root", help="where cifar10/cifar100 are (or are downloaded to)")
-    p.add_argument("--download", action="store_true", help="download cifar10/cifar100")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--iterations", type=positive_int)
-    p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after MIN minutes")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
-    p.add_argument("--image-size", type=positive_int, help="model input side (resizes)")
-    p.add_argument("--val-fraction", type=float, help="held-out share of train (default 0.1)")
-    p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
-    p.add_argument(
-        "--pretrained", help="weights to start from: a checkpoint, or a `resnetlab weights` name"
-    )
-    p.add_argument("--freeze-backbone", action="store_true", help="train only the head")
-    p.add_argument(
-        "--freeze-until",
-        metavar="STAGE",
-        help="freeze the stem and the stages up to STAGE (stem, layer1, …; BN kept in eval mode)",
-    )
-    p.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
-    p.add_argument("--out", help="folder for run folders (default: runs)")
-    p.add_argument("--name", help="run folder name")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue a run (folder or .pt)")
-    add_overrides(p, "any config value, e.g. optim.nesterov=true")
-    p.set_defaults(func=cmd_train)
-
+def _add_eval(sub: Any) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate a checkpoint on a split",
@@ -113,6 +44,8 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     add_published_options(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="classify image files",
@@ -133,6 +66,8 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     add_published_options(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint (ONNX, safetensors or OpenVINO IR)",
@@ -152,6 +87,8 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     add_published_options(p)
     p.set_defaults(func=cmd_export)
 
+
+def _add_quantize(sub: Any) -> None:
     p = sub.add_parser(
         "quantize",
         help="post-training int8 quantization of a checkpoint",
@@ -187,6 +124,8 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.set_defaults(func=cmd_quantize)
 
+
+def _add_bench(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="time inference engines and pick the fastest",
@@ -211,42 +150,6 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for flag, key in TRAIN_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            out[key] = value
-    if args.download:
-        out["data.download"] = True
-    if args.freeze_backbone:
-        out["model.freeze_backbone"] = True
-    if args.no_test:
-        out["run.test"] = False
-    out.update(dict(args.overrides))
-    return out
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.runtime.run_folder import checkpoint_file
-    from resnetlab.train.run_files import resume_config
-    from resnetlab.train.runner import fit
-
-    overrides = train_overrides(args)
-    if args.resume is not None:
-        overrides.pop("run.out_dir", None)  # the run continues in its own folder
-        cfg = resume_config(args.resume, overrides)
-        check_folder(checkpoint_file(args.resume).parent)
-    else:
-        cfg = resolve_config(args.recipe, overrides)
-        check_folder(cfg.run.out_dir)  # now, not after the first epoch
-    result = fit(
-        cfg, resume=args.resume, log=lambda m: print(m, flush=True), command=args.command_line
-    )
-    print(f"run folder: {result.run_dir} (report.md, curves.png, best.pt, last.pt)")
-    return result.exit_code
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.out is not None:
@@ -254,7 +157,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         check_writable(args.out / f"eval-{args.split}.json")
     predictor = _load_for_eval(args)
-    _say_published(predictor)
+    say_published(predictor)
     data = predictor.split(args.split, args.data)
     metrics, cm = predictor.evaluate(data, batch_size=args.batch_size)
     per_class = dict(zip(predictor.classes, cm.per_class_accuracy(), strict=True))
@@ -317,10 +220,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from resnetlab.infer.quantize import SUFFIX, quantize_checkpoint
 
     if not args.max_layer_error > 0:
-        raise ConfigError(f"--max-layer-error must be positive, got {args.max_layer_error}")
+        raise UsageError(f"--max-layer-error must be positive, got {args.max_layer_error}")
     out = args.output or args.checkpoint.with_name(args.checkpoint.stem + ".int8" + SUFFIX)
     if out.suffix.lower() != SUFFIX:
-        raise ConfigError(f"the int8 file is a {SUFFIX} archive; got {out}")
+        raise UsageError(f"the int8 file is a {SUFFIX} archive; got {out}")
     print(
         f"quantizing {args.checkpoint} (calibration: {args.calibration} training images)…",
         flush=True,
@@ -338,21 +241,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_published(predictor: Any) -> None:
-    """One line on a published file: what it is and the preprocessing applied (stderr, so
-    that --format json stays parseable)."""
-    loaded = predictor.published
-    if loaded is None:
-        return
-    what = loaded.weights.name if loaded.weights else f"{loaded.path.name} (not catalogued)"
-    how = "assumed: the file does not say" if loaded.assumed else "the publisher's"
-    print(
-        f"{what}: {loaded.model_name}, {loaded.layout} layout; preprocessing ({how}): "
-        f"{loaded.preprocessing.describe()}",
-        file=sys.stderr,
-    )
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from resnetlab.infer.predict import Predictor
 
@@ -362,7 +250,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_folder(args.explain)
         require_captum()
     predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
-    _say_published(predictor)
+    say_published(predictor)
     files = [str(p) for p in args.images]
     preds = predictor.predict_files(files, top_k=args.top_k)
     pngs = [str(p) for p, _ in predictor.explain_files(files, args.explain)] if args.explain else []
@@ -386,7 +274,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
     fmt = args.format or formats.get(args.output.suffix.lower())
     if fmt is None:
-        raise ConfigError(
+        raise UsageError(
             "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
         )
     writers = {"onnx": export_onnx_file, "safetensors": export_safetensors}
@@ -405,9 +293,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     for engine in args.engines or []:
         if engine not in (*ENGINES, "int8-reference"):
-            raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+            raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     from resnetlab.infer.quantize import is_quantized_file
-    from resnetlab.models.published import is_weights_name
+    from resnetlab.interop.published import is_weights_name
 
     if is_quantized_file(args.model):
         return _bench_quantized(args)
@@ -415,7 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from resnetlab.infer.predict import Predictor
 
         p = Predictor.load(args.model, device="cpu", model=args.arch, layout=args.layout)
-        _say_published(p)
+        say_published(p)
         model, channels = p.model, p.data_size[0]
         side = args.image_size or p.preprocess.image_size
         label = f"{args.model} ({p.config.model.name})"

@@ -19,7 +19,7 @@ import functools
 from dataclasses import dataclass
 from importlib import resources
 
-from resnetlab.models.compat import CheckpointError, Layout
+from resnetlab.interop.compat import CheckpointError, Layout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

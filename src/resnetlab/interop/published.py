@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from resnetlab.models.compat import (
+from resnetlab.interop.compat import (
     AKAMASTER_NAMES,
     TIMM_NAMES,
     TORCHVISION_NAMES,
@@ -31,9 +31,7 @@ from resnetlab.models.compat import (
     read_state_dict,
     sha256_of,
 )
-from resnetlab.models.registry import get_entry
-from resnetlab.models.spec import ResNetSpec
-from resnetlab.models.weights import (
+from resnetlab.interop.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocessing,
@@ -41,6 +39,8 @@ from resnetlab.models.weights import (
     find_by_sha256,
     get_weights,
 )
+from resnetlab.models.registry import get_entry
+from resnetlab.models.spec import ResNetSpec
 
 LAYOUTS: tuple[Layout, ...] = ("torchvision", "timm", "akamaster")
 _NAMES: dict[str, dict[str, str]] = {

@@ -15,7 +15,6 @@ with another hash is deleted, never loaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.error
@@ -29,7 +28,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from resnetlab.fileio import cache_root, make_temp
+from resnetlab.download import download, file_digest
+from resnetlab.errors import CheckpointError as CheckpointError
+from resnetlab.errors import InvalidValueError, first_line
+from resnetlab.fileio import cache_root
 from resnetlab.models.registry import create_model
 
 # torchvision builder name → resnetlab model name.
@@ -61,11 +63,6 @@ _NAMES: dict[str, dict[str, str]] = {
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, is not the kind expected (a resnetlab training
-    checkpoint, a state dict) or does not fit the model (one-line message)."""
-
-
 def resnetlab_name(torchvision_name: str) -> str:
     """The resnetlab model that matches a torchvision builder, e.g. ``resnet50`` →
     ``resnet50_v1_5``."""
@@ -73,7 +70,7 @@ def resnetlab_name(torchvision_name: str) -> str:
         return TORCHVISION_NAMES[torchvision_name]
     except KeyError:
         known = ", ".join(sorted(TORCHVISION_NAMES))
-        raise ValueError(
+        raise InvalidValueError(
             f"no resnetlab match for torchvision model {torchvision_name!r}; known: {known}"
         ) from None
 
@@ -81,14 +78,14 @@ def resnetlab_name(torchvision_name: str) -> str:
 # --------------------------------------------------------------------------- reading files
 
 
-def _first_line(err: BaseException) -> str:
+def _load_reason(err: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in one line."""
     text = str(err)
     # weights_only refusals start with advice to load unsafely; the reason is further down.
     reason = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\n|$)", text)
     if reason:
         return f"refused, it would run code on loading ({reason.group(1).strip()})"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    return first_line(err)
 
 
 def checkpoint_cache() -> Path:
@@ -98,12 +95,8 @@ def checkpoint_cache() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    """The file's SHA-256, hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's SHA-256, hex."""
+    return file_digest(path, "sha256")
 
 
 def cache_path(url: str, *, sha256: str | None = None) -> tuple[Path, str]:
@@ -129,36 +122,9 @@ def download_checkpoint(url: str, *, sha256: str | None = None, timeout: float =
     file is checked again on every use. ``timeout`` is in seconds, per network operation.
     """
     target, want = cache_path(url, sha256=sha256)
-    if target.is_file() and sha256_of(target).startswith(want):
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = make_temp(target, suffix=".partial")
-    except OSError as err:
-        raise CheckpointError(f"cannot write to {target.parent}: {err.strerror or err}") from err
-    try:
-        digest = hashlib.sha256()
-        request = urllib.request.Request(url, headers={"User-Agent": "resnetlab"})
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as r:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-        got = digest.hexdigest()
-        if not got.startswith(want):
-            raise CheckpointError(
-                f"{url} has SHA-256 {got[:16]}…, expected {want[:16]}…: refused and deleted"
-            )
-        os.replace(tmp, target)
-    except urllib.error.HTTPError as err:
-        raise CheckpointError(f"cannot download {url}: HTTP {err.code} {err.reason}") from err
-    except OSError as err:  # URLError (offline, refused, DNS), timeouts, a full disk
-        why = err.reason if isinstance(err, urllib.error.URLError) else err
-        raise CheckpointError(
-            f"cannot download {url}: {why} (offline? fetch the file elsewhere and pass its path)"
-        ) from err
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+    return download(
+        url, target, algorithm="sha256", digest=want, error=CheckpointError, timeout=timeout
+    )
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # what torch.save writes (since torch 1.6)
@@ -212,7 +178,7 @@ def read_state_dict(
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip, safetensors and unsafe-global errors all land here
-        raise CheckpointError(f"cannot read checkpoint {p}: {_first_line(err)}") from err
+        raise CheckpointError(f"cannot read checkpoint {p}: {_load_reason(err)}") from err
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -346,7 +312,7 @@ def from_akamaster(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             if width != len(entering):
                 pad = width // 4
                 if len(entering) + 2 * pad != width:
-                    raise ValueError(f"layer{stage} widens {len(entering)} → {width}")
+                    raise InvalidValueError(f"layer{stage} widens {len(entering)} → {width}")
                 moved = entering + pad
                 kept = set(moved.tolist())
                 rest = torch.tensor([c for c in range(width) if c not in kept])
@@ -364,7 +330,7 @@ def from_akamaster(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out["fc.weight"] = out["fc.weight"][:, order]
     except (ValueError, IndexError, RuntimeError) as err:
         raise CheckpointError(
-            f"not an akamaster option-A CIFAR ResNet: {_first_line(err)}"
+            f"not an akamaster option-A CIFAR ResNet: {_load_reason(err)}"
         ) from err
     return out
 
@@ -391,7 +357,7 @@ def load_pretrained(
     if isinstance(model, str):
         model = create_model(_NAMES[layout].get(model, model), **overrides)
     elif overrides:
-        raise ValueError(f"options {sorted(overrides)} need a model name, not a built model")
+        raise InvalidValueError(f"options {sorted(overrides)} need a model name, not a built model")
     state = read_state_dict(source, sha256=sha256)
     if layout == "akamaster":
         state = from_akamaster(state)

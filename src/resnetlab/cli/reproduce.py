@@ -1,4 +1,4 @@
-"""The ``reproduce`` subcommand: the paper's experiments (see :mod:`resnetlab.experiments`)."""
+"""``reproduce``: the paper's experiments (see :mod:`resnetlab.experiments`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnetlab.cli_train import add_overrides
+from resnetlab.cli.common import UsageError, add_config_overrides, positive_int
 from resnetlab.experiments.registry import experiments, get_experiment, list_experiments
 
 
-def add_parser(sub: Any, positive_int: Any) -> None:
+def add_parser(sub: Any) -> None:
     names = list_experiments()
     p = sub.add_parser(
         "reproduce",
@@ -57,7 +57,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         "(the report names the runs left out)",
     )
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
-    add_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
+    add_config_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
     # Defaults: each experiment's own (``Experiment.options``).
     g = p.add_argument_group("landscape and lesion")
     g.add_argument("--grid", type=positive_int, help="landscape: points per axis")
@@ -80,18 +80,18 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
     experiment = get_experiment(args.experiment)
     if args.span is not None and not 0 < args.span < math.inf:  # NaN fails this too
-        raise ValueError(f"--span must be a positive finite number, got {args.span}")
+        raise UsageError(f"--span must be a positive finite number, got {args.span}")
     if args.paper and args.iterations:
-        raise ValueError("give --paper or --iterations, not both")
+        raise UsageError("give --paper or --iterations, not both")
     step = args.paper or args.iterations is not None
     if step and args.epochs:
-        raise ValueError(
+        raise UsageError(
             "--epochs is the budget protocol's; --paper and --iterations count iterations"
         )
     depths = args.depths or experiment.depths
     bad = [d for d in depths if (d - 2) % 6]
     if bad:
-        raise ValueError(f"depth {bad[0]} is not 6n+2 (20, 32, 44, 56, 110, …)")
+        raise UsageError(f"depth {bad[0]} is not 6n+2 (20, 32, 44, 56, 110, …)")
     budget = Budget(
         protocol="step" if step else "budget",
         epochs=args.epochs or BUDGET_EPOCHS,

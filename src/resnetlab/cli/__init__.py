@@ -1,0 +1,139 @@
+"""The ``resnetlab`` command: subcommands → options → library calls, nothing more.
+
+One module per command group: :mod:`~resnetlab.cli.inspection` (models, summary, compare,
+params, plot, weights, tour), :mod:`~resnetlab.cli.train`, :mod:`~resnetlab.cli.infer`
+(eval, predict, export, quantize, bench) and :mod:`~resnetlab.cli.reproduce`.
+
+Every error a user can cause (unknown model, malformed size, unwritable output: a
+:class:`~resnetlab.errors.ResnetlabError`, or the system refusing a file) prints one line and
+exits with status 2. Any other exception is a bug of resnetlab: one line that says so and
+where its traceback was written, exit status 1.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from resnetlab import __version__
+from resnetlab.cli import infer, inspection, reproduce, train
+from resnetlab.cli.common import EXIT_USAGE, Parser, UsageError
+from resnetlab.errors import ResnetlabError, first_line
+from resnetlab.fileio import cache_root
+
+EXIT_BUG = 1
+
+# An OSError with one of these, or naming a file, is the system refusing what the user asked
+# (a missing or unreadable file, a full disk, a read-only folder), not a bug of ours.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
+
+# Commands that run a model over many batches: they keep freed memory in the process
+# (glibc would otherwise map and unmap every activation over 32 MiB on each call).
+RUNS_MODELS = frozenset({"train", "eval", "predict", "bench", "reproduce", "quantize"})
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="resnetlab",
+        description="Deep residual networks (He et al., 2015), exact: build, inspect, compare.",
+    )
+    parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    inspection.add_parsers(sub)
+    train.add_parser(sub)
+    infer.add_parsers(sub)
+    reproduce.add_parser(sub)
+    return parser
+
+
+def is_environment_error(err: OSError) -> bool:
+    """Whether ``err`` is about a file or the machine (exit 2), not a bug (exit 1)."""
+    return err.filename is not None or err.errno in ENVIRONMENT_ERRNOS
+
+
+def write_traceback(err: BaseException, command: str) -> Path:
+    """Write ``err``'s traceback to ``errors/`` in the cache (else the temporary folder) and
+    return the file, for a bug report."""
+    text = f"{command}\nresnetlab {__version__}\n\n" + "".join(traceback.format_exception(err))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (cache_root() / "errors", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"resnetlab-{stamp}-", suffix=".txt", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return Path(name)
+        except OSError:
+            continue
+    raise err  # nowhere to write: Python prints the traceback instead
+
+
+def _user_error(command: str, err: BaseException) -> int:
+    print(f"resnetlab {command}: error: {first_line(err)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _internal_error(command: str, words: list[str], err: BaseException) -> int:
+    """A bug of resnetlab: one line saying so, and the traceback kept in a file to report."""
+    where = write_traceback(err, f"resnetlab {' '.join(words)}")
+    print(
+        f"resnetlab {command}: internal error (a bug of resnetlab, not of your input): "
+        f"{type(err).__name__}: {first_line(err)}; the traceback is in {where}",
+        file=sys.stderr,
+    )
+    return EXIT_BUG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    words = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(words)
+    args.command_line = "resnetlab " + " ".join(words)  # recorded in training reports
+    try:
+        size = getattr(args, "input_size", None)
+        if size is not None and len(size) != 4:
+            raise UsageError(f"--input-size takes four numbers, N C H W; got {len(size)}")
+        if args.command in RUNS_MODELS:
+            from resnetlab.infer.memory import keep_freed_memory
+
+            keep_freed_memory()  # the process is ours: reuse large activations, see the module
+        code = args.func(args)
+    except ResnetlabError as err:
+        return _user_error(args.command, err)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and exits)
+        print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `resnetlab models | head`
+        sys.stderr.close()
+        return 0
+    except OSError as err:
+        if is_environment_error(err):
+            return _user_error(args.command, err)
+        return _internal_error(args.command, words, err)
+    except Exception as err:  # anything else is ours to fix
+        return _internal_error(args.command, words, err)
+    return code if isinstance(code, int) else 0
+
+
+__all__ = ["build_parser", "main"]

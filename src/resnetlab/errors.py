@@ -1,0 +1,55 @@
+"""The errors resnetlab raises for input a user got wrong, and how they read.
+
+A :class:`ResnetlabError` is the user's to fix (a misspelt model, a recipe that is not
+YAML, an unwritable output): its message is one line, and the ``resnetlab`` command prints
+it and exits with status 2. Anything else that escapes a command is a bug of resnetlab and
+is reported as one (exit status 1, the traceback kept in a file).
+
+The subclasses that were ``ValueError`` before this base existed still are, so library code
+that catches ``ValueError`` keeps working; :class:`MissingExtraError` is still an
+``ImportError`` for the same reason.
+"""
+
+from __future__ import annotations
+
+
+class ResnetlabError(Exception):
+    """Input a user can fix; the message is one line that says what and how."""
+
+
+class InvalidValueError(ResnetlabError, ValueError):
+    """A value (a model option, a size, a flag) outside what it may be."""
+
+
+class ConfigError(InvalidValueError):
+    """A recipe or override that does not make sense (one-line message)."""
+
+
+class DataError(InvalidValueError):
+    """Data a user named cannot be used: missing, unreadable or inconsistent."""
+
+
+class CheckpointError(InvalidValueError):
+    """A checkpoint or published weights file that cannot be used (one-line message)."""
+
+
+class OutputError(InvalidValueError):
+    """An output file or folder that cannot be written (it is checked before the work)."""
+
+
+class MissingExtraError(ResnetlabError, ImportError):
+    """An optional dependency (a ``pip install 'resnetlab[…]'`` extra) is not installed."""
+
+
+class NoEngineError(ResnetlabError, RuntimeError):
+    """None of the inference engines asked for can run here (each one's reason is listed)."""
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first non-empty line of ``err``'s message (an exception's, or a reason given as
+    text), else the exception type's name: the one line a report, a log or the command
+    prints for an exception."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return type(err).__name__ if isinstance(err, BaseException) else ""

@@ -1,0 +1,34 @@
+"""Other people's checkpoints: foreign files and their key layouts (torchvision, timm,
+akamaster), and the catalogue of published weights our models load.
+
+Above :mod:`resnetlab.models` (which never imports this package): a layout is a map onto
+our models' names, and a catalogue entry names one of our models.
+"""
+
+from resnetlab.errors import CheckpointError
+from resnetlab.interop.compat import (
+    ParityReport,
+    download_checkpoint,
+    from_akamaster,
+    load_pretrained,
+    load_torchvision_checkpoint,
+    parity_report,
+    read_state_dict,
+    resnetlab_name,
+)
+from resnetlab.interop.weights import PublishedWeights, get_weights, list_weights
+
+__all__ = [
+    "CheckpointError",
+    "ParityReport",
+    "PublishedWeights",
+    "download_checkpoint",
+    "from_akamaster",
+    "get_weights",
+    "list_weights",
+    "load_pretrained",
+    "load_torchvision_checkpoint",
+    "parity_report",
+    "read_state_dict",
+    "resnetlab_name",
+]
