@@ -60,7 +60,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
     add_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
     g = p.add_argument_group("landscape and lesion")
-    g.add_argument("--grid", type=positive_int, default=13, help="landscape: points per axis")
+    g.add_argument("--grid", type=positive_int, help="landscape: points per axis (odd; default 13)")
     g.add_argument("--span", type=float, default=1.0, help="landscape: α, β in [-SPAN, SPAN]")
     g.add_argument(
         "--images",

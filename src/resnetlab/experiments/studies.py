@@ -35,7 +35,7 @@ def _placement(req: Request) -> Placement:
 
 # ---------------------------------------------------------------------- landscape
 def landscape_report(req: Request, records: list[RunRecord], log: Log) -> Path:
-    points = int(req.options.get("grid", 13))
+    points = int(req.options.get("grid") or 13)
     span = float(req.options.get("span", 1.0))
     images = int(req.options.get("images", 1000))
     place = _placement(req)

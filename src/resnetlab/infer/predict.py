@@ -285,6 +285,30 @@ def _preprocess(p: dict[str, Any]) -> Preprocess:
     )
 
 
+EXPORT_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
+
+
+def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The export format of ``out``: ``fmt`` if given, else its suffix's. A ``fmt`` that
+    another known suffix contradicts is refused (``--format onnx -o x.safetensors`` wrote
+    ONNX bytes under a name every reader takes for safetensors)."""
+    suffix = Path(out).suffix.lower()
+    implied = EXPORT_SUFFIXES.get(suffix)
+    if fmt is None:
+        if implied is None:
+            raise ValueError(
+                "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
+            )
+        return implied
+    if implied is not None and implied != fmt:
+        want = next(k for k, v in EXPORT_SUFFIXES.items() if v == fmt)
+        raise ValueError(
+            f"--format {fmt} but {out} ends in {suffix}, the suffix of {implied}; name the "
+            f"file {want} (or drop --format)"
+        )
+    return fmt
+
+
 def export_onnx_file(
     ckpt: str | os.PathLike[str],
     out: str | os.PathLike[str],

@@ -185,6 +185,35 @@ def _check_expanded_size(data: Any, where: str) -> None:
             stack.extend(item)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # (PyYAML is untyped)
+    """YAML's safe loader, refusing a key given twice in one mapping: plain YAML keeps the
+    last silently, so ``lr: 0.1`` above a forgotten ``lr: 0.5`` trained at 0.5."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may repeat keys
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (YAML would keep the last)",
+                    key_node.start_mark,
+                )  # fmt: skip
+        out: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return out
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys refused (:class:`UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
@@ -198,7 +227,7 @@ def recipe_path(name: str) -> Path:
 def load_recipe(name: str) -> dict[str, Any]:
     path = recipe_path(name)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         if isinstance(err, UnicodeDecodeError):
@@ -220,7 +249,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or "." not in key:
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+    except yaml.constructor.ConstructorError as err:  # a duplicate key in a {…} value
+        raise ConfigError(f"--set {key.strip()}: {err.problem}") from err
     except yaml.YAMLError:
         value = raw
     _check_expanded_size(value, f"override {key.strip()}")
@@ -335,9 +366,37 @@ def _finite(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} must be a finite number, got {value!r}")
 
 
+# torch.manual_seed takes 64 bits and NumPy's generators 32; a seed is a label, so the
+# smaller range, said in the flag's words (the overflow used to surface from torch).
+MAX_SEED = 2**32 - 1
+
+
+def _check_run_names(r: RunConfig) -> None:
+    """The seed's range, and a run name that is one folder inside ``run.out_dir``: ``/abs``
+    or ``../x`` would write outside it."""
+    if not 0 <= r.seed <= MAX_SEED:
+        raise ConfigError(
+            f"run.seed (--seed) must be an integer from 0 to {MAX_SEED:,}, got {r.seed}"
+        )
+    name = r.name
+    if name is not None and (
+        not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in ("/", "\0"))
+        or (os.altsep is not None and os.altsep in name)
+    ):
+        raise ConfigError(
+            f"run.name (--name) must be one folder name inside run.out_dir (--out), got "
+            f"{name!r}; give the folder's location with --out"
+        )
+
+
 def validate(cfg: TrainConfig) -> None:
     r, d, o, s = cfg.run, cfg.data, cfg.optim, cfg.schedule
     _finite(cfg)
+    _check_run_names(r)
+    if d.padding < 0:
+        raise ConfigError(f"data.padding must be a number of pixels ≥ 0, got {d.padding}")
     if r.epochs is None and r.iterations is None and r.time_limit_min is None:
         raise ConfigError("give run.epochs, run.iterations or run.time_limit_min")
     for name, value in (

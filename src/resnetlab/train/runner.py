@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from resnetlab.analysis.counting import check_memory
@@ -98,16 +99,32 @@ class RunResult:
         return EXIT_CODES.get(self.status, 1)
 
 
+class _Stopped(BaseException):  # not caught by a broad `except Exception` on the way
+    """A signal during the final test evaluation, which has no step to check a flag at."""
+
+
 class _Signals:
-    """SIGINT/SIGTERM set a flag the loop checks after each step; a second Ctrl-C aborts."""
+    """SIGINT/SIGTERM set a flag the loop checks after each step; a second Ctrl-C aborts.
+    Inside :meth:`raising` (the final test) a signal raises :class:`_Stopped` instead."""
 
     def __init__(self) -> None:
         self.received = ""
+        self.raise_now = False
 
     def handler(self, signum: int, _frame: FrameType | None) -> None:
         if self.received == "sigint" and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = "sigterm" if signum == signal.SIGTERM else "sigint"
+        if self.raise_now:
+            raise _Stopped(self.received)
+
+    @contextmanager
+    def raising(self) -> Iterator[None]:
+        self.raise_now = True
+        try:
+            yield
+        finally:
+            self.raise_now = False
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -260,6 +277,10 @@ def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
     # "auto" here only when the caller did not resolve it (fit does): go by the size.
     augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")
     base, policy = split_augment(augment, side, d.image_size or side)
+    if d.padding > (d.image_size or side):  # pad-and-crop by more than the image: no image
+        raise ConfigError(
+            f"data.padding {d.padding} is larger than the {d.image_size or side}-pixel images"
+        )
     return Preprocess(
         mean=mean,
         std=std,
@@ -579,6 +600,19 @@ FIXED_RUN_KEYS = ("seed", "name")
 
 def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
     saved = config_from_dict(state["config"])
+    _check_resume_target(path)
+    _check_config_file(cfg, state["config"], path.parent / "config.yaml")
+    done, step = int(state["epoch"]), int(state["step"])
+    if cfg.run.epochs is not None and cfg.run.epochs < done:
+        raise ConfigError(
+            f"cannot resume {path} with run.epochs {cfg.run.epochs}: it has trained {done} "
+            f"epochs already (give --epochs {done} or more, or leave it out)"
+        )
+    if cfg.run.iterations is not None and cfg.run.iterations < step:
+        raise ConfigError(
+            f"cannot resume {path} with run.iterations {cfg.run.iterations}: it has trained "
+            f"{step} already (give --iterations {step} or more, or leave it out)"
+        )
     # Only the run section (length, device) may differ: anything else would not be the same
     # run continued.
     for section in ("model", "data", "optim", "schedule"):
@@ -593,6 +627,54 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
         raise ConfigError(
             f"cannot resume {path} with a different run.seed ({cfg.run.seed}; the run has "
             f"{saved.run.seed}): the seed chose its validation split and batch order"
+        )
+
+
+def _check_resume_target(path: Path) -> None:
+    """Resuming from ``RUN/best.pt`` (or any file beside a ``last.pt``) would save the
+    continued run's ``last.pt`` over the one there, losing the epochs after the best."""
+    last = path.parent / "last.pt"
+    if path.name != "last.pt" and last.exists() and not last.samefile(path):
+        raise ConfigError(
+            f"resuming from {path} would overwrite {last}, the run's own latest checkpoint; "
+            f"resume {path.parent} itself, or copy {path.name} into a folder of its own to "
+            "branch from it"
+        )
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flatten(v, key) if isinstance(v, dict) and k != "options" else {key: v})
+    return out
+
+
+def _check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> None:
+    """``RUN/config.yaml`` says what the run is; ``--resume`` continues the checkpoint's
+    config and rewrites the file. An edit to the file would be ignored and then lost, so it
+    is refused, naming the key. A run setting the command line changes (``--epochs``) may
+    differ: the file may hold a value from a session killed before its first checkpoint."""
+    if not file.is_file():
+        return
+    from resnetlab.train.config import load_yaml
+
+    try:
+        on_disk = load_yaml(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {file}: {str(err).splitlines()[0]}") from err
+    ours, theirs, new = _flatten(plain(saved)), _flatten(on_disk), _flatten(cfg.to_dict())
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) == theirs.get(key):
+            continue
+        if key.startswith("run.") and new.get(key) != ours.get(key):
+            continue  # set on this command line: it wins, and the file will say so
+        raise ConfigError(
+            f"{file} was edited: {key} is {theirs.get(key)!r} there, {ours.get(key)!r} in the "
+            "run's checkpoint; --resume continues the checkpoint's config, so undo the edit "
+            "(run settings such as --epochs go on the command line) or start a new run"
         )
 
 
@@ -652,6 +734,16 @@ def _check_new(run_dir: Path) -> None:
                           "choose another --name")  # fmt: skip
 
 
+def _check_out_dir(out: Path) -> None:
+    """``--out RUN`` would nest a new run inside an existing one."""
+    held = [name for name in ("last.pt", "config.yaml") if (out / name).is_file()]
+    if held:
+        raise ConfigError(
+            f"run.out_dir (--out) {out} is a run folder (it holds {held[0]}); --out names the "
+            f"folder run folders go in: give its parent, or --resume {out} to continue it"
+        )
+
+
 @contextmanager
 def _owned(run_dir: Path, *, fresh: bool) -> Iterator[None]:
     """This process owns ``run_dir`` while the block runs (see :func:`folder_lock`): two
@@ -674,6 +766,7 @@ def _fit(
         _check_resumable(cfg, state, path)
         run_dir = path.parent  # a resumed run continues where its checkpoint lives
     else:
+        _check_out_dir(Path(cfg.run.out_dir).expanduser())
         run_dir = group.broadcast(_run_dir(cfg))  # rank 0's: the default name holds the time
     with ExitStack() as owner:
         problem = ""
@@ -753,12 +846,18 @@ def _train(
         steps.close()
     if not group.is_main:
         return RunResult(run_dir, status, run.pos.epoch, run.pos.best_top1, None)
-    return _finish(run, status, command)
+    with signals.installed():  # a signal now stops the test evaluation, not the process
+        return _finish(run, status, command, signals)
 
 
-def _finish(run: _Run, status: str, command: str | None) -> RunResult:
-    """Curves, the one test evaluation (best checkpoint), results.json and report.md."""
+def _finish(
+    run: _Run, status: str, command: str | None, signals: _Signals | None = None
+) -> RunResult:
+    """Curves, the one test evaluation (best checkpoint), results.json and report.md. A
+    SIGTERM or Ctrl-C during the test stops it: results.json says so (no test figures) and
+    ``--resume`` runs the test again (every epoch is in last.pt already)."""
     cfg, run_dir = run.cfg, run.run_dir
+    signals = signals or _Signals()
     rows = read_metrics(run_dir)
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.model.name}, {cfg.recipe} recipe")
@@ -770,7 +869,17 @@ def _finish(run: _Run, status: str, command: str | None) -> RunResult:
         and run.bundle.test is not None
         and (run_dir / "best.pt").is_file()
     ):
-        test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg, run.log)
+        try:
+            if signals.received:
+                raise _Stopped(signals.received)
+            with signals.raising():
+                test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg,
+                                  run.log)  # fmt: skip
+        except _Stopped as stop:
+            status, test = str(stop), None
+            run.log(f"{status}: stopped during the test evaluation, before any test figure was "
+                    f"written; every epoch is saved: `resnetlab train --resume {run_dir}` "
+                    "runs the test")  # fmt: skip
     write_results(run_dir, cfg, run.bundle, run.place, status, run.pos.epoch,
                    run.pos.best_top1, test, run.started, command)  # fmt: skip
     return RunResult(run_dir, status, run.pos.epoch, run.pos.best_top1, test)
