@@ -676,3 +676,145 @@ def test_writers_follow_symlinks(
     assert real.read_bytes() != b"old" and real.stat().st_size > 50
     assert stat.S_IMODE(real.stat().st_mode) == 0o644
     assert sorted(p.name for p in real.parent.iterdir()) == [real.name]
+
+
+# ---------------------------------------------------------------- issue 17: contract gaps
+def _two_classes(root: Path) -> Path:
+    for k, cls in enumerate(("a", "b")):
+        for i in range(3):
+            _png(root / "data" / cls / f"{i}.png", (90 * k, 30 * i, 60))
+    return root / "data"
+
+
+def _link_class(data: Path) -> None:
+    _png(data.parent / "elsewhere" / "c" / "0.png", (5, 200, 5))
+    _png(data.parent / "elsewhere" / "c" / "1.png", (5, 100, 5))
+    (data / "c").symlink_to(data.parent / "elsewhere" / "c", target_is_directory=True)
+
+
+def _link_loop(data: Path) -> None:
+    (data / "a" / "loop").symlink_to(data, target_is_directory=True)
+
+
+def _dangling(name: str) -> Any:
+    return lambda data: (data / name).symlink_to(data / "gone" / name)
+
+
+def _other_format(name: str) -> Any:
+    return lambda data: (data / name).write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+
+
+# oddity → (make it, the classes found, the files reported as skipped)
+FOLDER_ODDITIES: dict[str, tuple[Any, tuple[str, ...], list[str]]] = {
+    "symlinked-class-folder": (_link_class, ("a", "b", "c"), []),
+    "symlink-loop": (_link_loop, ("a", "b"), []),
+    "dangling-symlink-image": (_dangling("a/gone.png"), ("a", "b"),
+                               ["a/gone.png: a symlink to a file that does not exist"]),
+    "dangling-symlink-ds-store": (_dangling(".DS_Store"), ("a", "b"),
+                                  [".DS_Store: a symlink to a file that does not exist"]),
+    "svg": (_other_format("a/logo.svg"), ("a", "b"),
+            ["a/logo.svg: .svg images are not read (convert them to PNG or JPEG)"]),
+    "heic": (_other_format("b/IMG_0001.HEIC"), ("a", "b"),
+             ["b/IMG_0001.HEIC: .HEIC images are not read (convert them to PNG or JPEG)"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("oddity", sorted(FOLDER_ODDITIES))
+def test_data_folder_oddities_are_read_or_reported(oddity: str, tmp_path: Path) -> None:
+    """A linked class folder is data (it was skipped without a word); a dangling symlink
+    anywhere (even ``.DS_Store``; it aborted loading) and an SVG/HEIC file are skipped and
+    reported, on the first run and again on a rerun read from the decoded cache."""
+    from resnetlab.data.datasets import load_data
+
+    make, classes, skipped = FOLDER_ODDITIES[oddity]
+    data = _two_classes(tmp_path)
+    make(data)
+    for _ in ("decoded", "cached"):
+        bundle = load_data(str(data), val_fraction=0.3, cache=True)
+        assert bundle.classes == classes
+        assert [f"{n}: {r}" for n, r in bundle.skipped] == skipped
+
+
+def test_train_reports_skipped_files_on_a_cached_rerun(tmp_path: Path, capsys: Capture) -> None:
+    """The CLI lists what it skipped, and a rerun from the decoded cache lists it again."""
+    data = _two_classes(tmp_path)
+    _dangling(".DS_Store")(data)
+    _other_format("a/logo.svg")(data)
+    argv = [a for a in TRAIN if a != "sample"]
+    argv[argv.index("--data") + 1 : argv.index("--data") + 1] = [str(data)]
+    for name in ("first", "cached"):
+        code, out, err = cli(capsys, *argv, "--epochs", "1", "--out", str(tmp_path / "runs"),
+                             "--name", name, "--set", "data.val_fraction=0.4",
+                             "--batch-size", "2")  # fmt: skip
+        assert code == 0, err
+        assert "skipped .DS_Store: a symlink to a file that does not exist" in out
+        assert "skipped a/logo.svg: .svg images are not read" in out
+
+
+def _reject(constant: str) -> None:
+    raise AssertionError(f"not JSON: a bare {constant}")
+
+
+def test_eval_json_holds_null_for_an_undefined_accuracy(
+    files: dict[str, Path], tmp_path: Path, capsys: Capture
+) -> None:
+    """A class with no test images has no accuracy: ``null`` in eval's JSON, which held a
+    bare ``NaN`` (not JSON; strict parsers refuse the whole file)."""
+    from resnetlab.train.checkpoint import load_checkpoint
+
+    classes = load_checkpoint(files["ckpt"])["classes"]
+    for k, cls in enumerate(classes):
+        _png(tmp_path / "ten" / "train" / cls / "0.png", (20 * k, 0, 0))
+        _png(tmp_path / "ten" / "train" / cls / "1.png", (0, 20 * k, 0))
+        if k:  # the first class has no test images
+            _png(tmp_path / "ten" / "test" / cls / "0.png", (0, 0, 20 * k))
+    code, out, err = cli(capsys, "eval", str(files["ckpt"]), "--data", str(tmp_path / "ten"),
+                         "--format", "json", "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 0, err
+    printed = json.loads(out[: out.rindex("\nwrote ")], parse_constant=_reject)
+    written = json.loads((tmp_path / "out" / "eval-test.json").read_text(), parse_constant=_reject)
+    for result in (printed, written):
+        assert result["per_class_top1"][classes[0]] is None
+        assert all(result["per_class_top1"][c] is not None for c in classes[1:])
+
+
+def test_sigterm_during_the_final_test_stops_cleanly_and_resumes(
+    tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the test split is evaluated: exit 0, results.json says "sigterm" with
+    no test figures (no confusion files, no temporary files), and ``--resume`` runs the
+    test. It exited 143 with no report."""
+    import signal
+
+    from resnetlab.train import runner
+
+    real = runner.final_test
+
+    def preempted(*args: Any, **kw: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's preemption, mid-evaluation
+        return real(*args, **kw)
+
+    def default_action(signum: int, frame: Any) -> None:  # instead of killing pytest
+        raise AssertionError("SIGTERM reached the process's default handler")
+
+    monkeypatch.setattr(runner, "final_test", preempted)
+    old = signal.signal(signal.SIGTERM, default_action)
+    argv = [a for a in TRAIN if a != "--no-test"]
+    out_dir = ["--epochs", "1", "--out", str(tmp_path), "--name", "run"]
+    try:
+        code, out, err = cli(capsys, *argv, *out_dir)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert code == 0, err
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "sigterm" and results["test"] is None
+    assert "stopped during the test evaluation" in out
+    assert not (run / "confusion.png").exists() and not (run / "confusion.txt").exists()
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    monkeypatch.setattr(runner, "final_test", real)
+    code, out, err = cli(capsys, "train", "--resume", str(run))
+    assert code == 0, err
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "completed" and results["test"]["top1"] >= 0
+    assert (run / "confusion.png").is_file()
