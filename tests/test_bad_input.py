@@ -380,6 +380,22 @@ CASES = [
     case("reproduce-grid-other-experiment", "`--grid` given to an experiment without one (it "
          "was ignored)", "reproduce", "degradation", "--grid", "5", "--out", "{out}",
          needle="--grid is the landscape's; degradation has no grid"),
+    # ------------------------------------------------------------ issue 17: found by the fuzz test
+    case("params-kernel-huge", "a 5,341-wide kernel (15 s to count)", "params", "resnet18",
+         "--set", "kernel_size=5341", needle="kernel_size must be at most 31, got 5,341"),
+    case("params-in-channels-huge", "ten million input channels", "params", "resnet20",
+         "--set", "in_channels=10000000", needle="in_channels must be at most 65,536"),
+    case("params-classes-huge", "ten billion classes", "params", "resnet20", "--set",
+         "num_classes=10000000000", needle="num_classes must be at most 1,000,000"),
+    case("params-widths-number", "a number where the list of stage widths belongs (a "
+         "TypeError traceback)", "params", "resnet20", "--set", "widths=1e999",
+         needle="widths must be a list of positive integers, got inf"),
+    case("train-recipe-empty-section", "a recipe with an empty `run:` section (a TypeError "
+         "traceback)", "train", "--recipe", "{empty_section_yaml}", "--out", "{out}",
+         needle="give run.epochs"),
+    case("train-recipe-options-scalar", "a recipe whose model.options is a number, with "
+         "`--set model.options.…`", "train", "--recipe", "{options_scalar_yaml}", "--set",
+         "model.options.dropout=0.1", needle="model.options must be a mapping, got 5"),
 ]  # fmt: skip
 
 
@@ -530,6 +546,8 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
         "section_yaml": "optimizer:\n  lr: 0.1\nrun:\n  epochs: 1\n",
         "scalar_section_yaml": "optim: 5\nrun:\n  epochs: 1\n",
         "no_length_yaml": "model:\n  name: resnet20\n",
+        "empty_section_yaml": "model:\nrun:\n",
+        "options_scalar_yaml": "model:\n  options: 5\nrun:\n  epochs: 1\n",
         "dup_key_yaml": "optim:\n  lr: 0.1\n  lr: 0.5\nrun:\n  epochs: 1\n",
         "dup_section_yaml": "run:\n  epochs: 1\noptim:\n  lr: 0.1\nrun:\n  epochs: 3\n",
     }

@@ -214,6 +214,17 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=UniqueKeyLoader)
 
 
+def yaml_reason(err: BaseException) -> str:
+    """One line for a failure to read a YAML file: the problem and where it is."""
+    reason = (str(err).splitlines() or [type(err).__name__])[0]
+    if isinstance(err, UnicodeDecodeError):
+        reason = f"not UTF-8 text (byte {err.start})"
+    mark = getattr(err, "problem_mark", None)
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
+        reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return reason
+
+
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
@@ -229,13 +240,7 @@ def load_recipe(name: str) -> dict[str, Any]:
     try:
         data = load_yaml(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        if isinstance(err, UnicodeDecodeError):
-            reason = f"not UTF-8 text (byte {err.start})"
-        mark = getattr(err, "problem_mark", None)
-        if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
-            reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
-        raise ConfigError(f"cannot read recipe {path}: {reason}") from err
+        raise ConfigError(f"cannot read recipe {path}: {yaml_reason(err)}") from err
     _check_expanded_size(data, f"recipe {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections")
@@ -251,7 +256,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = load_yaml(raw) if raw.strip() else None
     except yaml.constructor.ConstructorError as err:  # a duplicate key in a {…} value
-        raise ConfigError(f"--set {key.strip()}: {err.problem}") from err
+        raise ConfigError(f"{key.strip()}: {err.problem}") from err
     except yaml.YAMLError:
         value = raw
     _check_expanded_size(value, f"override {key.strip()}")
@@ -266,9 +271,17 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             raise ConfigError(
                 f"unknown section {section!r} in {dotted!r}; sections: {', '.join(SECTIONS)}"
             )
-        target = out.setdefault(section, {})
+        if out.get(section) is None:  # absent, or an empty `run:` line in the recipe
+            out[section] = {}
+        target = out[section]
+        if not isinstance(target, dict):
+            raise ConfigError(f"section {section!r} must be a mapping")
         if section == "model" and key.startswith("options."):
-            target.setdefault("options", {})[key.removeprefix("options.")] = value
+            if target.get("options") is None:
+                target["options"] = {}
+            if not isinstance(target["options"], dict):
+                raise ConfigError(f"model.options must be a mapping, got {target['options']!r}")
+            target["options"][key.removeprefix("options.")] = value
         else:
             target[key] = value
     return out

@@ -659,12 +659,12 @@ def _check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> N
     differ: the file may hold a value from a session killed before its first checkpoint."""
     if not file.is_file():
         return
-    from resnetlab.train.config import load_yaml
+    from resnetlab.train.config import load_yaml, yaml_reason
 
     try:
         on_disk = load_yaml(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {file}: {str(err).splitlines()[0]}") from err
+        raise ConfigError(f"cannot read {file}: {yaml_reason(err)}") from err
     ours, theirs, new = _flatten(plain(saved)), _flatten(on_disk), _flatten(cfg.to_dict())
     for key in sorted(set(ours) | set(theirs)):
         if ours.get(key) == theirs.get(key):
