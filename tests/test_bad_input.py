@@ -49,10 +49,14 @@ class Case:
     code: int = 2
     needs_non_root: bool = False  # permissions do not bind root
     hide: tuple[str, ...] = ()  # modules made unimportable, as if not installed
+    env: tuple[tuple[str, str | None], ...] = ()  # environment for the case (None: unset)
 
 
 def case(id: str, what: str, *argv: str, needle: str, keep: str = "", **kw: Any) -> Case:
     return Case(id, what, argv, needle, keep, **kw)
+
+
+NO_CACHE_ENV = (("RESNETLAB_CACHE", None), ("XDG_CACHE_HOME", None))
 
 
 CASES = [
@@ -322,6 +326,125 @@ CASES = [
     case("predict-explain-no-captum", "`predict --explain` without captum installed", "predict",
          "{ckpt}", "{image}", "--explain", "{out}/cams", needle="explanations need captum",
          hide=("captum", "captum.attr")),
+    # ------------------------------------------------------------ issue 17: rough edges
+    case("train-seed-overflow", "a seed beyond 64 bits (it said \"Overflow when unpacking long "
+         "long\")", *TRAIN, "--epochs", "1", "--seed", "99999999999999999999999", "--out",
+         "{out}", needle="run.seed (--seed) must be an integer from 0 to 4,294,967,295"),
+    case("train-seed-negative", "a negative seed", *TRAIN, "--epochs", "1", "--seed", "-1",
+         "--out", "{out}", needle="run.seed (--seed) must be an integer from 0"),
+    case("train-seed-33-bits", "a seed of 2³² in --set", *TRAIN, "--epochs", "1", "--set",
+         "run.seed=4294967296", "--out", "{out}", needle="run.seed (--seed) must be"),
+    case("train-padding-negative", "a negative pad-and-crop padding (it trained)", *TRAIN,
+         "--epochs", "1", "--set", "data.padding=-3", "--out", "{out}",
+         needle="data.padding must be a number of pixels ≥ 0, got -3"),
+    case("train-padding-fraction", "a fractional padding", *TRAIN, "--epochs", "1", "--set",
+         "data.padding=1.5", "--out", "{out}", needle="data.padding must be an integer"),
+    case("train-padding-larger-than-image", "a padding larger than the 32-pixel images",
+         *TRAIN, "--epochs", "1", "--set", "data.padding=100", "--out", "{out}",
+         needle="data.padding 100 is larger than the 32-pixel images"),
+    case("train-name-absolute", "an absolute `--name` (it wrote outside `--out`)", *TRAIN,
+         "--epochs", "1", "--out", "{out}", "--name", "{files}/escaped",
+         needle="run.name (--name) must be one folder name inside run.out_dir (--out)"),
+    case("train-name-dotdot", "a `--name` climbing out of `--out` with `..`", *TRAIN,
+         "--epochs", "1", "--out", "{out}", "--name", "../../escaped",
+         needle="run.name (--name) must be one folder name"),
+    case("train-name-parent", "`--name ..` (the folder above `--out`)", *TRAIN, "--epochs",
+         "1", "--out", "{out}", "--name", "..", needle="run.name (--name) must be one folder"),
+    case("train-name-nested", "a `--name` with a slash, in --set", *TRAIN, "--epochs", "1",
+         "--out", "{out}", "--set", "run.name=a/b", needle="got 'a/b'"),
+    case("train-name-empty", "an empty `--name`", *TRAIN, "--epochs", "1", "--out", "{out}",
+         "--name", "", needle="run.name (--name) must be one folder name"),
+    case("train-recipe-duplicate-key", "a recipe giving optim.lr twice (the last won silently)",
+         "train", "--recipe", "{dup_key_yaml}", needle="duplicate key 'lr' (YAML would keep "
+         "the last) (line 3, column 3)"),
+    case("train-recipe-duplicate-section", "a recipe with two `run:` sections", "train",
+         "--recipe", "{dup_section_yaml}", needle="duplicate key 'run'"),
+    case("train-set-duplicate-key", "a --set mapping giving one option twice", *TRAIN,
+         "--epochs", "1", "--set", "model.options={{dropout: 0.1, dropout: 0.2}}",
+         needle="duplicate key 'dropout'"),
+    case("train-resume-edited-config", "`--resume` of a run whose config.yaml was edited by "
+         "hand (the edit was ignored, then overwritten)", "train", "--resume", "{edited_run}",
+         needle="config.yaml was edited: optim.lr is 0.5 there, 0.1 in the run's checkpoint",
+         keep="edited_config"),
+    case("train-resume-edited-epochs", "`--resume` after editing run.epochs in config.yaml",
+         "train", "--resume", "{edited_epochs_run}", needle="run.epochs is 7 there, 1 in the",
+         keep="edited_epochs_config"),
+    case("train-resume-garbled-config", "`--resume` of a run whose config.yaml is not YAML",
+         "train", "--resume", "{garbled_run}", needle="cannot read", keep="garbled_config"),
+    case("train-resume-from-best", "`--resume RUN/best.pt` (it overwrote the later last.pt)",
+         "train", "--resume", "{branch_run}/best.pt", needle="would overwrite",
+         keep="branch_last"),
+    case("train-resume-fewer-epochs", "`--resume --epochs 1` of a run that has trained 3 (it "
+         "rewrote config.yaml)", "train", "--resume", "{three_run}", "--epochs", "1",
+         needle="it has trained 3 epochs already (give --epochs 3 or more", keep="three_config"),
+    case("train-resume-fewer-iterations", "`--resume --iterations 2` of a run past step 2",
+         "train", "--resume", "{three_run}", "--iterations", "2",
+         needle="run.iterations 2: it has trained 15 already", keep="three_config"),
+    case("train-out-is-run", "`--out` naming a run folder (a new run nested inside it)",
+         *TRAIN, "--epochs", "1", "--out", "{run}", needle="is a run folder (it holds last.pt)",
+         keep="ckpt"),
+    case("train-home-empty", "`HOME=\"\"` with no cache variable (the cache went to /.cache)",
+         *TRAIN, "--epochs", "1", "--data", "{three_classes}", "--out", "{out}",
+         env=(*NO_CACHE_ENV, ("HOME", "")), needle="no cache folder: HOME is ''"),
+    case("train-home-relative", "a relative `HOME`, and a relative XDG_CACHE_HOME (ignored)",
+         *TRAIN, "--epochs", "1", "--data", "{three_classes}", "--out", "{out}",
+         env=(("RESNETLAB_CACHE", None), ("XDG_CACHE_HOME", "cache"), ("HOME", "home")),
+         needle="no cache folder: HOME is 'home'"),
+    case("tour-out-file", "`tour --out` naming a file (it failed with errno after the work)",
+         "tour", "--out", "{notes}", needle="notes.txt is not a folder", keep="notes"),
+    case("tour-out-readonly", "`tour --out` in a read-only folder", "tour", "--out",
+         "{readonly}/charts", needle="permission denied", needs_non_root=True),
+    case("reproduce-out-file", "`reproduce --out` naming a file", "reproduce", "degradation",
+         "--out", "{notes}", needle="is not a folder", keep="notes"),
+    case("reproduce-out-readonly", "`reproduce --out` in a read-only folder", "reproduce",
+         "landscape", "--out", "{readonly}/x", needle="permission denied", needs_non_root=True),
+    case("export-format-contradicts-suffix", "`export --format onnx -o x.safetensors` (ONNX "
+         "bytes under a safetensors name)", "export", "{ckpt}", "--format", "onnx", "-o",
+         "{files}/x.safetensors", needle="--format onnx but"),
+    case("export-format-contradicts-onnx", "`export --format safetensors -o x.onnx`", "export",
+         "{ckpt}", "--format", "safetensors", "-o", "{files}/x.onnx",
+         needle="name the file .safetensors"),
+    case("bench-run-folder", "`bench RUN_FOLDER` (it said \"unknown model\")", "bench", "{run}",
+         needle="is a folder, not a checkpoint; give one of its checkpoints"),
+    case("eval-run-folder", "`eval RUN_FOLDER`", "eval", "{run}",
+         needle="is a folder, not a checkpoint"),
+    case("predict-run-folder", "`predict RUN_FOLDER IMAGE`", "predict", "{run}", "{image}",
+         needle="is a folder, not a checkpoint"),
+    case("reproduce-depth-2", "`reproduce degradation --depths 2` (it said \"unknown model "
+         "'plain2'\")", "reproduce", "degradation", "--depths", "2", "--out", "{out}",
+         needle="depth 2 is not one degradation can train: CIFAR depths are 6n+2"),
+    case("reproduce-depth-26", "a 6n+2 depth with no registered model", "reproduce",
+         "degradation", "--depths", "20", "26", "--out", "{out}",
+         needle="registered ones are 20, 32, 44, 56, 110"),
+    case("reproduce-seeds-repeated", "`--seeds 0 0` (one run counted twice)", "reproduce",
+         "cifar-table", "--seeds", "0", "0", "--out", "{out}",
+         needle="--seeds lists 0 more than once"),
+    case("reproduce-depths-repeated", "`--depths 20 20`", "reproduce", "degradation",
+         "--depths", "20", "20", "--out", "{out}", needle="--depths lists 20 more than once"),
+    case("reproduce-grid-even", "an even landscape grid (no point at the trained weights)",
+         "reproduce", "landscape", "--grid", "4", "--out", "{out}",
+         needle="--grid must be an odd number of points from 3 to 51"),
+    case("reproduce-grid-one", "a one-point landscape grid", "reproduce", "landscape",
+         "--grid", "1", "--out", "{out}", needle="got 1"),
+    case("reproduce-grid-other-experiment", "`--grid` given to an experiment without one (it "
+         "was ignored)", "reproduce", "degradation", "--grid", "5", "--out", "{out}",
+         needle="--grid is the landscape's; degradation has no grid"),
+    # ------------------------------------------------------------ issue 17: found by the fuzz test
+    case("params-kernel-huge", "a 5,341-wide kernel (15 s to count)", "params", "resnet18",
+         "--set", "kernel_size=5341", needle="kernel_size must be at most 31, got 5,341"),
+    case("params-in-channels-huge", "ten million input channels", "params", "resnet20",
+         "--set", "in_channels=10000000", needle="in_channels must be at most 65,536"),
+    case("params-classes-huge", "ten billion classes", "params", "resnet20", "--set",
+         "num_classes=10000000000", needle="num_classes must be at most 1,000,000"),
+    case("params-widths-number", "a number where the list of stage widths belongs (a "
+         "TypeError traceback)", "params", "resnet20", "--set", "widths=1e999",
+         needle="widths must be a list of positive integers, got inf"),
+    case("train-recipe-empty-section", "a recipe with an empty `run:` section (a TypeError "
+         "traceback)", "train", "--recipe", "{empty_section_yaml}", "--out", "{out}",
+         needle="give run.epochs"),
+    case("train-recipe-options-scalar", "a recipe whose model.options is a number, with "
+         "`--set model.options.…`", "train", "--recipe", "{options_scalar_yaml}", "--set",
+         "model.options.dropout=0.1", needle="model.options must be a mapping, got 5"),
 ]  # fmt: skip
 
 
@@ -388,8 +511,47 @@ def _with_published(
         yield f
 
 
+def _copy_run(root: Path, f: dict[str, Path], name: str) -> Path:
+    run = root / name
+    run.mkdir()
+    for item in ("last.pt", "config.yaml"):
+        (run / item).write_bytes((f["run"] / item).read_bytes())
+    f[name] = run
+    return run
+
+
+def _resume_files(root: Path, f: dict[str, Path]) -> None:
+    """Run folders for the --resume cases: copies of the one-epoch run, changed by hand."""
+    import yaml
+    from resnetlab.train.checkpoint import load_checkpoint
+    from resnetlab.train.config import config_from_dict, save_config
+
+    for name, section, key, value in (("edited_run", "optim", "lr", 0.5),
+                                      ("edited_epochs_run", "run", "epochs", 7)):  # fmt: skip
+        run = _copy_run(root, f, name)
+        data = yaml.safe_load((run / "config.yaml").read_text())
+        data[section][key] = value
+        (run / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        f[name.replace("_run", "_config")] = run / "config.yaml"
+    garbled = _copy_run(root, f, "garbled_run")
+    (garbled / "config.yaml").write_text("optim: [lr: 0.1\n")
+    f["garbled_config"] = garbled / "config.yaml"
+    branch = _copy_run(root, f, "branch_run")  # best.pt from an earlier epoch than last.pt
+    (branch / "best.pt").write_bytes(f["ckpt"].read_bytes())
+    f["branch_last"] = branch / "last.pt"
+    state = load_checkpoint(f["ckpt"])  # a run that has trained 3 epochs (15 steps)
+    state.update(epoch=3, step=15)
+    state["config"]["run"]["epochs"] = 3
+    three = root / "three_run"
+    three.mkdir()
+    torch.save(state, three / "last.pt")
+    save_config(config_from_dict(state["config"]), three / "config.yaml")
+    f["three_run"], f["three_config"] = three, three / "config.yaml"
+
+
 def _common_files(root: Path, f: dict[str, Path]) -> None:
     f["ckpt"] = root / "run" / "last.pt"
+    _resume_files(root, f)
     f["empty"] = root / "empty"
     f["empty"].mkdir()
     _png(root / "one_class" / "cat" / "0.png", (200, 0, 0))
@@ -433,6 +595,10 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
         "section_yaml": "optimizer:\n  lr: 0.1\nrun:\n  epochs: 1\n",
         "scalar_section_yaml": "optim: 5\nrun:\n  epochs: 1\n",
         "no_length_yaml": "model:\n  name: resnet20\n",
+        "empty_section_yaml": "model:\nrun:\n",
+        "options_scalar_yaml": "model:\n  options: 5\nrun:\n  epochs: 1\n",
+        "dup_key_yaml": "optim:\n  lr: 0.1\n  lr: 0.5\nrun:\n  epochs: 1\n",
+        "dup_section_yaml": "run:\n  epochs: 1\noptim:\n  lr: 0.1\nrun:\n  epochs: 3\n",
     }
     for key, text in recipes.items():
         f[key] = root / f"{key}.yaml"
@@ -494,6 +660,11 @@ def test_bad_input(
         pytest.skip("permissions do not apply to root")
     for module in c.hide:
         monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails
+    for key, value in c.env:
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in c.argv]
     root = files["files"]
     before = _digests(root)
@@ -592,3 +763,145 @@ def test_writers_follow_symlinks(
     assert real.read_bytes() != b"old" and real.stat().st_size > 50
     assert stat.S_IMODE(real.stat().st_mode) == 0o644
     assert sorted(p.name for p in real.parent.iterdir()) == [real.name]
+
+
+# ---------------------------------------------------------------- issue 17: contract gaps
+def _two_classes(root: Path) -> Path:
+    for k, cls in enumerate(("a", "b")):
+        for i in range(3):
+            _png(root / "data" / cls / f"{i}.png", (90 * k, 30 * i, 60))
+    return root / "data"
+
+
+def _link_class(data: Path) -> None:
+    _png(data.parent / "elsewhere" / "c" / "0.png", (5, 200, 5))
+    _png(data.parent / "elsewhere" / "c" / "1.png", (5, 100, 5))
+    (data / "c").symlink_to(data.parent / "elsewhere" / "c", target_is_directory=True)
+
+
+def _link_loop(data: Path) -> None:
+    (data / "a" / "loop").symlink_to(data, target_is_directory=True)
+
+
+def _dangling(name: str) -> Any:
+    return lambda data: (data / name).symlink_to(data / "gone" / name)
+
+
+def _other_format(name: str) -> Any:
+    return lambda data: (data / name).write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+
+
+# oddity → (make it, the classes found, the files reported as skipped)
+FOLDER_ODDITIES: dict[str, tuple[Any, tuple[str, ...], list[str]]] = {
+    "symlinked-class-folder": (_link_class, ("a", "b", "c"), []),
+    "symlink-loop": (_link_loop, ("a", "b"), []),
+    "dangling-symlink-image": (_dangling("a/gone.png"), ("a", "b"),
+                               ["a/gone.png: a symlink to a file that does not exist"]),
+    "dangling-symlink-ds-store": (_dangling(".DS_Store"), ("a", "b"),
+                                  [".DS_Store: a symlink to a file that does not exist"]),
+    "svg": (_other_format("a/logo.svg"), ("a", "b"),
+            ["a/logo.svg: .svg images are not read (convert them to PNG or JPEG)"]),
+    "heic": (_other_format("b/IMG_0001.HEIC"), ("a", "b"),
+             ["b/IMG_0001.HEIC: .HEIC images are not read (convert them to PNG or JPEG)"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("oddity", sorted(FOLDER_ODDITIES))
+def test_data_folder_oddities_are_read_or_reported(oddity: str, tmp_path: Path) -> None:
+    """A linked class folder is data (it was skipped without a word); a dangling symlink
+    anywhere (even ``.DS_Store``; it aborted loading) and an SVG/HEIC file are skipped and
+    reported, on the first run and again on a rerun read from the decoded cache."""
+    from resnetlab.data.datasets import load_data
+
+    make, classes, skipped = FOLDER_ODDITIES[oddity]
+    data = _two_classes(tmp_path)
+    make(data)
+    for _ in ("decoded", "cached"):
+        bundle = load_data(str(data), val_fraction=0.3, cache=True)
+        assert bundle.classes == classes
+        assert [f"{n}: {r}" for n, r in bundle.skipped] == skipped
+
+
+def test_train_reports_skipped_files_on_a_cached_rerun(tmp_path: Path, capsys: Capture) -> None:
+    """The CLI lists what it skipped, and a rerun from the decoded cache lists it again."""
+    data = _two_classes(tmp_path)
+    _dangling(".DS_Store")(data)
+    _other_format("a/logo.svg")(data)
+    argv = [a for a in TRAIN if a != "sample"]
+    argv[argv.index("--data") + 1 : argv.index("--data") + 1] = [str(data)]
+    for name in ("first", "cached"):
+        code, out, err = cli(capsys, *argv, "--epochs", "1", "--out", str(tmp_path / "runs"),
+                             "--name", name, "--set", "data.val_fraction=0.4",
+                             "--batch-size", "2")  # fmt: skip
+        assert code == 0, err
+        assert "skipped .DS_Store: a symlink to a file that does not exist" in out
+        assert "skipped a/logo.svg: .svg images are not read" in out
+
+
+def _reject(constant: str) -> None:
+    raise AssertionError(f"not JSON: a bare {constant}")
+
+
+def test_eval_json_holds_null_for_an_undefined_accuracy(
+    files: dict[str, Path], tmp_path: Path, capsys: Capture
+) -> None:
+    """A class with no test images has no accuracy: ``null`` in eval's JSON, which held a
+    bare ``NaN`` (not JSON; strict parsers refuse the whole file)."""
+    from resnetlab.train.checkpoint import load_checkpoint
+
+    classes = load_checkpoint(files["ckpt"])["classes"]
+    for k, cls in enumerate(classes):
+        _png(tmp_path / "ten" / "train" / cls / "0.png", (20 * k, 0, 0))
+        _png(tmp_path / "ten" / "train" / cls / "1.png", (0, 20 * k, 0))
+        if k:  # the first class has no test images
+            _png(tmp_path / "ten" / "test" / cls / "0.png", (0, 0, 20 * k))
+    code, out, err = cli(capsys, "eval", str(files["ckpt"]), "--data", str(tmp_path / "ten"),
+                         "--format", "json", "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 0, err
+    printed = json.loads(out[: out.rindex("\nwrote ")], parse_constant=_reject)
+    written = json.loads((tmp_path / "out" / "eval-test.json").read_text(), parse_constant=_reject)
+    for result in (printed, written):
+        assert result["per_class_top1"][classes[0]] is None
+        assert all(result["per_class_top1"][c] is not None for c in classes[1:])
+
+
+def test_sigterm_during_the_final_test_stops_cleanly_and_resumes(
+    tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the test split is evaluated: exit 0, results.json says "sigterm" with
+    no test figures (no confusion files, no temporary files), and ``--resume`` runs the
+    test. It exited 143 with no report."""
+    import signal
+
+    from resnetlab.train import runner
+
+    real = runner.final_test
+
+    def preempted(*args: Any, **kw: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's preemption, mid-evaluation
+        return real(*args, **kw)
+
+    def default_action(signum: int, frame: Any) -> None:  # instead of killing pytest
+        raise AssertionError("SIGTERM reached the process's default handler")
+
+    monkeypatch.setattr(runner, "final_test", preempted)
+    old = signal.signal(signal.SIGTERM, default_action)
+    argv = [a for a in TRAIN if a != "--no-test"]
+    out_dir = ["--epochs", "1", "--out", str(tmp_path), "--name", "run"]
+    try:
+        code, out, err = cli(capsys, *argv, *out_dir)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert code == 0, err
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "sigterm" and results["test"] is None
+    assert "stopped during the test evaluation" in out
+    assert not (run / "confusion.png").exists() and not (run / "confusion.txt").exists()
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    monkeypatch.setattr(runner, "final_test", real)
+    code, out, err = cli(capsys, "train", "--resume", str(run))
+    assert code == 0, err
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "completed" and results["test"]["top1"] >= 0
+    assert (run / "confusion.png").is_file()

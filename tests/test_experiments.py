@@ -232,14 +232,14 @@ def test_landscape_and_lesion_reports(store: Path, capsys: pytest.CaptureFixture
         assert g["loss1d"][1] == pytest.approx(g["loss2d"][1][1])  # both pass through θ
         assert (store / "landscape" / f"{model}.npz").is_file()
         assert len((store / "landscape" / f"{model}.csv").read_text().splitlines()) == 1 + 3 + 9
-    assert _reproduce(store, "lesion", "--depths", "32", *extra) == 0
+    assert _reproduce(store, "lesion", "--depths", "32", *extra[2:]) == 0  # --grid: landscape's
     lesion = _check_report(store / "lesion", "Lesion study")
     models = lesion["models"]
     assert isinstance(models, dict) and set(models) == {"plain32", "resnet32"}
     single = models["resnet32"]["single"]
     assert len(single) == 15 and sum(s["downsampling"] for s in single) == 2
     capsys.readouterr()
-    assert _reproduce(store, "lesion", "--depths", "32", *extra) == 0  # the report again
+    assert _reproduce(store, "lesion", "--depths", "32", *extra[2:]) == 0  # the report again
     assert capsys.readouterr().out.count("read from the earlier report") == 2
     assert json.loads((store / "lesion" / "results.json").read_text())["models"] == models
     assert lesion["path_lengths"] == {  # type: ignore[comparison-overlap]

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from resnetlab.errors import OutputError
+from resnetlab.errors import InvalidValueError, OutputError
 
 LOCK_NAME = ".resnetlab.lock"  # in a folder one process writes (a run folder)
 
@@ -188,9 +188,40 @@ def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Pa
 
 def cache_root() -> Path:
     """Where resnetlab caches downloads and decoded data: ``$RESNETLAB_CACHE``, else
-    ``$XDG_CACHE_HOME/resnetlab``, else ``~/.cache/resnetlab``."""
+    ``$XDG_CACHE_HOME/resnetlab``, else ``~/.cache/resnetlab``.
+
+    An empty or relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says. An empty or
+    relative ``HOME`` (a cron job or service unit without one) is refused in one line:
+    ``~`` would become ``/`` (``/.cache``, on the root filesystem) or the current folder."""
     env = os.environ.get("RESNETLAB_CACHE")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "resnetlab"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "resnetlab"
+    home = os.environ.get("HOME")
+    if home is not None and not os.path.isabs(home):
+        raise InvalidValueError(
+            f"no cache folder: HOME is {home!r}, not an absolute path, so ~/.cache would be "
+            "/.cache or relative; set RESNETLAB_CACHE (or HOME) to a folder"
+        )
+    return Path.home() / ".cache" / "resnetlab"
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented JSON, with NaN and infinity written as ``null``: JSON has no
+    such numbers (``json.dumps`` writes a bare ``NaN`` that other parsers refuse). A NaN
+    in resnetlab's output means "undefined", e.g. the accuracy of a class with no images."""
+    import json
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False)

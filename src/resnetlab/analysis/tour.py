@@ -18,6 +18,7 @@ from resnetlab.analysis import efficiency
 from resnetlab.analysis.charts import plot_depth_sweep, plot_stages
 from resnetlab.analysis.compare import compare
 from resnetlab.analysis.summary import summarize
+from resnetlab.fileio import check_folder
 from resnetlab.models.registry import create_model
 
 CIFAR_MODELS = ("plain20", "resnet20", "plain56", "resnet56", "resnet110", "resnet1202")
@@ -40,6 +41,8 @@ SWEEP_MODELS = (
 
 def tour(out_dir: Path | None = None) -> tuple[str, list[Path]]:
     """Return the tour's text and the chart files written to ``out_dir`` (if given)."""
+    if out_dir is not None:
+        check_folder(out_dir)  # before the seconds of work, not when the first chart is due
     with torch.device("meta"):  # shapes and counts only: no weights allocated
         resnet50 = create_model("resnet50")
     parts = [

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.cli.common import UsageError, add_published_options, positive_int, say_published
-from resnetlab.fileio import check_folder, check_writable, write_text_atomic
+from resnetlab.fileio import check_folder, check_writable, json_text, write_text_atomic
 
 
 def add_parsers(sub: Any) -> None:
@@ -173,7 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "classes": list(predictor.classes),
     }
     if args.format == "json":
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json_text(result) + "\n")
     else:
         print(
             f"{args.checkpoint} on {args.split} ({len(data):,} images): "
@@ -197,7 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 )
             )
     if args.out is not None:
-        write_text_atomic(args.out / f"eval-{args.split}.json", json.dumps(result, indent=2))
+        write_text_atomic(args.out / f"eval-{args.split}.json", json_text(result))
         cm.plot(
             args.out / f"confusion-{args.split}.png", predictor.classes, title=f"{args.split} split"
         )
@@ -269,14 +269,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnetlab.infer.predict import export_onnx_file, export_openvino_file, export_safetensors
+    from resnetlab.infer.predict import (
+        export_format,
+        export_onnx_file,
+        export_openvino_file,
+        export_safetensors,
+    )
 
-    formats = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
-    fmt = args.format or formats.get(args.output.suffix.lower())
-    if fmt is None:
-        raise UsageError(
-            "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
-        )
+    fmt = export_format(args.output, args.format)
     writers = {"onnx": export_onnx_file, "safetensors": export_safetensors}
     write = writers.get(fmt, export_openvino_file)
     print(f"wrote {write(args.checkpoint, args.output, model=args.arch, layout=args.layout)}")
@@ -299,7 +299,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if is_quantized_file(args.model):
         return _bench_quantized(args)
-    if Path(args.model).is_file() or is_weights_name(args.model):
+    if Path(args.model).exists() or is_weights_name(args.model):  # a run folder: says so
         from resnetlab.infer.predict import Predictor
 
         p = Predictor.load(args.model, device="cpu", model=args.arch, layout=args.layout)

@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
     add_config_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
     # Defaults: each experiment's own (``Experiment.options``).
     g = p.add_argument_group("landscape and lesion")
-    g.add_argument("--grid", type=positive_int, help="landscape: points per axis")
+    g.add_argument("--grid", type=positive_int, help="landscape: points per axis (odd; default 13)")
     g.add_argument("--span", type=float, help="landscape: α, β in [-SPAN, SPAN]")
     g.add_argument(
         "--images",
@@ -79,6 +79,10 @@ def request_from_args(args: argparse.Namespace) -> Any:
     from resnetlab.experiments.runs import BUDGET_EPOCHS, PAPER_ITERATIONS, Budget
 
     experiment = get_experiment(args.experiment)
+    for key in ("grid", "span", "images", "draws", "swaps", "split"):
+        if getattr(args, key) is not None and key not in experiment.options:
+            owners = " and ".join(e.name for e in experiments() if key in e.options)
+            raise UsageError(f"--{key} is the {owners}'s; {experiment.name} has no {key}")
     if args.span is not None and not 0 < args.span < math.inf:  # NaN fails this too
         raise UsageError(f"--span must be a positive finite number, got {args.span}")
     if args.paper and args.iterations:

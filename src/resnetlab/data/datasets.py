@@ -27,6 +27,7 @@ from resnetlab.data.folders import (
     is_archive,
     load_split,
     stratified_split,
+    walk_files,
 )
 from resnetlab.data.images import IMAGE_SUFFIXES
 from resnetlab.data.streaming import FileSplit
@@ -71,10 +72,10 @@ class DataBundle:
 def _fingerprint(path: Path, extra: str) -> str:
     h = hashlib.sha256(f"{path.resolve()}|{extra}".encode())
     if path.is_dir():
-        for dirpath, _, files in sorted(os.walk(path)):
-            for f in sorted(files):
-                st = os.stat(os.path.join(dirpath, f))
-                h.update(f"{dirpath}/{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+        for dirpath, f in sorted(walk_files(path)):  # as indexed: linked folders too
+            file = os.path.join(dirpath, f)
+            st = os.stat(file) if os.path.exists(file) else os.lstat(file)  # dangling link
+            h.update(f"{dirpath}/{f}|{st.st_size}|{st.st_mtime_ns}".encode())
     else:
         st = path.stat()
         h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
@@ -170,7 +171,7 @@ def _load_folder(
     progress: Callable[[str], None] | None,
 ) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]]:
     key = _fingerprint(path, f"{load_size}|{on_error}|v{CACHE_VERSION}")
-    cached = cache_root() / "decoded" / key
+    cached = cache_root() / "decoded" / key if cache else Path()
     if cache and cached.is_dir():
         hit = _read_cache(cached)
         if hit is not None:
@@ -178,7 +179,10 @@ def _load_folder(
         if progress is not None:
             progress(f"ignoring the incomplete or outdated decoded cache {cached}")
     index = index or index_folder(path)
-    report = LoadReport()
+    if index.ignored and on_error == "fail":
+        name, reason = index.ignored[0]
+        raise DataError(f"{path}: {name}: {reason}")
+    report = LoadReport(list(index.ignored))
     size = (load_size, load_size) if load_size else None
     splits = {}
     for split in index.splits:

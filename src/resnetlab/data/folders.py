@@ -45,6 +45,18 @@ class FolderIndex:
     source: Path
     splits: dict[str, list[tuple[str, str]]]
     classes: tuple[str, ...]
+    # Files that look like images but are not read, with the reason: a format Pillow does
+    # not decode (SVG, HEIC, …) or a symlink to nothing. Loading reports them as skipped.
+    ignored: tuple[tuple[str, str], ...] = ()
+
+
+# Image formats people keep beside their photos that are not decoded here: each is reported
+# as skipped (they used to vanish without a word). Other files (.txt, .csv, .DS_Store) are
+# not images and are passed over silently.
+UNSUPPORTED_SUFFIXES = frozenset(
+    {".svg", ".svgz", ".heic", ".heif", ".avif", ".jxl", ".psd", ".eps", ".pdf",
+     ".raw", ".dng", ".cr2", ".nef", ".arw"}
+)  # fmt: skip
 
 
 def is_archive(path: Path) -> bool:
@@ -65,8 +77,26 @@ def _tar_reason(err: BaseException, source: Path) -> str:
     return f"not a readable tar archive ({reason})" if reason else first_line(err)
 
 
-def _list_files(source: Path) -> list[str]:
-    """Relative POSIX paths of every image file under a folder or inside an archive."""
+def walk_files(source: Path) -> Iterator[tuple[str, str]]:
+    """``(dirpath, filename)`` of every file under ``source``, following symlinked folders
+    (a class folder linked in from elsewhere is data; it used to be skipped without a word)
+    but entering each real folder once, so a link loop ends."""
+    seen: set[str] = set()
+    for dirpath, dirs, files in os.walk(source, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for f in files:
+            yield dirpath, f
+
+
+def _list_files(source: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative POSIX paths of every image file under a folder or inside an archive, and
+    the files passed over with a reason (see :attr:`FolderIndex.ignored`)."""
+    dangling: list[str] = []
     if is_archive(source):
         try:
             with tarfile.open(source) as tar:
@@ -74,14 +104,20 @@ def _list_files(source: Path) -> list[str]:
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DataError(f"cannot read archive {source}: {_tar_reason(err, source)}") from err
     elif source.is_dir():
-        names = [
-            str(PurePosixPath(Path(dirpath, f).relative_to(source)))
-            for dirpath, _, files in os.walk(source)
-            for f in files
-        ]
+        names = []
+        for dirpath, f in walk_files(source):
+            name = str(PurePosixPath(Path(dirpath, f).relative_to(source)))
+            (names if os.path.exists(os.path.join(dirpath, f)) else dangling).append(name)
     else:
         raise DataError(f"no such folder or archive: {source}")
-    return sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES)
+    ignored = [(n, "a symlink to a file that does not exist") for n in dangling]
+    ignored += [
+        (n, f"{PurePosixPath(n).suffix} images are not read (convert them to PNG or JPEG)")
+        for n in names
+        if PurePosixPath(n).suffix.lower() in UNSUPPORTED_SUFFIXES
+    ]
+    images = sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES)
+    return images, sorted(ignored)
 
 
 def _strip_common_root(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -100,7 +136,7 @@ def _strip_common_root(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
 def index_folder(source: str | os.PathLike[str]) -> FolderIndex:
     """Find the splits and classes of an image folder or archive."""
     src = Path(source).expanduser()
-    names = _list_files(src)
+    names, ignored = _list_files(src)
     if not names:
         raise DataError(f"no images found in {src} (expected <class>/<image> folders)")
     entries = _strip_common_root(names)
@@ -124,7 +160,7 @@ def index_folder(source: str | os.PathLike[str]) -> FolderIndex:
         unknown = sorted({c for _, c in items} - set(classes))
         if unknown:
             raise DataError(f"{src}: split {split!r} has classes not in train: {unknown[:3]}")
-    return FolderIndex(src, splits, classes)
+    return FolderIndex(src, splits, classes, tuple(ignored))
 
 
 def _read_bytes(source: Path, names: list[str]) -> Iterator[tuple[str, bytes | None, str]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from resnetlab.errors import InvalidValueError
 from resnetlab.experiments.base import Request
 from resnetlab.experiments.registry import get_experiment
 from resnetlab.experiments.runs import Log, RunRecord, finished_run, run_job
+from resnetlab.fileio import check_folder
+from resnetlab.models.registry import list_models
 
 
 def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
@@ -36,8 +39,56 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
     return records, time.monotonic() - start
 
 
+# Landscape grids are centred on the trained weights: an odd number of points puts one at
+# α = β = 0 ("loss at θ" in the report); 51 points per axis are 2,601 evaluations.
+MAX_GRID = 51
+
+
+def _depths(req: Request, known: set[str]) -> list[int]:
+    """The depths whose models ``req``'s experiment trains are all registered."""
+    return [
+        d
+        for d in range(8, 1203, 6)
+        if all(m in known for m, _, _ in get_experiment(req.name).jobs(replace(req, depths=[d])))
+    ]
+
+
+def check_request(req: Request) -> None:
+    """One-line errors for a request that cannot be what was meant, before any work: the
+    output folder, depths the CIFAR nets do not have, a seed given twice (it counted one run
+    twice in every mean), and a landscape grid without its centre (or asked of another
+    experiment, which ignored it)."""
+    check_folder(req.out)
+    known = set(list_models())
+    for d in req.depths:
+        if not all(
+            m in known for m, _, _ in get_experiment(req.name).jobs(replace(req, depths=[d]))
+        ):
+            raise InvalidValueError(
+                f"depth {d} is not one {req.name} can train: CIFAR depths are 6n+2 (three "
+                "stages of n two-layer blocks, the first convolution and the classifier), "
+                f"and the registered ones are {', '.join(map(str, _depths(req, known)))}"
+            )
+    for values, what in ((req.depths, "--depths"), (req.seeds, "--seeds")):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise InvalidValueError(
+                f"{what} lists {repeated[0]} more than once; each is one run, and a repeat "
+                "would count that run twice"
+            )
+    grid = req.options.get("grid")
+    if grid is not None and req.name != "landscape":
+        raise InvalidValueError(f"--grid is the landscape's; {req.name} has no grid")
+    if grid is not None and not (3 <= grid <= MAX_GRID and grid % 2):
+        raise InvalidValueError(
+            f"--grid must be an odd number of points from 3 to {MAX_GRID}, so that one point "
+            f"is the trained weights (α = β = 0); got {grid}"
+        )
+
+
 def reproduce(req: Request, log: Log = print) -> Path:
     """Train what ``req`` needs (resuming anything interrupted) and write its report."""
+    check_request(req)
     records, seconds = run_all(req, log)
     log(f"{len(records)} runs ready ({seconds:.0f} s in this call)")
     return get_experiment(req.name).report(req, records, log)

@@ -17,6 +17,7 @@ from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
+from resnetlab.errors import InvalidValueError
 from resnetlab.interop.compat import Layout
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.interop.weights import PublishedWeights, imagenet_classes
@@ -262,6 +263,30 @@ class Predictor:
             tta=self.config.run.tta,
         )
         return metrics, cm
+
+
+EXPORT_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
+
+
+def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The export format of ``out``: ``fmt`` if given, else its suffix's. A ``fmt`` that
+    another known suffix contradicts is refused (``--format onnx -o x.safetensors`` wrote
+    ONNX bytes under a name every reader takes for safetensors)."""
+    suffix = Path(out).suffix.lower()
+    implied = EXPORT_SUFFIXES.get(suffix)
+    if fmt is None:
+        if implied is None:
+            raise InvalidValueError(
+                "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
+            )
+        return implied
+    if implied is not None and implied != fmt:
+        want = next(k for k, v in EXPORT_SUFFIXES.items() if v == fmt)
+        raise InvalidValueError(
+            f"--format {fmt} but {out} ends in {suffix}, the suffix of {implied}; name the "
+            f"file {want} (or drop --format)"
+        )
+    return fmt
 
 
 def export_onnx_file(

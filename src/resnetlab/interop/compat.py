@@ -133,6 +133,13 @@ ZIP_MAGIC = b"PK\x03\x04"  # what torch.save writes (since torch 1.6)
 def read_head(p: Path) -> bytes:
     """The first four bytes of checkpoint file ``p``, to tell its format before loading it;
     a one-line :class:`CheckpointError` when it is missing, unreadable or empty."""
+    if p.is_dir():  # `bench RUN` said "unknown model"; which checkpoint is the user's call
+        held = [n for n in ("best.pt", "last.pt") if (p / n).is_file()]
+        raise CheckpointError(
+            f"{p} is a folder, not a checkpoint; give "
+            + (f"one of its checkpoints: {' or '.join(str(p / n) for n in held)}" if held
+               else "a checkpoint file")
+        )  # fmt: skip
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:

@@ -42,6 +42,10 @@ CONVS_PER_BLOCK: dict[str, int] = {"basic": 2, "bottleneck": 3}
 # the widest registered stage 2,048 channels (×4 for a wide bottleneck).
 MAX_BLOCKS = 2_000
 MAX_CHANNELS = 65_536
+# A k×k kernel costs k² per weight (a 5,341-wide one took 15 s to count); the paper uses 3,
+# seed 004 allows 5, and 31 already covers a whole 32×32 image.
+MAX_KERNEL = 31
+MAX_CLASSES = 1_000_000  # ImageNet-21k has 21,841
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -95,6 +99,11 @@ class ResNetSpec:
     def __post_init__(self) -> None:
         if self.block not in BLOCK_EXPANSION:
             raise InvalidValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+        for name in ("layers", "widths"):  # `--set widths=1e999` reached len() of a float
+            if not isinstance(getattr(self, name), list | tuple):
+                raise InvalidValueError(
+                    f"{name} must be a list of positive integers, got {getattr(self, name)!r}"
+                )
         if not self.layers or len(self.layers) != len(self.widths):
             raise InvalidValueError(
                 f"layers {self.layers} and widths {self.widths} must be non-empty and equally long"
@@ -128,6 +137,18 @@ class ResNetSpec:
             raise InvalidValueError(
                 f"kernel_size must be a positive odd integer (3, 5, …), got {k!r}"
             )
+        if k > MAX_KERNEL:
+            raise InvalidValueError(f"kernel_size must be at most {MAX_KERNEL}, got {k:,}")
+        for name, most in (
+            ("in_channels", MAX_CHANNELS),
+            ("num_classes", MAX_CLASSES),
+            ("groups", MAX_CHANNELS),
+            ("width_per_group", MAX_CHANNELS),
+        ):
+            if getattr(self, name) > most:
+                raise InvalidValueError(
+                    f"{name} must be at most {most:,}, got {getattr(self, name):,}"
+                )
         m = self.width
         if isinstance(m, bool) or not isinstance(m, int | float) or not 0 < m < math.inf:
             raise InvalidValueError(f"width must be a positive finite number, got {m!r}")

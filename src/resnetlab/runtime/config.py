@@ -22,7 +22,6 @@ from typing import Any, Literal
 import yaml
 
 from resnetlab.errors import ConfigError as ConfigError
-from resnetlab.errors import first_line
 
 RECIPES = ("paper-cifar", "paper-imagenet", "finetune", "fast")
 
@@ -185,6 +184,46 @@ def _check_expanded_size(data: Any, where: str) -> None:
             stack.extend(item)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # (PyYAML is untyped)
+    """YAML's safe loader, refusing a key given twice in one mapping: plain YAML keeps the
+    last silently, so ``lr: 0.1`` above a forgotten ``lr: 0.5`` trained at 0.5."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may repeat keys
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (YAML would keep the last)",
+                    key_node.start_mark,
+                )  # fmt: skip
+        out: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return out
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys refused (:class:`UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
+def yaml_reason(err: BaseException) -> str:
+    """One line for a failure to read a YAML file: the problem and where it is."""
+    reason = (str(err).splitlines() or [type(err).__name__])[0]
+    if isinstance(err, UnicodeDecodeError):
+        reason = f"not UTF-8 text (byte {err.start})"
+    mark = getattr(err, "problem_mark", None)
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
+        reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return reason
+
+
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
@@ -198,15 +237,9 @@ def recipe_path(name: str) -> Path:
 def load_recipe(name: str) -> dict[str, Any]:
     path = recipe_path(name)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = first_line(err)
-        if isinstance(err, UnicodeDecodeError):
-            reason = f"not UTF-8 text (byte {err.start})"
-        mark = getattr(err, "problem_mark", None)
-        if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
-            reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
-        raise ConfigError(f"cannot read recipe {path}: {reason}") from err
+        raise ConfigError(f"cannot read recipe {path}: {yaml_reason(err)}") from err
     _check_expanded_size(data, f"recipe {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections")
@@ -214,7 +247,7 @@ def load_recipe(name: str) -> dict[str, Any]:
     return data
 
 
-class _ValueLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+class _ValueLoader(UniqueKeyLoader):
     """YAML for one command-line value, with YAML 1.2's booleans and floats: ``no``, ``off``
     and ``yes`` stay words (YAML 1.1 reads ``residual=no`` as false, and the spec check
     that refuses the word could not see it) and ``1e999`` is a number (YAML 1.1 wants a dot
@@ -224,7 +257,7 @@ class _ValueLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no ty
 _BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 _ValueLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()
 }
 _ValueLoader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
@@ -245,6 +278,8 @@ def parse_value(raw: str, where: str) -> Any:
     (:data:`MAX_VALUES`). ``where`` names the value in the error."""
     try:
         value = yaml.load(raw, Loader=_ValueLoader) if raw.strip() else None
+    except yaml.constructor.ConstructorError as err:  # a duplicate key in a {…} value
+        raise ConfigError(f"{where.removeprefix('override ')}: {err.problem}") from err
     except yaml.YAMLError:
         value = raw
     _check_expanded_size(value, where)
@@ -267,9 +302,17 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             raise ConfigError(
                 f"unknown section {section!r} in {dotted!r}; sections: {', '.join(SECTIONS)}"
             )
-        target = out.setdefault(section, {})
+        if out.get(section) is None:  # absent, or an empty `run:` line in the recipe
+            out[section] = {}
+        target = out[section]
+        if not isinstance(target, dict):
+            raise ConfigError(f"section {section!r} must be a mapping")
         if section == "model" and key.startswith("options."):
-            target.setdefault("options", {})[key.removeprefix("options.")] = value
+            if target.get("options") is None:
+                target["options"] = {}
+            if not isinstance(target["options"], dict):
+                raise ConfigError(f"model.options must be a mapping, got {target['options']!r}")
+            target["options"][key.removeprefix("options.")] = value
         else:
             target[key] = value
     return out
@@ -367,9 +410,37 @@ def _finite(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} must be a finite number, got {value!r}")
 
 
+# torch.manual_seed takes 64 bits and NumPy's generators 32; a seed is a label, so the
+# smaller range, said in the flag's words (the overflow used to surface from torch).
+MAX_SEED = 2**32 - 1
+
+
+def _check_run_names(r: RunConfig) -> None:
+    """The seed's range, and a run name that is one folder inside ``run.out_dir``: ``/abs``
+    or ``../x`` would write outside it."""
+    if not 0 <= r.seed <= MAX_SEED:
+        raise ConfigError(
+            f"run.seed (--seed) must be an integer from 0 to {MAX_SEED:,}, got {r.seed}"
+        )
+    name = r.name
+    if name is not None and (
+        not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in ("/", "\0"))
+        or (os.altsep is not None and os.altsep in name)
+    ):
+        raise ConfigError(
+            f"run.name (--name) must be one folder name inside run.out_dir (--out), got "
+            f"{name!r}; give the folder's location with --out"
+        )
+
+
 def validate(cfg: TrainConfig) -> None:
     r, d, o, s = cfg.run, cfg.data, cfg.optim, cfg.schedule
     _finite(cfg)
+    _check_run_names(r)
+    if d.padding < 0:
+        raise ConfigError(f"data.padding must be a number of pixels ≥ 0, got {d.padding}")
     if r.epochs is None and r.iterations is None and r.time_limit_min is None:
         raise ConfigError("give run.epochs, run.iterations or run.time_limit_min")
     for name, value in (

@@ -17,7 +17,7 @@ from resnetlab.interop.weights import PublishedWeights
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointError
-from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.config import ConfigError, TrainConfig
 
 Log = Callable[[str], None]
 
@@ -139,6 +139,10 @@ def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
     # "auto" here only when the caller did not resolve it (fit does): go by the size.
     augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")
     base, policy = split_augment(augment, side, d.image_size or side)
+    if d.padding > (d.image_size or side):  # pad-and-crop by more than the image: no image
+        raise ConfigError(
+            f"data.padding {d.padding} is larger than the {d.image_size or side}-pixel images"
+        )
     return Preprocess(
         mean=mean,
         std=std,

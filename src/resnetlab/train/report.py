@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.datasets import DataBundle, eval_split_batches
+from resnetlab.fileio import json_text, write_text_atomic
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.counts import ConfusionMatrix
@@ -48,7 +48,7 @@ def final_test(
         tta=cfg.run.tta,
     )
     cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
-    (run_dir / "confusion.txt").write_text(cm.to_text(bundle.classes))
+    write_text_atomic(run_dir / "confusion.txt", cm.to_text(bundle.classes))
     log(
         f"test (best checkpoint, epoch {best.epoch}): top-1 {test['top1']:.2f}%, "
         f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images{tta_note(cfg)}"
@@ -94,7 +94,7 @@ def write_results(
         "resnetlab": __version__,
         "command": command,
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run_dir / "results.json", json_text(results) + "\n")
     lines = [
         f"# {cfg.model.name}, {cfg.recipe} recipe",
         "",
@@ -114,4 +114,4 @@ def write_results(
     lines += ["", "![curves](curves.png)", ""]
     if test is not None:
         lines += ["![confusion](confusion.png)", ""]
-    (run_dir / "report.md").write_text("\n".join(lines))
+    write_text_atomic(run_dir / "report.md", "\n".join(lines))

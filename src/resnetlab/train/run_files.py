@@ -9,9 +9,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from resnetlab.fileio import folder_lock
 from resnetlab.runtime.checkpoint import Checkpoint
-from resnetlab.runtime.config import ConfigError, TrainConfig, apply_overrides, config_from_dict
+from resnetlab.runtime.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    load_yaml,
+    plain,
+    yaml_reason,
+)
 from resnetlab.runtime.run_folder import checkpoint_file
 from resnetlab.train.logs import CSV_NAME, JSONL_NAME, STEPS_NAME
 
@@ -94,6 +104,19 @@ FIXED_RUN_KEYS = ("seed", "name")
 def check_resumable(cfg: TrainConfig, ckpt: Checkpoint, path: Path) -> None:
     """``cfg`` continues the run ``ckpt`` was saved from: only run settings may differ."""
     saved = ckpt.config
+    check_resume_target(path)
+    check_config_file(cfg, ckpt.config.to_dict(), path.parent / "config.yaml")
+    done, step = ckpt.epoch, ckpt.step
+    if cfg.run.epochs is not None and cfg.run.epochs < done:
+        raise ConfigError(
+            f"cannot resume {path} with run.epochs {cfg.run.epochs}: it has trained {done} "
+            f"epochs already (give --epochs {done} or more, or leave it out)"
+        )
+    if cfg.run.iterations is not None and cfg.run.iterations < step:
+        raise ConfigError(
+            f"cannot resume {path} with run.iterations {cfg.run.iterations}: it has trained "
+            f"{step} already (give --iterations {step} or more, or leave it out)"
+        )
     # Only the run section (length, device) may differ: anything else would not be the same
     # run continued.
     for section in ("model", "data", "optim", "schedule"):
@@ -110,6 +133,62 @@ def check_resumable(cfg: TrainConfig, ckpt: Checkpoint, path: Path) -> None:
         raise ConfigError(
             f"cannot resume {path} with a different run.seed ({cfg.run.seed}; the run has "
             f"{saved.run.seed}): the seed chose its validation split and batch order"
+        )
+
+
+def check_resume_target(path: Path) -> None:
+    """Resuming from ``RUN/best.pt`` (or any file beside a ``last.pt``) would save the
+    continued run's ``last.pt`` over the one there, losing the epochs after the best."""
+    last = path.parent / "last.pt"
+    if path.name != "last.pt" and last.exists() and not last.samefile(path):
+        raise ConfigError(
+            f"resuming from {path} would overwrite {last}, the run's own latest checkpoint; "
+            f"resume {path.parent} itself, or copy {path.name} into a folder of its own to "
+            "branch from it"
+        )
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flatten(v, key) if isinstance(v, dict) and k != "options" else {key: v})
+    return out
+
+
+def check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> None:
+    """``RUN/config.yaml`` says what the run is; ``--resume`` continues the checkpoint's
+    config and rewrites the file. An edit to the file would be ignored and then lost, so it
+    is refused, naming the key. A run setting the command line changes (``--epochs``) may
+    differ: the file may hold a value from a session killed before its first checkpoint."""
+    if not file.is_file():
+        return
+    try:
+        on_disk = load_yaml(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {file}: {yaml_reason(err)}") from err
+    ours, theirs, new = _flatten(plain(saved)), _flatten(on_disk), _flatten(cfg.to_dict())
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) == theirs.get(key):
+            continue
+        if key.startswith("run.") and new.get(key) != ours.get(key):
+            continue  # set on this command line: it wins, and the file will say so
+        raise ConfigError(
+            f"{file} was edited: {key} is {theirs.get(key)!r} there, {ours.get(key)!r} in the "
+            "run's checkpoint; --resume continues the checkpoint's config, so undo the edit "
+            "(run settings such as --epochs go on the command line) or start a new run"
+        )
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out RUN`` would nest a new run inside an existing one."""
+    held = [name for name in ("last.pt", "config.yaml") if (out / name).is_file()]
+    if held:
+        raise ConfigError(
+            f"run.out_dir (--out) {out} is a run folder (it holds {held[0]}); --out names the "
+            f"folder run folders go in: give its parent, or --resume {out} to continue it"
         )
 
 

@@ -30,7 +30,7 @@ from resnetlab.train.distributed import session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
 from resnetlab.train.report import final_test, write_results
 from resnetlab.train.run import Run
-from resnetlab.train.run_files import check_resumable, new_run_dir, owned
+from resnetlab.train.run_files import check_out_dir, check_resumable, new_run_dir, owned
 
 Log = Callable[[str], None]
 EXIT_CODES = {
@@ -57,16 +57,32 @@ class RunResult:
         return EXIT_CODES.get(self.status, 1)
 
 
+class _Stopped(BaseException):  # not caught by a broad `except Exception` on the way
+    """A signal during the final test evaluation, which has no step to check a flag at."""
+
+
 class _Signals:
-    """SIGINT/SIGTERM set a flag the loop checks after each step; a second Ctrl-C aborts."""
+    """SIGINT/SIGTERM set a flag the loop checks after each step; a second Ctrl-C aborts.
+    Inside :meth:`raising` (the final test) a signal raises :class:`_Stopped` instead."""
 
     def __init__(self) -> None:
         self.received = ""
+        self.raise_now = False
 
     def handler(self, signum: int, _frame: FrameType | None) -> None:
         if self.received == "sigint" and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = "sigterm" if signum == signal.SIGTERM else "sigint"
+        if self.raise_now:
+            raise _Stopped(self.received)
+
+    @contextmanager
+    def raising(self) -> Iterator[None]:
+        self.raise_now = True
+        try:
+            yield
+        finally:
+            self.raise_now = False
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -112,6 +128,7 @@ def _fit(
         check_resumable(cfg, ckpt, path)
         run_dir = path.parent  # a resumed run continues where its checkpoint lives
     else:
+        check_out_dir(Path(cfg.run.out_dir).expanduser())
         run_dir = group.broadcast(new_run_dir(cfg))  # rank 0's: the default name holds the time
     with ExitStack() as owner:
         problem = ""
@@ -149,7 +166,9 @@ def _train(
     status = _epochs(run)
     if not group.is_main:
         return RunResult(run_dir, status, run.pos.epoch, run.pos.best_top1, None)
-    return _finish(run, status, command)
+    signals = _Signals()
+    with signals.installed():  # a signal now stops the test evaluation, not the process
+        return _finish(run, status, command, signals)
 
 
 def _epochs(run: Run) -> str:
@@ -202,9 +221,14 @@ def _epochs(run: Run) -> str:
     return status
 
 
-def _finish(run: Run, status: str, command: str | None) -> RunResult:
-    """Curves, the one test evaluation (best checkpoint), results.json and report.md."""
+def _finish(
+    run: Run, status: str, command: str | None, signals: _Signals | None = None
+) -> RunResult:
+    """Curves, the one test evaluation (best checkpoint), results.json and report.md. A
+    SIGTERM or Ctrl-C during the test stops it: results.json says so (no test figures) and
+    ``--resume`` runs the test again (every epoch is in last.pt already)."""
     cfg, run_dir = run.cfg, run.run_dir
+    signals = signals or _Signals()
     rows = read_metrics(run_dir)
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.model.name}, {cfg.recipe} recipe")
@@ -216,7 +240,18 @@ def _finish(run: Run, status: str, command: str | None) -> RunResult:
         and run.bundle.test is not None
         and (run_dir / "best.pt").is_file()
     ):
-        test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg, run.log)
+        try:
+            if signals.received:
+                raise _Stopped(signals.received)
+            with signals.raising():
+                test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg, run.log)
+        except _Stopped as stop:
+            status, test = str(stop), None
+            run.log(
+                f"{status}: stopped during the test evaluation, before any test figure was "
+                f"written; every epoch is saved: `resnetlab train --resume {run_dir}` runs "
+                "the test"
+            )
     write_results(
         run_dir,
         cfg,
