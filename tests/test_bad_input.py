@@ -523,8 +523,9 @@ def _copy_run(root: Path, f: dict[str, Path], name: str) -> Path:
 def _resume_files(root: Path, f: dict[str, Path]) -> None:
     """Run folders for the --resume cases: copies of the one-epoch run, changed by hand."""
     import yaml
-    from resnetlab.train.checkpoint import load_checkpoint
-    from resnetlab.train.config import config_from_dict, save_config
+
+    from resnetlab.runtime.checkpoint import load_checkpoint
+    from resnetlab.runtime.config import config_from_dict, save_config
 
     for name, section, key, value in (("edited_run", "optim", "lr", 0.5),
                                       ("edited_epochs_run", "run", "epochs", 7)):  # fmt: skip
@@ -847,7 +848,7 @@ def test_eval_json_holds_null_for_an_undefined_accuracy(
 ) -> None:
     """A class with no test images has no accuracy: ``null`` in eval's JSON, which held a
     bare ``NaN`` (not JSON; strict parsers refuse the whole file)."""
-    from resnetlab.train.checkpoint import load_checkpoint
+    from resnetlab.runtime.checkpoint import load_checkpoint
 
     classes = load_checkpoint(files["ckpt"])["classes"]
     for k, cls in enumerate(classes):

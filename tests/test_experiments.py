@@ -223,7 +223,8 @@ def test_html_report_renders_in_chromium(store: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- landscape, lesion
 def test_landscape_and_lesion_reports(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     extra = ["--grid", "3", "--images", "64", "--draws", "2", "--swaps", "2"]
-    assert _reproduce(store, "landscape", "--depths", "20", *extra) == 0
+    # Each experiment takes only its own options (--grid: landscape's; --draws/--swaps: lesion's).
+    assert _reproduce(store, "landscape", "--depths", "20", *extra[:4]) == 0
     numbers = _check_report(store / "landscape", "Loss landscapes")
     grids = numbers["grids"]
     assert isinstance(grids, dict) and set(grids) == {"plain20", "resnet20"}
@@ -232,7 +233,7 @@ def test_landscape_and_lesion_reports(store: Path, capsys: pytest.CaptureFixture
         assert g["loss1d"][1] == pytest.approx(g["loss2d"][1][1])  # both pass through θ
         assert (store / "landscape" / f"{model}.npz").is_file()
         assert len((store / "landscape" / f"{model}.csv").read_text().splitlines()) == 1 + 3 + 9
-    assert _reproduce(store, "lesion", "--depths", "32", *extra[2:]) == 0  # --grid: landscape's
+    assert _reproduce(store, "lesion", "--depths", "32", *extra[2:]) == 0
     lesion = _check_report(store / "lesion", "Lesion study")
     models = lesion["models"]
     assert isinstance(models, dict) and set(models) == {"plain32", "resnet32"}

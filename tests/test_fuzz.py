@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from conftest import cli
 from resnetlab.data.tensors import DataError
 from resnetlab.models.registry import get_entry
-from resnetlab.train import config as C
-from resnetlab.train import runner
+from resnetlab.runtime import config as C
+from resnetlab.train import run as train_run
 
 Capture = pytest.CaptureFixture[str]
 
@@ -100,7 +100,7 @@ def stop_before_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def stop(*_args: Any, **_kw: Any) -> Any:
         raise DataError("config accepted (the fuzz test stops before the data)")
 
-    monkeypatch.setattr(runner, "load_run_data", stop)
+    monkeypatch.setattr(train_run, "load_run_data", stop)
 
 
 @pytest.fixture
