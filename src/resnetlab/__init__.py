@@ -7,8 +7,8 @@ paper's experiments. Start with :func:`create_model` and :func:`summarize`.
 from resnetlab.analysis import compare, summarize
 from resnetlab.interop import load_torchvision_checkpoint
 from resnetlab.models import create_model, list_models
+from resnetlab.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "__version__",
     "compare",

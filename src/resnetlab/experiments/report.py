@@ -172,7 +172,7 @@ _CSS = (
 # ---------------------------------------------------------------------- provenance
 def code_version() -> str:
     """resnetlab's version, plus the git commit when running from a checkout."""
-    from resnetlab import __version__
+    from resnetlab.version import __version__
 
     here = Path(__file__).resolve().parent
     try:

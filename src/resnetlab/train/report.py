@@ -74,7 +74,7 @@ def write_results(
     started: float,
     command: str | None,
 ) -> None:
-    from resnetlab import __version__
+    from resnetlab.version import __version__
 
     results = {
         "status": status,
