@@ -286,11 +286,15 @@ def choose_pipeline(source: str, *, image_size: int | None, load_size: int | Non
 def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:
     label_of = {c: i for i, c in enumerate(index.classes)}
     return {
-        split: FileSplit(index.source, tuple(n for n, _ in items),
-                         torch.tensor([label_of[c] for _, c in items], dtype=torch.int64),
-                         index.classes, size)
+        split: FileSplit(
+            index.source,
+            tuple(n for n, _ in items),
+            torch.tensor([label_of[c] for _, c in items], dtype=torch.int64),
+            index.classes,
+            size,
+        )
         for split, items in index.splits.items()
-    }  # fmt: skip
+    }
 
 
 def limit_per_class(data: Split, limit: int, *, seed: int) -> Split:

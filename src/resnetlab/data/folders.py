@@ -52,7 +52,7 @@ class FolderIndex:
 
 # Image formats people keep beside their photos that are not decoded here: each is reported
 # as skipped (they used to vanish without a word). Other files (.txt, .csv, .DS_Store) are
-# not images and are passed over silently.
+# not images and are passed over silently. (fmt: skip below: the suffixes packed, not one a line.)
 UNSUPPORTED_SUFFIXES = frozenset(
     {".svg", ".svgz", ".heic", ".heif", ".avif", ".jxl", ".psd", ".eps", ".pdf",
      ".raw", ".dng", ".cr2", ".nef", ".arw"}

@@ -131,12 +131,19 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def _loader(split: FileSplit, order: Tensor, batch_size: int, workers: int,
-            device: torch.device) -> DataLoader[Any]:  # fmt: skip
-    return DataLoader(_Files(split, order), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=_collate, drop_last=False,
-                      pin_memory=device.type == "cuda",
-                      persistent_workers=False)  # fmt: skip
+def _loader(
+    split: FileSplit, order: Tensor, batch_size: int, workers: int, device: torch.device
+) -> DataLoader[Any]:
+    return DataLoader(
+        _Files(split, order),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        drop_last=False,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 class StreamBatches:
@@ -159,8 +166,9 @@ class StreamBatches:
     ) -> None:
         self.data, self.pre, self.batch_size, self.device = data, pre, batch_size, device
         order_generator = epoch_generator(seed, epoch)
-        order = shard_order(torch.randperm(len(data), generator=order_generator), batch_size,
-                            rank, world_size)  # fmt: skip
+        order = shard_order(
+            torch.randperm(len(data), generator=order_generator), batch_size, rank, world_size
+        )
         self.generator = shard_generator(order_generator, seed, epoch, rank)
         if generator_state is not None:
             self.generator.set_state(generator_state)
@@ -187,9 +195,14 @@ class StreamBatches:
             )
 
 
-def stream_eval_batches(data: FileSplit, pre: Preprocess, *, batch_size: int,
-                        device: torch.device,
-                        workers: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+def stream_eval_batches(
+    data: FileSplit,
+    pre: Preprocess,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
     order = torch.arange(len(data))
     n = default_workers() if workers is None else workers
     for x, y in _loader(data, order, batch_size, n, device):

@@ -91,8 +91,15 @@ class Grid:
 
     def save(self, path: Path) -> None:
         buf = io.BytesIO()
-        np.savez(buf, coords=self.coords, loss1d=self.loss1d, acc1d=self.acc1d,
-                 loss2d=self.loss2d, acc2d=self.acc2d, seconds=self.seconds)  # fmt: skip
+        np.savez(
+            buf,
+            coords=self.coords,
+            loss1d=self.loss1d,
+            acc1d=self.acc1d,
+            loss2d=self.loss2d,
+            acc2d=self.acc2d,
+            seconds=self.seconds,
+        )
         write_bytes_atomic(path, buf.getvalue())
 
     @classmethod

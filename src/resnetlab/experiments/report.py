@@ -217,8 +217,9 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
         ]
     seeds = sorted({r.seed for r in records})
     total = sum(r.wall_s for r in records)
-    lines.append(f"- seeds: {', '.join(map(str, seeds))}; training wall time, all runs: "
-                 f"{total / 60:.1f} min")  # fmt: skip
+    lines.append(
+        f"- seeds: {', '.join(map(str, seeds))}; training wall time, all runs: {total / 60:.1f} min"
+    )
     report.para("\n".join(lines))
     if first is not None:
         cfg = RunFolder(first.run_dir).settings()

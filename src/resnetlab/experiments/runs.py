@@ -89,8 +89,11 @@ class Budget:
     def schedule_overrides(self) -> dict[str, Any]:
         if self.protocol == "step":
             n = self.iterations
-            return {"schedule.milestones": [n // 2, (3 * n) // 4], "run.iterations": n,
-                    "optim.lr": self.peak_lr}  # fmt: skip
+            return {
+                "schedule.milestones": [n // 2, (3 * n) // 4],
+                "run.iterations": n,
+                "optim.lr": self.peak_lr,
+            }
         return {
             "schedule.name": "onecycle",
             "schedule.warmup_epochs": BUDGET_WARMUP * self.epochs,

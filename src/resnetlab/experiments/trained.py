@@ -37,8 +37,9 @@ class Trained:
         assert isinstance(model, ResNet)
         return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.preprocess)
 
-    def batches(self, split: Split, images: int | None, seed: int,
-                place: Execution) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
+    def batches(
+        self, split: Split, images: int | None, seed: int, place: Execution
+    ) -> list[tuple[Tensor, Tensor]]:
         """Up to ``images`` images of ``split`` (a seeded random subset), preprocessed
         without augmentation, placed for ``place`` once."""
         if images is not None and images < len(split):

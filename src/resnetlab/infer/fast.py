@@ -324,8 +324,9 @@ def build_runner(engine: str, model: nn.Module, example: Tensor) -> Runner:
     raise InvalidValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
-def time_runner(run: Runner, x: Tensor, *, min_seconds: float = 2.0, warmup: int = 2,
-                max_iters: int = 200) -> float:  # fmt: skip
+def time_runner(
+    run: Runner, x: Tensor, *, min_seconds: float = 2.0, warmup: int = 2, max_iters: int = 200
+) -> float:
     """Median seconds per call over at least ``min_seconds`` (after ``warmup`` calls)."""
     for _ in range(warmup):
         run(x)
@@ -369,8 +370,9 @@ class FastModel:
         for r in sorted(self.results, key=lambda r: r.seconds_per_batch):
             mark = "  ← picked" if r.engine == self.engine else ""
             ms = 1000 * r.seconds_per_batch
-            lines.append(f"{r.engine:<14} {r.images_per_s:>10.1f} {ms:>10.1f} "
-                         f"{r.max_rel_error:>12.2e}{mark}")  # fmt: skip
+            lines.append(
+                f"{r.engine:<14} {r.images_per_s:>10.1f} {ms:>10.1f} {r.max_rel_error:>12.2e}{mark}"
+            )
         lines += [f"{e:<14} skipped: {why}" for e, why in self.skipped.items()]
         if self.memory_kept:
             lines.append("(freed memory kept in the process: see resnetlab.infer.memory)")

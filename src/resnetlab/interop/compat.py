@@ -137,9 +137,12 @@ def read_head(p: Path) -> bytes:
         held = [n for n in ("best.pt", "last.pt") if (p / n).is_file()]
         raise CheckpointError(
             f"{p} is a folder, not a checkpoint; give "
-            + (f"one of its checkpoints: {' or '.join(str(p / n) for n in held)}" if held
-               else "a checkpoint file")
-        )  # fmt: skip
+            + (
+                f"one of its checkpoints: {' or '.join(str(p / n) for n in held)}"
+                if held
+                else "a checkpoint file"
+            )
+        )
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:

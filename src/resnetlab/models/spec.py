@@ -210,6 +210,7 @@ class ResNetSpec:
 
 VGG_CONFIGS: dict[int, tuple[int | str, ...]] = {
     # Simonyan & Zisserman 2015, Table 1, configurations A, B, D, E ("M" = 2×2 max-pool).
+    # (fmt: skip below: one row per configuration, as the paper's table has them.)
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),

@@ -201,9 +201,11 @@ class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # (PyYAML is unty
                 continue
             if repeated:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (YAML would keep the last)",
+                    None,
+                    None,
+                    f"duplicate key {key!r} (YAML would keep the last)",
                     key_node.start_mark,
-                )  # fmt: skip
+                )
         out: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return out
 

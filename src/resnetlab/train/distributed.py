@@ -144,8 +144,13 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         return converted
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
-            bn = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                 child.track_running_stats)  # fmt: skip
+            bn = GlobalBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
             like = next((t for t in child.state_dict().values() if t.is_floating_point()), None)
             if like is not None:
                 bn.to(like)  # the dtype and device of the layer it replaces
