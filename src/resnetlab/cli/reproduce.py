@@ -79,8 +79,8 @@ def request_from_args(args: argparse.Namespace) -> Any:
     from resnetlab.experiments.runs import BUDGET_EPOCHS, PAPER_ITERATIONS, Budget
 
     experiment = get_experiment(args.experiment)
-    for key in ("grid", "span", "images", "draws", "swaps", "split"):
-        if getattr(args, key) is not None and key not in experiment.options:
+    for key in sorted({k for e in experiments() for k in e.options} - set(experiment.options)):
+        if getattr(args, key) is not None:
             owners = " and ".join(e.name for e in experiments() if key in e.options)
             raise UsageError(f"--{key} is the {owners}'s; {experiment.name} has no {key}")
     if args.span is not None and not 0 < args.span < math.inf:  # NaN fails this too
