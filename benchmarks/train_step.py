@@ -28,13 +28,21 @@ from resnetlab.runtime.execution import Execution, choose, hardware, matmul_gflo
 
 
 def trainer(model_name: str, place: Execution, batch: int, side: int,
-            fast_optim: bool) -> Callable[[int], float]:  # fmt: skip
-    """A function that runs ``steps`` training steps and returns their seconds."""
+            optim: str | None, compile_model: bool = False) -> Callable[[int], float]:  # fmt: skip
+    """A function that runs ``steps`` training steps and returns their seconds; ``optim``:
+    SGD's implementation (``foreach``, ``fused``, or None for its default)."""
     torch.manual_seed(0)
-    optim = {"weight_decay": 5e-4, **({"foreach": True} if fast_optim else {})}
-    steps = train_steps(create_model(model_name), place, batch=batch, side=side, classes=10,
-                        optim=optim)  # fmt: skip
-    steps(3)  # warm-up: oneDNN builds its kernels on the first calls
+    kind = {optim: True} if optim else {}
+    steps = train_steps(
+        create_model(model_name),
+        place,
+        batch=batch,
+        side=side,
+        classes=10,
+        optim={"weight_decay": 5e-4, **kind},
+        compile_model=compile_model,
+    )
+    steps(3)  # warm-up: oneDNN builds its kernels on the first calls (and compiling, its code)
     return steps
 
 
@@ -62,31 +70,44 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--side", type=int, default=32)
+    p.add_argument("--compile", action="store_true",
+                   help="also the fast path compiled (torch.compile; slow to build)")  # fmt: skip
+    p.add_argument("--fused", action="store_true", help="also the fast path with fused SGD")
     args = p.parse_args()
     b, side = args.batch_size, args.side
     print(f"{args.model}, batch {b}, {side}×{side}; {hardware()}", flush=True)
     fast_place = choose("cpu", "auto")
     layout = " + NHWC" if fast_place.channels_last else ""
+    fast = f"fast path ({fast_place.precision}{layout}, foreach SGD)"
     runs = {
-        "default eager fp32 NCHW": trainer(args.model, choose("cpu", "fp32"), b, side, False),
-        f"fast path ({fast_place.precision}{layout}, foreach SGD)":
-            trainer(args.model, fast_place, b, side, True),
-    }  # fmt: skip
+        "default eager fp32 NCHW": trainer(args.model, choose("cpu", "fp32"), b, side, None),
+        fast: trainer(args.model, fast_place, b, side, "foreach"),
+    }
+    if args.fused:
+        runs["fast path, fused SGD"] = trainer(args.model, fast_place, b, side, "fused")
+    if args.compile:
+        runs["fast path, compiled"] = trainer(args.model, fast_place, b, side, "foreach", True)
+        if args.fused:
+            runs["fast path, compiled, fused SGD"] = trainer(
+                args.model, fast_place, b, side, "fused", True
+            )
     ips, times = interleaved(
         {name: (lambda steps=steps: b * args.steps / steps(args.steps)) for name, steps in
          runs.items()},
         args.rounds,
     )  # fmt: skip
-    base, fast = ips.values()
+    base = ips["default eager fp32 NCHW"]
     for name, v in times.items():
         print(f"{name:<44} {ips[name]:8.0f} images/s  (rounds: {' '.join(f'{a:.0f}' for a in v)})")
-    print(f"{'ratio fast / default':<44} {fast / base:8.2f}×")
+    for name in list(runs)[1:]:
+        print(f"{'ratio ' + name.split(' (')[0] + ' / default':<44} {ips[name] / base:8.2f}×")
+    fastest = max(ips.values())
     fp32_mm, bf16_mm = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"{'matmul 2048² GFLOP/s, fp32 / bf16':<44} {fp32_mm:8.0f} / {bf16_mm:.0f}"
           f"  (ratio {bf16_mm / fp32_mm:.2f}×)")  # fmt: skip
     loader = loader_images_per_s(b, side)
     print(f"{'loader alone':<44} {loader:8.0f} images/s")
-    print(f"{'loader / fast training':<44} {loader / fast:8.1f}×")
+    print(f"{'loader / fastest training':<44} {loader / fastest:8.1f}×")
 
 
 if __name__ == "__main__":

@@ -396,3 +396,71 @@ def test_report_only_trains_nothing_and_names_what_is_missing(
     assert "left out of the report: resnet20 seed 1, resnet32 seed 1" in capsys.readouterr().out
     assert _reproduce(tmp_path, "degradation", "--report-only") == 2
     assert "no finished runs for degradation" in capsys.readouterr().err
+
+
+def test_earlier_report_runs_fold_into_a_new_report(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--previous`: the runs of a committed report stand in for a store that is gone, are
+    not trained again, and are named as such; a run of the store wins over one of them."""
+    table = ["cifar-table", "--depths", "20", "32", "--seeds", "0"]
+    assert _reproduce(store, *table, "--report-only") == 0
+    before = json.loads((store / "cifar-table" / "results.json").read_text())
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(before))
+    fresh = tmp_path / "elsewhere"
+    assert _reproduce(fresh, *table, "--previous", str(earlier)) == 0
+    assert not any((fresh / "runs").glob("*"))  # nothing trained
+    assert "training in" not in capsys.readouterr().out
+    after = _check_report(fresh / "cifar-table", "CIFAR-10 test error")
+    assert after["models"] == before["models"]
+    md = (fresh / "cifar-table" / "report.md").read_text()
+    assert f"2 runs from the earlier report `{earlier}` (not trained again" in md
+    runs = after["provenance"]["runs"]  # type: ignore[index]
+    assert {r["earlier_report"] for r in runs} == {str(earlier)}
+
+    # A report written before runs carried their own numbers: read from its per-model lists.
+    for r in before["provenance"]["runs"]:
+        for key in ("test_top1", "best_val_top1", "images_per_s", "status", "epochs", "iterations"):
+            r.pop(key)
+    earlier.write_text(json.dumps(before))
+    assert _reproduce(fresh, *table, "--report-only", "--previous", str(earlier)) == 0
+    assert (
+        json.loads((fresh / "cifar-table" / "results.json").read_text())["models"]
+        == (after["models"])
+    )
+
+    # The store's own run wins over the earlier report's (it has its curves and weights).
+    doctored = json.loads(earlier.read_text())
+    doctored["models"]["resnet20"]["test_error"] = [99.0]
+    earlier.write_text(json.dumps(doctored))
+    assert _reproduce(store, *table, "--report-only", "--previous", str(earlier)) == 0
+    mine = json.loads((store / "cifar-table" / "results.json").read_text())
+    assert mine["models"]["resnet20"]["test_error"] != [99.0]
+
+
+def test_earlier_report_must_match(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = ["cifar-table", "--depths", "20", "--seeds", "0"]
+    assert _reproduce(store, *table, "--report-only") == 0
+    earlier = store / "cifar-table" / "results.json"
+    other = [a if a != "4" else "5" for a in TINY]  # --iterations 5, not 4
+    code = main(["reproduce", *table, *other, "--out", str(tmp_path), "--previous", str(earlier)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "trained under another protocol (iterations 4 there, 5 here)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _reproduce(tmp_path, "degradation", "--previous", str(earlier)) == 2
+    assert "is a report of cifar-table, not of degradation" in capsys.readouterr().err
+    degradation = store / "degradation" / "results.json"
+    assert _reproduce(tmp_path, "degradation", "--previous", str(degradation)) == 2
+    assert "degradation's report reads each run's curves" in capsys.readouterr().err
+    for text, why in (("{", "not a report's results.json"), ("{}", "it has no provenance")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        assert _reproduce(tmp_path, *table, "--previous", str(bad)) == 2
+        assert why in capsys.readouterr().err
+    assert _reproduce(tmp_path, *table, "--previous", str(tmp_path / "none.json")) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was trained for a refused request

@@ -56,6 +56,16 @@ def add_parser(sub: Any) -> None:
         help="write the report from the runs already finished in OUT/runs, training nothing "
         "(the report names the runs left out)",
     )
+    p.add_argument(
+        "--previous",
+        type=Path,
+        action="append",
+        metavar="RESULTS_JSON",
+        help="fold in the runs of an earlier report of this experiment (its results.json, "
+        "e.g. made on another machine whose run store is gone): jobs the store has not "
+        "finished take those runs instead of training; the protocol must be the same "
+        "(cifar-table; repeatable)",
+    )
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
     add_config_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
     # Defaults: each experiment's own (``Experiment.options``).
@@ -96,6 +106,9 @@ def request_from_args(args: argparse.Namespace) -> Any:
     bad = [d for d in depths if (d - 2) % 6]
     if bad:
         raise UsageError(f"depth {bad[0]} is not 6n+2 (20, 32, 44, 56, 110, …)")
+    # A file or folder is named by its absolute path, so that a run is the same run
+    # whichever directory the command is typed in (the store keys runs by their settings).
+    data = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
     budget = Budget(
         protocol="step" if step else "budget",
         epochs=args.epochs or BUDGET_EPOCHS,
@@ -103,13 +116,13 @@ def request_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         lr=args.lr,
         precision=args.precision,
-        data=args.data,
+        data=data,
         data_root=args.data_root,
         limit_per_class=args.limit_per_class,
         device=args.device,
         extra=dict(args.overrides),
     )
-    return Request(
+    request = Request(
         name=args.experiment,
         budget=budget,
         out=args.out,
@@ -122,6 +135,46 @@ def request_from_args(args: argparse.Namespace) -> Any:
             for k, default in experiment.options.items()
         },
     )
+    for path in args.previous or []:
+        request.earlier += _earlier_runs(path, request)
+    return request
+
+
+def _earlier_runs(path: Path, request: Any) -> list[Any]:
+    """The runs of the earlier report at ``path``, once its command (read again by this
+    parser) is seen to be the same experiment under the same protocol as ``request``."""
+    import dataclasses
+    import shlex
+
+    from resnetlab.cli import build_parser
+    from resnetlab.experiments.earlier import earlier_command, earlier_runs
+
+    command = earlier_command(path)
+    words = shlex.split(command)
+    try:
+        args = build_parser().parse_args(words[1:])
+        if getattr(args, "experiment", None) is None:
+            raise SystemExit(2)
+        args.command_line, args.previous = command, None
+        before = request_from_args(args)
+    except (SystemExit, UsageError) as err:
+        why = f": {err}" if isinstance(err, UsageError) else ""
+        raise UsageError(
+            f"--previous {path}: its command is not one reproduce reads{why}"
+        ) from None
+    if before.name != request.name:
+        raise UsageError(f"--previous {path} is a report of {before.name}, not of {request.name}")
+    if before.budget != request.budget:
+        differs = [
+            f"{key} {there!r} there, {here!r} here"
+            for key in (f.name for f in dataclasses.fields(request.budget))
+            if (there := getattr(before.budget, key)) != (here := getattr(request.budget, key))
+        ]
+        raise UsageError(
+            f"--previous {path}: its runs were trained under another protocol "
+            f"({'; '.join(differs)})"
+        )
+    return earlier_runs(path)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

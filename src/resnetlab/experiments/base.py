@@ -47,6 +47,9 @@ class Request:
     report_only: bool = False
     # Jobs that had no finished run when ``report_only`` (filled by ``driver.run_all``).
     missing: list[str] = field(default_factory=list)
+    # Runs of earlier reports (``--previous``): a job the store has not finished takes its
+    # run from here instead of training it (experiments with ``summary_only`` only).
+    earlier: list[RunRecord] = field(default_factory=list)
 
     @property
     def store(self) -> Path:
@@ -66,7 +69,8 @@ class Experiment:
     """One registered experiment.
 
     ``source`` names what it reproduces ("Fig. 6", "Veit et al. 2016"); ``options`` are its
-    own settings with their defaults (``--grid``, ``--draws``, …), read by the report.
+    own settings with their defaults (``--grid``, ``--draws``, …), read by the report;
+    ``summary_only`` marks a report that can take runs from an earlier one.
     """
 
     name: str
@@ -76,6 +80,9 @@ class Experiment:
     report: Reporter
     seeds: tuple[int, ...] = (0,)
     options: dict[str, Any] = field(default_factory=dict)
+    # The report reads only each run's summary (errors, wall time, hardware), not its curves
+    # or weights, so runs of an earlier report can be folded in (``--previous``).
+    summary_only: bool = False
 
 
 # ---------------------------------------------------------------------- jobs
@@ -187,11 +194,11 @@ def budget_note(req: Request, records: list[RunRecord]) -> str:
 
 
 def _budget_protocol(b: Budget, records: list[RunRecord], same: str) -> str:
-    steps = max((int(r.steps[-1]["step"]) for r in records if r.steps), default=0)
+    steps = max((r.iterations for r in records), default=0)
+    share = f" ({steps:,} iterations, {100 * steps / PAPER_ITERATIONS:.1f}% of the paper's 64k)"
     return (
         f"**Protocol: the CPU budget, not the paper's schedule.** Each net trains "
-        f"{b.epochs} epoch{'s' * (b.epochs != 1)} ({steps:,} iterations, "
-        f"{100 * steps / PAPER_ITERATIONS:.1f}% of the paper's 64k) with a one-cycle "
+        f"{b.epochs} epoch{'s' * (b.epochs != 1)}{share if steps else ''} with a one-cycle "
         f"learning rate: a linear warm-up from 0 to {b.peak_lr} over the first "
         f"{BUDGET_WARMUP:.0%} of the steps, then a linear decay to 0. It differs from the "
         f"paper (§4.2) in the schedule (the paper: lr 0.1, divided by 10 at 32k and 48k "
@@ -225,24 +232,28 @@ def _precisions(records: list[RunRecord]) -> str:
 
 def _speeds(records: list[RunRecord]) -> str:
     """Training images/s per model (median over its runs' epochs), with the threads each ran
-    on, and the CPU. Measured while training, beside whatever else the machine ran: a
-    record of what happened, not a benchmark (``benchmarks/train_step.py`` is one)."""
-    speeds: dict[str, list[float]] = {}
-    threads: dict[str, set[str]] = {}
+    on, and the CPU (per CPU where runs of an earlier report ran on another). Measured while
+    training, beside whatever else the machine ran: a record of what happened, not a
+    benchmark (``benchmarks/train_step.py`` is one)."""
+    by_cpu: dict[str, dict[str, list[float]]] = {}
+    threads: dict[tuple[str, str], set[str]] = {}
     for r in records:
         if r.images_per_s:
-            speeds.setdefault(r.model, []).append(r.images_per_s)
+            cpu = str(r.results.get("hardware", "?")).split(",")[0]
+            by_cpu.setdefault(cpu, {}).setdefault(r.model, []).append(r.images_per_s)
             found = re.search(r"(\d+) threads?", str(r.results.get("hardware", "")))
-            threads.setdefault(r.model, set()).add(found.group(1) if found else "?")
-    if not speeds:
+            threads.setdefault((cpu, r.model), set()).add(found.group(1) if found else "?")
+    if not by_cpu:
         return ""
-    parts = ", ".join(
-        f"{label(m)} {statistics.median(v):,.0f} ({'/'.join(sorted(threads[m]))} "
-        f"thread{'s' * (threads[m] != {'1'})})"
-        for m, v in sorted(speeds.items(), key=lambda kv: (depth(kv[0]), kv[0]))
-    )
-    cpu = str(records[0].results.get("hardware", "?")).split(",")[0]
+    groups = []
+    for cpu, speeds in by_cpu.items():
+        parts = ", ".join(
+            f"{label(m)} {statistics.median(v):,.0f} ({'/'.join(sorted(threads[cpu, m]))} "
+            f"thread{'s' * (threads[cpu, m] != {'1'})})"
+            for m, v in sorted(speeds.items(), key=lambda kv: (depth(kv[0]), kv[0]))
+        )
+        groups.append(f"{parts}; CPU: {cpu}")
     return (
-        f"Training speed (images/s, median over epochs; measured while training, beside "
-        f"other work on the machine): {parts}; CPU: {cpu}."
+        "Training speed (images/s, median over epochs; measured while training, beside "
+        f"other work on the machine): {'. '.join(groups)}."
     )

@@ -143,4 +143,5 @@ EXPERIMENT = Experiment(
     seeds=(0, 1),
     jobs=jobs,
     report=report,
+    summary_only=True,
 )

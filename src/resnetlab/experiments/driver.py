@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from resnetlab.errors import InvalidValueError
 from resnetlab.experiments.base import Request
-from resnetlab.experiments.registry import get_experiment
+from resnetlab.experiments.registry import experiments, get_experiment
 from resnetlab.experiments.runs import Log, RunRecord, finished_run, run_job
 from resnetlab.fileio import check_folder
 from resnetlab.models.registry import list_models
@@ -19,6 +20,10 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
     start = time.monotonic()
     records = []
     for model, seed, options in get_experiment(req.name).jobs(req):
+        earlier = _earlier_run(req, model, seed, options)
+        if earlier is not None:
+            records.append(earlier)
+            continue
         if not req.report_only:
             records.append(
                 run_job(req.budget, model, seed, req.store, log=log, command=req.command, **options)
@@ -37,6 +42,15 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
     if req.missing:
         log(f"not finished, left out of the report: {', '.join(req.missing)}")
     return records, time.monotonic() - start
+
+
+def _earlier_run(req: Request, model: str, seed: int, options: dict[str, Any]) -> RunRecord | None:
+    """The job's run from an earlier report, when the store has not finished one (a run of
+    the store wins: it has its curves and weights)."""
+    found = [r for r in req.earlier if (r.model, r.seed, r.options) == (model, seed, options)]
+    if not found or finished_run(req.budget, model, seed, req.store, **options) is not None:
+        return None
+    return found[-1]  # the latest report given wins
 
 
 # Landscape grids are centred on the trained weights: an odd number of points puts one at
@@ -76,6 +90,13 @@ def check_request(req: Request) -> None:
                 f"{what} lists {repeated[0]} more than once; each is one run, and a repeat "
                 "would count that run twice"
             )
+    if req.earlier and not get_experiment(req.name).summary_only:
+        raise InvalidValueError(
+            f"--previous: {req.name}'s report reads each run's curves or weights, which an "
+            "earlier report does not keep; only "
+            + ", ".join(e.name for e in experiments() if e.summary_only)
+            + " can take runs from one"
+        )
     grid = req.options.get("grid")
     if grid is not None and req.name != "landscape":
         raise InvalidValueError(f"--grid is the landscape's; {req.name} has no grid")

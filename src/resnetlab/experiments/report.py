@@ -202,9 +202,11 @@ def data_rendition(source: str) -> str:
 
 
 def provenance(report: Report, records: list[RunRecord], command: str | None) -> None:
-    """The closing section: how every number in the report was made."""
+    """The closing section: how every number in the report was made. Runs folded in from an
+    earlier report (``--previous``) are listed with the code and hardware they were made with."""
     report.heading("How these numbers were made")
-    first = records[0] if records else None
+    own = [r for r in records if not r.earlier]
+    first = own[0] if own else (records[0] if records else None)
     code = code_version()
     lines = [f"- command: `{command or 'library call'}`", f"- code: {code}"]
     if first is not None:
@@ -215,14 +217,24 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
             f"{' channels_last' if res.get('channels_last') else ''}",
             f"- data: {data_rendition(str(res.get('data', '?')))}",
         ]
+    for source in sorted({r.earlier for r in records if r.earlier}):
+        runs = [r for r in records if r.earlier == source]
+        made = sorted(
+            {f"{r.results.get('code', '?')} on {r.results.get('hardware', '?')}" for r in runs}
+        )
+        lines.append(
+            f"- {len(runs)} run{'s' * (len(runs) != 1)} from the earlier report `{source}` "
+            f"(not trained again; their run folders need not exist here): made with "
+            f"{'; '.join(made)}"
+        )
     seeds = sorted({r.seed for r in records})
     total = sum(r.wall_s for r in records)
     lines.append(
         f"- seeds: {', '.join(map(str, seeds))}; training wall time, all runs: {total / 60:.1f} min"
     )
     report.para("\n".join(lines))
-    if first is not None:
-        cfg = RunFolder(first.run_dir).settings()
+    if own:
+        cfg = RunFolder(own[0].run_dir).settings()
         cfg["model"]["name"] = "(per run)"
         cfg["run"]["seed"] = "(per run)"
         cfg["run"]["name"] = "(per run)"
@@ -238,7 +250,7 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
                     str(r.results.get("status")),
                     int(r.results.get("epochs", 0)),
                     r.wall_s / 60,
-                    f"`{r.run_dir.name}`",
+                    f"`{r.run_dir.name}`" + (" (earlier report)" if r.earlier else ""),
                 ]
                 for r in records
             ],
@@ -248,19 +260,38 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
     report.numbers["provenance"] = {
         "command": command,
         "code": code,
-        "runs": [
-            {
-                "model": r.model,
-                "seed": r.seed,
-                "folder": str(r.run_dir),
-                "wall_s": r.wall_s,
-                **{k: r.results.get(k) for k in ("hardware", "device", "precision", "data")},
-            }
-            for r in records
-        ],
+        "runs": [_run_entry(r) for r in records],
     }
 
 
+def _run_entry(r: RunRecord) -> dict[str, Any]:
+    """One run in results.json, with the summary numbers an experiment whose report reads
+    only those needs to fold it into a later report (:mod:`resnetlab.experiments.earlier`)."""
+    test = r.results.get("test") or {}
+    entry: dict[str, Any] = {
+        "model": r.model,
+        "seed": r.seed,
+        "options": _options(r),
+        "folder": str(r.run_dir),
+        "wall_s": r.wall_s,
+        "status": r.results.get("status"),
+        "epochs": r.results.get("epochs"),
+        "iterations": r.iterations,
+        "test_top1": test.get("top1"),
+        "best_val_top1": r.results.get("best_val_top1"),
+        "images_per_s": r.images_per_s,
+        **{k: r.results.get(k) for k in ("hardware", "device", "precision", "data")},
+    }
+    if r.earlier:
+        entry |= {"earlier_report": r.earlier, "code": r.results.get("code")}
+    return entry
+
+
+def _options(record: RunRecord) -> dict[str, Any]:
+    if record.earlier:
+        return dict(record.options)
+    return dict(RunFolder(record.run_dir).settings()["model"]["options"] or {})
+
+
 def _options_note(record: RunRecord) -> str:
-    options = RunFolder(record.run_dir).settings()["model"]["options"]
-    return "".join(f" ({k}={v})" for k, v in sorted((options or {}).items()))
+    return "".join(f" ({k}={v})" for k, v in sorted(_options(record).items()))

@@ -169,6 +169,10 @@ class RunRecord:
     results: dict[str, Any]
     epochs: list[dict[str, Any]]  # metrics.jsonl rows
     steps: list[dict[str, float]]  # steps.csv rows
+    # A run read back from an earlier report (``reproduce --previous``): its model options,
+    # and the report's results.json it came from ("" for a run of the store).
+    options: dict[str, Any] = field(default_factory=dict)
+    earlier: str = ""
 
     @property
     def test_error(self) -> float:
@@ -190,7 +194,17 @@ class RunRecord:
     def images_per_s(self) -> float | None:
         """Training speed: the median over epochs (None if no epoch logged one)."""
         speeds = sorted(float(e["images_per_s"]) for e in self.epochs if e.get("images_per_s"))
-        return speeds[len(speeds) // 2] if speeds else None
+        if not speeds:  # a run of an earlier report keeps the median it was reported with
+            known = self.results.get("images_per_s")
+            return float(known) if known else None
+        return speeds[len(speeds) // 2]
+
+    @property
+    def iterations(self) -> int:
+        """Training steps taken (0 if unknown, as for a run of an old earlier report)."""
+        if self.steps:
+            return int(self.steps[-1]["step"])
+        return int(self.results.get("iterations") or 0)
 
     @property
     def wall_s(self) -> float:

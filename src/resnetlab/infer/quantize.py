@@ -159,8 +159,11 @@ def layer_sensitivity(
 # ---------------------------------------------------------------------- quantization
 def _export(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
     batch = torch.export.Dim("batch", min=1, max=4096)
+    # Traced on a batch of two: a batch of one would be specialised to 1 (PyTorch treats a
+    # size-1 dimension as a constant), which the dynamic batch then contradicts.
+    two = example[:2] if len(example) >= 2 else example[:1].expand(2, *example.shape[1:])
     # by position, not by name: a model's forward need not call its input ``x``
-    return torch.export.export(model, (example[:2].contiguous(),), dynamic_shapes=({0: batch},))
+    return torch.export.export(model, (two.contiguous(),), dynamic_shapes=({0: batch},))
 
 
 def _batches(images: Tensor, size: int) -> Iterator[Tensor]:
