@@ -445,6 +445,12 @@ CASES = [
     case("train-recipe-options-scalar", "a recipe whose model.options is a number, with "
          "`--set model.options.…`", "train", "--recipe", "{options_scalar_yaml}", "--set",
          "model.options.dropout=0.1", needle="model.options must be a mapping, got 5"),
+    case("predict-onnx-not-a-model", "an .onnx file that is not a model (predict reads our "
+         "exports)", "predict", "{existing_onnx}", "{image}", needle="not a readable ONNX model",
+         keep="existing_onnx"),
+    case("eval-export-misfit", "an exported .safetensors whose metadata names another model",
+         "eval", "{misfit_safetensors}", needle="its weights do not fit resnet56",
+         keep="misfit_safetensors"),
 ]  # fmt: skip
 
 
@@ -587,6 +593,7 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
     f["existing_onnx"].write_bytes(b"a model exported earlier")
     f["dir_safetensors"] = root / "weights.safetensors"
     f["dir_safetensors"].mkdir()
+    _misfit_export(root, f)
     f["bad_tar"] = root / "data.tar.gz"
     f["bad_tar"].write_bytes(b"this is not gzip")
     recipes = {
@@ -642,6 +649,21 @@ def _pt2_files(root: Path, f: dict[str, Path]) -> None:
     torch.export.save(program, f["pt2_foreign"])
     f["pt2_newer"] = root / "newer.pt2"
     save_quantized(program, f["pt2_newer"], {"format": "resnetlab-int8/2"})
+
+
+def _misfit_export(root: Path, f: dict[str, Path]) -> None:
+    """Our export of the ResNet-20 run, its metadata edited to name ResNet-56."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from resnetlab.infer.export import export_safetensors
+
+    good = export_safetensors(f["ckpt"], root / "exported.safetensors")
+    with safe_open(str(good), framework="pt") as fh:
+        meta = {**fh.metadata(), "model": "resnet56"}
+    f["misfit_safetensors"] = root / "misfit.safetensors"
+    save_file(load_file(str(good)), str(f["misfit_safetensors"]), metadata=meta)
+    good.unlink()
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -269,7 +269,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnetlab.infer.predict import (
+    from resnetlab.infer.export import (
         export_format,
         export_onnx_file,
         export_openvino_file,

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,11 +18,12 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.errors import InvalidValueError
+from resnetlab.infer.exported import OnnxModel, is_own_export, read_exported
 from resnetlab.interop.compat import Layout
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.interop.weights import PublishedWeights, imagenet_classes
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
-from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict, plain
+from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
 from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, choose
@@ -82,6 +83,8 @@ class Predictor:
 
         if is_quantized_file(text):
             return cls.from_quantized(text)
+        if is_own_export(text):
+            return cls.from_exported(text, device=device, precision=precision)
         if text.endswith(".safetensors") or is_weights_name(text):
             return cls.from_published(
                 load_published(text, model=model, layout=layout), device=device, precision=precision
@@ -97,6 +100,24 @@ class Predictor:
         return cls(
             net, ckpt.preprocess, ckpt.classes, ckpt.data_size, ckpt.config, place, ckpt.epoch
         )
+
+    @classmethod
+    def from_exported(
+        cls, path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32"
+    ) -> Predictor:
+        """A file ``resnetlab export`` wrote (:mod:`resnetlab.infer.exported`): safetensors
+        rebuilt as the PyTorch model; ONNX run by ONNX Runtime on the CPU in fp32."""
+        e = read_exported(path)
+        onnx = isinstance(e.model, OnnxModel)
+        place = choose("cpu", "fp32") if onnx else choose(device, precision)
+        cfg = e.config
+        if cfg is None:  # written before exports carried the training config
+            data = DataConfig(
+                source="", image_size=e.preprocess.image_size, augment=e.preprocess.augment
+            )
+            model = ModelConfig(name=e.model_name, options=e.options)
+            cfg = TrainConfig(recipe="exported", model=model, data=data)
+        return cls(e.model.to(place.device), e.preprocess, e.classes, e.data_size, cfg, place, 0)
 
     @classmethod
     def from_quantized(cls, path: str | os.PathLike[str], *, compile: bool = False) -> Predictor:
@@ -183,6 +204,12 @@ class Predictor:
         size (see :mod:`resnetlab.infer.explain`; needs captum)."""
         from resnetlab.infer.explain import grad_cam
 
+        if isinstance(self.model, OnnxModel):
+            raise InvalidValueError(
+                "--explain needs the PyTorch model's gradients, which an ONNX file does not "
+                "have: give the checkpoint or the exported .safetensors instead"
+            )
+
         x = eval_transform(images.to(self.place.device), self.preprocess)
         with torch.no_grad():
             probs = self.model(x).float().softmax(dim=1).cpu()
@@ -217,7 +244,8 @@ class Predictor:
         d = self.config.data
         if not (source or d.source):
             raise DataError(
-                "give --data: a published weights file does not say which data to evaluate on"
+                "give --data: this file (published weights, or an export without its training "
+                "config) does not say which data to evaluate on"
             )
         # The training run's data settings (so val is the same images), but the whole of
         # each split, nothing downloaded, and optionally another source with the same classes.
@@ -263,137 +291,3 @@ class Predictor:
             tta=self.config.run.tta,
         )
         return metrics, cm
-
-
-EXPORT_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
-
-
-def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The export format of ``out``: ``fmt`` if given, else its suffix's. A ``fmt`` that
-    another known suffix contradicts is refused (``--format onnx -o x.safetensors`` wrote
-    ONNX bytes under a name every reader takes for safetensors)."""
-    suffix = Path(out).suffix.lower()
-    implied = EXPORT_SUFFIXES.get(suffix)
-    if fmt is None:
-        if implied is None:
-            raise InvalidValueError(
-                "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
-            )
-        return implied
-    if implied is not None and implied != fmt:
-        want = next(k for k, v in EXPORT_SUFFIXES.items() if v == fmt)
-        raise InvalidValueError(
-            f"--format {fmt} but {out} ends in {suffix}, the suffix of {implied}; name the "
-            f"file {want} (or drop --format)"
-        )
-    return fmt
-
-
-def export_onnx_file(
-    ckpt: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    model: str | None = None,
-    layout: Layout | None = None,
-) -> Path:
-    """The checkpoint's model, BN folded, as ONNX with a dynamic batch; the input is the
-    normalised image batch at the model's input size (the preprocessing, classes and model
-    name are in the file's metadata)."""
-    import json
-
-    from resnetlab.fileio import check_writable
-    from resnetlab.infer.fast import export_onnx, fold_batchnorm
-
-    target = check_writable(out)
-    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
-    c, side = p.data_size[0], p.preprocess.image_size
-    example = torch.zeros(1, c, side, side)
-    meta = {
-        "resnetlab.model": p.config.model.name,
-        "resnetlab.classes": json.dumps(p.classes),
-        "resnetlab.preprocess": json.dumps(asdict(p.preprocess)),
-    }
-    export_onnx(fold_batchnorm(p.model), example, str(target), metadata=meta)
-    return target
-
-
-def export_openvino_file(
-    ckpt: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    model: str | None = None,
-    layout: Layout | None = None,
-) -> Path:
-    """The checkpoint's model, BN folded, as OpenVINO IR: ``out`` (``.xml``, the graph) and
-    the ``.bin`` of its weights beside it, with the model name, classes and preprocessing in
-    the IR's ``rt_info`` under ``resnetlab``. The batch is dynamic."""
-    import json
-
-    from resnetlab.fileio import check_writable
-    from resnetlab.infer.fast import _openvino, fold_batchnorm, openvino_model
-
-    ov = _openvino()
-    target = check_writable(out)
-    check_writable(target.with_suffix(".bin"))
-    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
-    c, side = p.data_size[0], p.preprocess.image_size
-    converted = openvino_model(fold_batchnorm(p.model), torch.zeros(1, c, side, side))
-    converted.reshape({0: ov.PartialShape([-1, c, side, side])})
-    for key, value in {
-        "model": p.config.model.name,
-        "classes": json.dumps(p.classes),
-        "preprocess": json.dumps(asdict(p.preprocess)),
-    }.items():
-        converted.set_rt_info(value, ["resnetlab", key])
-    ov.save_model(converted, str(target), compress_to_fp16=False)
-    return target
-
-
-def export_safetensors(
-    ckpt: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    model: str | None = None,
-    layout: Layout | None = None,
-) -> Path:
-    """Write the checkpoint's weights as safetensors, with the model name, class names and
-    preprocessing in the file's metadata (JSON strings)."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from resnetlab.fileio import check_writable, make_temp, set_new_file_mode
-
-    target = check_writable(out)
-    try:
-        c = Checkpoint.load(ckpt)
-    except NotTrainingCheckpointError:  # a published file: what the predictor made of it
-        p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
-        c = Checkpoint(
-            weights=p.model.state_dict(),
-            config=p.config,
-            classes=p.classes,
-            pipeline=p.preprocess,
-            data_size=p.data_size,
-            model_name=p.config.model.name,
-        )
-    tensors = {k: v.contiguous() for k, v in c.weights.items()}
-    meta = {
-        "format": "resnetlab",
-        "model": c.model_name,
-        "model_options": json.dumps(plain(c.config.model.options)),
-        "classes": json.dumps(list(c.classes)),
-        "preprocess": json.dumps(plain(asdict(c.pipeline))),
-        "data_size": json.dumps(list(c.data_size)),
-    }
-    # save_file writes to a path, so it gets the temporary one (see fileio.make_temp).
-    fd, tmp = make_temp(target)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        set_new_file_mode(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target

@@ -1,0 +1,153 @@
+"""``resnetlab export``: a checkpoint (ours or a published one) written as ONNX, safetensors
+or OpenVINO IR, each carrying the model name, classes and preprocessing, so that
+:mod:`resnetlab.infer.exported` (and ``eval``/``predict``) can read the first two back."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from resnetlab.errors import InvalidValueError
+from resnetlab.infer.predict import Predictor
+from resnetlab.interop.compat import Layout
+from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError
+from resnetlab.runtime.config import plain
+
+EXPORT_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".xml": "openvino"}
+
+
+def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The export format of ``out``: ``fmt`` if given, else its suffix's. A ``fmt`` that
+    another known suffix contradicts is refused (``--format onnx -o x.safetensors`` wrote
+    ONNX bytes under a name every reader takes for safetensors)."""
+    suffix = Path(out).suffix.lower()
+    implied = EXPORT_SUFFIXES.get(suffix)
+    if fmt is None:
+        if implied is None:
+            raise InvalidValueError(
+                "give --format onnx|safetensors|openvino or a .onnx / .safetensors / .xml file name"
+            )
+        return implied
+    if implied is not None and implied != fmt:
+        want = next(k for k, v in EXPORT_SUFFIXES.items() if v == fmt)
+        raise InvalidValueError(
+            f"--format {fmt} but {out} ends in {suffix}, the suffix of {implied}; name the "
+            f"file {want} (or drop --format)"
+        )
+    return fmt
+
+
+def export_onnx_file(
+    ckpt: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    layout: Layout | None = None,
+) -> Path:
+    """The checkpoint's model, BN folded, as ONNX with a dynamic batch; the input is the
+    normalised image batch at the model's input size (the preprocessing, classes and model
+    name are in the file's metadata)."""
+    import json
+
+    from resnetlab.fileio import check_writable
+    from resnetlab.infer.fast import export_onnx, fold_batchnorm
+
+    target = check_writable(out)
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+    c, side = p.data_size[0], p.preprocess.image_size
+    example = torch.zeros(1, c, side, side)
+    meta = {
+        "resnetlab.model": p.config.model.name,
+        "resnetlab.classes": json.dumps(p.classes),
+        "resnetlab.preprocess": json.dumps(asdict(p.preprocess)),
+        "resnetlab.data_size": json.dumps(list(p.data_size)),
+        "resnetlab.config": json.dumps(plain(p.config.to_dict())),
+    }
+    export_onnx(fold_batchnorm(p.model), example, str(target), metadata=meta)
+    return target
+
+
+def export_openvino_file(
+    ckpt: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    layout: Layout | None = None,
+) -> Path:
+    """The checkpoint's model, BN folded, as OpenVINO IR: ``out`` (``.xml``, the graph) and
+    the ``.bin`` of its weights beside it, with the model name, classes and preprocessing in
+    the IR's ``rt_info`` under ``resnetlab``. The batch is dynamic."""
+    import json
+
+    from resnetlab.fileio import check_writable
+    from resnetlab.infer.fast import _openvino, fold_batchnorm, openvino_model
+
+    ov = _openvino()
+    target = check_writable(out)
+    check_writable(target.with_suffix(".bin"))
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+    c, side = p.data_size[0], p.preprocess.image_size
+    converted = openvino_model(fold_batchnorm(p.model), torch.zeros(1, c, side, side))
+    converted.reshape({0: ov.PartialShape([-1, c, side, side])})
+    for key, value in {
+        "model": p.config.model.name,
+        "classes": json.dumps(p.classes),
+        "preprocess": json.dumps(asdict(p.preprocess)),
+    }.items():
+        converted.set_rt_info(value, ["resnetlab", key])
+    ov.save_model(converted, str(target), compress_to_fp16=False)
+    return target
+
+
+def export_safetensors(
+    ckpt: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    layout: Layout | None = None,
+) -> Path:
+    """Write the checkpoint's weights as safetensors, with the model name, class names and
+    preprocessing in the file's metadata (JSON strings)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from resnetlab.fileio import check_writable, make_temp, set_new_file_mode
+
+    target = check_writable(out)
+    try:
+        c = Checkpoint.load(ckpt)
+    except NotTrainingCheckpointError:  # a published file: what the predictor made of it
+        p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+        c = Checkpoint(
+            weights=p.model.state_dict(),
+            config=p.config,
+            classes=p.classes,
+            pipeline=p.preprocess,
+            data_size=p.data_size,
+            model_name=p.config.model.name,
+        )
+    tensors = {k: v.contiguous() for k, v in c.weights.items()}
+    meta = {
+        "format": "resnetlab",
+        "model": c.model_name,
+        "model_options": json.dumps(plain(c.config.model.options)),
+        "classes": json.dumps(list(c.classes)),
+        "preprocess": json.dumps(plain(asdict(c.pipeline))),
+        "data_size": json.dumps(list(c.data_size)),
+        "config": json.dumps(plain(c.config.to_dict())),
+    }
+    # save_file writes to a path, so it gets the temporary one (see fileio.make_temp).
+    fd, tmp = make_temp(target)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        set_new_file_mode(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
