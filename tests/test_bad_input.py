@@ -451,6 +451,13 @@ CASES = [
     case("eval-export-misfit", "an exported .safetensors whose metadata names another model",
          "eval", "{misfit_safetensors}", needle="its weights do not fit resnet56",
          keep="misfit_safetensors"),
+    case("bench-onnx", "`bench` of an .onnx file (it needs the PyTorch model; an internal "
+         "error)", "bench", "{existing_onnx}", needle="an ONNX file runs in ONNX Runtime only"),
+    case("quantize-onnx", "`quantize` of an .onnx file (an internal error)", "quantize",
+         "{existing_onnx}", "--data", "sample", "-o", "{files}/q.pt2",
+         needle="an ONNX file runs in ONNX Runtime only"),
+    case("export-onnx", "`export` of an .onnx file", "export", "{existing_onnx}", "-o",
+         "{files}/again.safetensors", needle="an ONNX file runs in ONNX Runtime only"),
 ]  # fmt: skip
 
 

@@ -302,7 +302,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if Path(args.model).exists() or is_weights_name(args.model):  # a run folder: says so
         from resnetlab.infer.predict import Predictor
 
-        p = Predictor.load(args.model, device="cpu", model=args.arch, layout=args.layout)
+        p = Predictor.load(
+            args.model, device="cpu", model=args.arch, layout=args.layout, onnx=False
+        )
         say_published(p)
         model, channels = p.model, p.data_size[0]
         side = args.image_size or p.preprocess.image_size

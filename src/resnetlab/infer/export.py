@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from resnetlab.errors import InvalidValueError
-from resnetlab.infer.predict import Predictor
+from resnetlab.infer.predict import Predictor, refuse_onnx
 from resnetlab.interop.compat import Layout
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError
 from resnetlab.runtime.config import plain
@@ -56,7 +56,7 @@ def export_onnx_file(
     from resnetlab.infer.fast import export_onnx, fold_batchnorm
 
     target = check_writable(out)
-    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
     c, side = p.data_size[0], p.preprocess.image_size
     example = torch.zeros(1, c, side, side)
     meta = {
@@ -88,7 +88,7 @@ def export_openvino_file(
     ov = _openvino()
     target = check_writable(out)
     check_writable(target.with_suffix(".bin"))
-    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
     c, side = p.data_size[0], p.preprocess.image_size
     converted = openvino_model(fold_batchnorm(p.model), torch.zeros(1, c, side, side))
     converted.reshape({0: ov.PartialShape([-1, c, side, side])})
@@ -118,10 +118,11 @@ def export_safetensors(
     from resnetlab.fileio import check_writable, make_temp, set_new_file_mode
 
     target = check_writable(out)
+    refuse_onnx(ckpt)
     try:
         c = Checkpoint.load(ckpt)
     except NotTrainingCheckpointError:  # a published file: what the predictor made of it
-        p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
+        p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
         c = Checkpoint(
             weights=p.model.state_dict(),
             config=p.config,

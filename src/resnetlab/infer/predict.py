@@ -47,6 +47,15 @@ class Explanation:
     image: Tensor
 
 
+def refuse_onnx(path: str | os.PathLike[str]) -> None:
+    """One line for an ONNX file given to a command that needs the PyTorch model."""
+    if str(path).lower().endswith(".onnx"):
+        raise InvalidValueError(
+            f"{path}: an ONNX file runs in ONNX Runtime only, and this command needs the "
+            "PyTorch model: give the checkpoint or its exported .safetensors"
+        )
+
+
 @dataclass
 class Predictor:
     model: nn.Module
@@ -73,12 +82,16 @@ class Predictor:
         precision: str = "fp32",
         model: str | None = None,
         layout: Layout | None = None,
+        onnx: bool = True,
     ) -> Predictor:
-        """Rebuild the model from a resnetlab checkpoint, or from a published file or
-        catalogue name (see :func:`~resnetlab.interop.published.load_published`; ``model``
-        and ``layout`` are for files the catalogue does not know). Everything is read with
-        ``weights_only=True``."""
+        """Rebuild the model from a resnetlab checkpoint, from a file ``resnetlab export``
+        wrote, or from a published file or catalogue name (see
+        :func:`~resnetlab.interop.published.load_published`; ``model`` and ``layout`` are for
+        files the catalogue does not know). Everything is read with ``weights_only=True``.
+        ``onnx=False``: the caller needs the PyTorch model, which an ONNX file is not."""
         text = str(path)
+        if not onnx:
+            refuse_onnx(text)
         from resnetlab.infer.quantize import is_quantized_file
 
         if is_quantized_file(text):

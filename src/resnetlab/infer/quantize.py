@@ -425,7 +425,7 @@ def quantize_checkpoint(
             f"{ckpt} is an int8 program already; quantize the checkpoint it came from"
         )
     target = check_writable(out)
-    p = Predictor.load(ckpt, device="cpu")
+    p = Predictor.load(ckpt, device="cpu", onnx=False)
     cal = calibration_images(p, data, count=calibration, seed=seed, batch_size=batch_size)
     split, evaluated = evaluation_split(p, data)
     from resnetlab.infer.fast import prepare
