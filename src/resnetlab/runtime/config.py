@@ -111,7 +111,9 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: on when precision is bf16/fp16
-    compile: bool = False  # torch.compile the training forward/backward
+    # torch.compile the training forward/backward; "auto": where it measured faster
+    # (runtime.execution.compile_pays: CPUs with AMX)
+    compile: Literal[True, False, "auto"] = False
     # "reduce-overhead" adds CUDA graphs on a GPU; "max-autotune" also tunes kernels
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     early_stopping_patience: int | None = None  # epochs without a better val metric

@@ -22,7 +22,7 @@ from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
 from resnetlab.runtime.config import ConfigError, TrainConfig
 from resnetlab.runtime.evaluate import evaluate
-from resnetlab.runtime.execution import choose
+from resnetlab.runtime.execution import choose, compile_pays, compile_unavailable
 from resnetlab.runtime.group import Group
 from resnetlab.runtime.rundata import load_run_data
 from resnetlab.train.build import backbone_parameters, build_model, preprocess_for
@@ -93,7 +93,14 @@ class Run:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.to(self.place.device)
         self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
-        if cfg.run.compile:  # the training forward/backward only; checkpoints hold self.model's
+        wanted = cfg.run.compile
+        if wanted == "auto":
+            wanted, why = compile_pays(self.place.device)
+            log(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
+        why_not = compile_unavailable(self.place.device) if wanted else ""
+        if why_not:
+            log(f"run.compile skipped: {why_not}; training runs eager")
+        elif wanted:  # the training forward/backward only; checkpoints hold self.model's
             log(
                 f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, "
                 "smaller batch) build the graph"

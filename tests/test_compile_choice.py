@@ -1,0 +1,65 @@
+"""``run.compile: auto`` (the ``fast`` recipe's): compiled where it measured faster (CPUs with
+AMX), eager elsewhere, and eager with one line where no C++ compiler is found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from resnetlab.runtime import execution
+from resnetlab.runtime.config import ConfigError, resolve_config
+from resnetlab.train import run as train_run
+from resnetlab.train.runner import fit
+
+
+def _tiny(tmp_path: Path, **over: Any) -> Any:
+    base: dict[str, Any] = {
+        "data.source": "sample",
+        "data.limit_per_class": 4,
+        "data.batch_size": 20,
+        "run.iterations": 1,
+        "run.out_dir": str(tmp_path),
+        "run.precision": "fp32",
+    }
+    return resolve_config("paper-cifar", {**base, **over})
+
+
+def test_fast_recipe_compiles_where_it_measured_faster() -> None:
+    assert resolve_config("fast", {}).run.compile == "auto"
+    assert resolve_config("paper-cifar", {}).run.compile is False
+    with pytest.raises(ConfigError, match="run.compile must be one of"):
+        resolve_config("fast", {"run.compile": "sometimes"})
+    on, why = execution.compile_pays(torch.device("cpu"))
+    assert on == bool(torch.cpu._is_amx_tile_supported()) and "AMX" in why
+    assert execution.compile_pays(torch.device("meta"))[0] is False
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
+    lines: list[str] = []
+    result = fit(
+        _tiny(tmp_path, **{"run.compile": "auto", "run.name": f"a{amx}"}), log=lines.append
+    )
+    assert result.status in ("completed", "iterations")
+    assert len(compiled) == int(amx)
+    assert any(f"run.compile auto: {'on' if amx else 'off'}" in line for line in lines)
+
+
+def test_no_compiler_trains_eager_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
+    monkeypatch.setattr(train_run, "compile_unavailable", lambda _d: "no C++ compiler (test)")
+    lines: list[str] = []
+    result = fit(_tiny(tmp_path, **{"run.compile": True, "run.name": "nocc"}), log=lines.append)
+    assert result.status in ("completed", "iterations") and compiled == []
+    assert any(
+        "run.compile skipped: no C++ compiler (test); training runs eager" in x for x in lines
+    )
