@@ -464,3 +464,25 @@ def test_earlier_report_must_match(
     assert _reproduce(tmp_path, *table, "--previous", str(tmp_path / "none.json")) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was trained for a refused request
+
+
+def test_table6_findings_name_the_step_that_does_not_fall() -> None:
+    from resnetlab.experiments.cifar_table import findings as table_findings
+
+    def entry(*errors: float) -> dict[str, list[float]]:
+        return {"test_error": list(errors)}
+
+    falling = table_findings({"resnet20": entry(16.5), "resnet56": entry(15.3)})
+    assert "at every step, as in the paper" in falling
+    tie = table_findings(
+        {
+            "resnet20": entry(16.6, 16.4),
+            "resnet44": entry(15.3, 15.2),
+            "resnet56": entry(15.3, 15.3),
+            "resnet110": entry(14.7),
+        }
+    )
+    assert "NOT better at every step" in tie
+    assert "ResNet-56 is 0.05 points above ResNet-44" in tie
+    assert "largest std between seeds of one depth is 0.14" in tie
+    assert "From ResNet-20 to ResNet-110 the error falls by 1.80 points" in tie
