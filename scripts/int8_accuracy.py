@@ -36,8 +36,17 @@ from resnetlab.infer.predict import Predictor
 from resnetlab.infer.quantize import calibration_images, evaluation_split, load_quantized
 from resnetlab.runtime.execution import cpu_has_fast_bf16, hardware
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-         "amx_bf16", "amx_int8", "amx_tile")  # fmt: skip
+FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
 
 
 def cpu() -> dict[str, Any]:
@@ -48,8 +57,12 @@ def cpu() -> dict[str, Any]:
             model = line.split(":", 1)[1].strip()
         elif line.startswith("flags") and not flags:
             flags = set(line.split(":", 1)[1].split())
-    return {"model": model, "flags": {f: f in flags for f in FLAGS},
-            "onednn_native_bf16": cpu_has_fast_bf16(), "hardware": hardware()}  # fmt: skip
+    return {
+        "model": model,
+        "flags": {f: f in flags for f in FLAGS},
+        "onednn_native_bf16": cpu_has_fast_bf16(),
+        "hardware": hardware(),
+    }
 
 
 def openvino_int8(model: torch.nn.Module, calibration: Tensor) -> Callable[[Tensor], Tensor]:
@@ -89,8 +102,9 @@ def main() -> None:
     logits: dict[str, list[Tensor]] = {k: [] for k in engines}
     labels = []
     with torch.no_grad():
-        for x, y in eval_split_batches(evaluated, p.preprocess, batch_size=250,
-                                       device=torch.device("cpu")):  # fmt: skip
+        for x, y in eval_split_batches(
+            evaluated, p.preprocess, batch_size=250, device=torch.device("cpu")
+        ):
             labels.append(y)
             for name, run in engines.items():
                 logits[name].append(run(x).float())
