@@ -5,7 +5,7 @@
 ``FILE.pt2`` is what ``resnetlab quantize CKPT --data DATA -o FILE.pt2`` wrote: its top-1
 (fp32 and our int8, measured by ``quantize`` on the whole test split) is read from the file.
 This script measures, on the same split and with the same 512 calibration images (the same
-seeded draw from train, :func:`~resnetlab.infer.quantize.calibration_images`):
+seeded draw from train, :func:`~resnetlab.infer.int8_checkpoint.calibration_images`):
 
 - ``onnxruntime-int8``: ONNX Runtime's static QDQ quantization (per-channel int8 weights,
   uint8 activations, min/max ranges), run by its CPU provider;
@@ -32,8 +32,9 @@ from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.infer.fast import onnxruntime_runner, openvino_model, prepare
+from resnetlab.infer.int8_checkpoint import calibration_images, evaluation_split
+from resnetlab.infer.int8_file import load_quantized
 from resnetlab.infer.predict import Predictor
-from resnetlab.infer.quantize import calibration_images, evaluation_split, load_quantized
 from resnetlab.runtime.execution import cpu_has_fast_bf16, hardware
 
 FLAGS = (

@@ -647,7 +647,7 @@ def _pt2_files(root: Path, f: dict[str, Path]) -> None:
     """``.pt2`` archives of a one-layer program (the reader's checks come before the model):
     with resnetlab's format tag only, cut in half, from plain ``torch.export.save``, and of
     a later format."""
-    from resnetlab.infer.quantize import save_quantized
+    from resnetlab.infer.int8_file import save_quantized
 
     program = torch.export.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),))
     f["pt2_stub"] = root / "stub.pt2"

@@ -78,7 +78,7 @@ class Predictor:
         and ``layout`` are for files the catalogue does not know). Everything is read with
         ``weights_only=True``."""
         text = str(path)
-        from resnetlab.infer.quantize import is_quantized_file
+        from resnetlab.infer.int8_file import is_quantized_file
 
         if is_quantized_file(text):
             return cls.from_quantized(text)
@@ -100,11 +100,12 @@ class Predictor:
 
     @classmethod
     def from_quantized(cls, path: str | os.PathLike[str], *, compile: bool = False) -> Predictor:
-        """A ``resnetlab quantize`` file (:mod:`resnetlab.infer.quantize`): the int8 program,
+        """A ``resnetlab quantize`` file (:mod:`resnetlab.infer.int8_checkpoint`): the int8 program,
         on the CPU in fp32 (its int8 kernels are x86 CPU ones), with the checkpoint's
         preprocessing and classes from its metadata. ``compile``: lower it to oneDNN's int8
         kernels on the first call of each batch shape."""
-        from resnetlab.infer.quantize import QuantizedFileError, QuantizedNet, load_quantized
+        from resnetlab.infer.int8_file import QuantizedFileError, load_quantized
+        from resnetlab.infer.quantize import QuantizedNet
 
         program, meta = load_quantized(path)
         try:
