@@ -33,15 +33,9 @@ import torch
 from common import interleaved
 from torch import Tensor, nn
 
-from resnetlab.infer.fast import (
-    compiled_runner,
-    eager_runner,
-    fold_batchnorm,
-    onnxruntime_runner,
-    prepare,
-    randomize_batchnorm,
-    time_runner,
-)
+from resnetlab.infer.engines import compiled_runner, eager_runner, onnxruntime_runner
+from resnetlab.infer.fast import time_runner
+from resnetlab.infer.folding import fold_batchnorm, prepare, randomize_batchnorm
 from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.models import create_model
 from resnetlab.runtime.execution import hardware, matmul_gflops
@@ -118,7 +112,7 @@ ENGINE_DTYPE = {
 
 def engine_table(args: argparse.Namespace) -> dict[str, object]:
     """Every engine, per model and batch size, timed in interleaved rounds."""
-    from resnetlab.infer.fast import build_runner
+    from resnetlab.infer.engines import build_runner
 
     kept_default: dict[str, float] = {}
     peaks = {

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
-from resnetlab.infer.fast import onnxruntime_runner, openvino_model, prepare
+from resnetlab.infer.engines import onnxruntime_runner, openvino_model
+from resnetlab.infer.folding import prepare
 from resnetlab.infer.int8_checkpoint import calibration_images, evaluation_split
 from resnetlab.infer.int8_file import load_quantized
 from resnetlab.infer.predict import Predictor

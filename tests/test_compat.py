@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from conftest import http_server, meta_model
 from resnetlab.analysis import count_params
-from resnetlab.infer.fast import randomize_batchnorm
+from resnetlab.infer.folding import randomize_batchnorm
 from resnetlab.interop import (
     CheckpointError,
     load_pretrained,

@@ -6,13 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from resnetlab.infer.fast import (
-    eager_runner,
-    fold_batchnorm,
-    optimize_for_inference,
-    prepare,
-    randomize_batchnorm,
-)
+from resnetlab.infer.engines import eager_runner
+from resnetlab.infer.fast import optimize_for_inference
+from resnetlab.infer.folding import fold_batchnorm, prepare, randomize_batchnorm
 from resnetlab.models import create_model
 
 

@@ -501,7 +501,7 @@ def test_features_out_indices_choose_levels_and_prune_the_rest() -> None:
 def test_features_load_a_full_checkpoint_and_match_its_stages(name: str) -> None:
     """The backbone weights of a whole model's state dict load (head keys dropped), and
     the features are the full model's own stage outputs."""
-    from resnetlab.infer.fast import randomize_batchnorm
+    from resnetlab.infer.folding import randomize_batchnorm
 
     torch.manual_seed(0)
     full = randomize_batchnorm(create_model(name, num_classes=7))

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from conftest import cli, http_server, meta_model
 from resnetlab.analysis import count_params
 from resnetlab.data.augment import eval_transform, normalize
-from resnetlab.infer.fast import randomize_batchnorm
+from resnetlab.infer.folding import randomize_batchnorm
 from resnetlab.infer.predict import Predictor
 from resnetlab.interop import weights as catalogue
 from resnetlab.interop.weights import (

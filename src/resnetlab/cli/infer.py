@@ -289,7 +289,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from resnetlab.analysis.compare import default_input_size
     from resnetlab.analysis.counting import check_memory
-    from resnetlab.infer.fast import ENGINES, optimize_for_inference
+    from resnetlab.infer.engines import ENGINES
+    from resnetlab.infer.fast import optimize_for_inference
     from resnetlab.models.registry import get_entry
 
     for engine in args.engines or []:

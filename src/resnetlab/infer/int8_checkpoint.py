@@ -159,7 +159,7 @@ def _quantize_with_sensitivity(
 ) -> tuple[list[LayerError], torch.export.ExportedProgram]:
     """The sensitivity pass on ``model`` (BN folded), then the program, with the layers it
     flagged kept out of int8 in the dtype it gave them."""
-    from resnetlab.infer.fast import prepare
+    from resnetlab.infer.folding import prepare
 
     layers = layer_sensitivity(
         prepare(model, channels_last=False),

@@ -3,7 +3,7 @@
 The flow (torchao's ``prepare_pt2e`` / ``convert_pt2e``: torch 2.13 no longer ships
 ``torch.ao.quantization.quantize_pt2e``):
 
-1. BN folded into the convs (:func:`~resnetlab.infer.fast.prepare`), so each conv is quantized
+1. BN folded into the convs (:func:`~resnetlab.infer.folding.prepare`), so each conv is quantized
    with the scale its deployed weights have, not the pre-BN one.
 2. ``torch.export`` with a dynamic batch, annotated by the ``X86InductorQuantizer``: weights
    int8, symmetric, **per output channel**; activations uint8, per tensor, ranges from a
@@ -205,7 +205,7 @@ def quantize_program(
     ``calibration``: normalised images ``(N, C, H, W)`` whose activation ranges set the
     scales; ``fp32_layers`` and ``bf16_layers``: module names (conv/linear, as
     :func:`layer_sensitivity` names them) the quantizer leaves alone, run in that dtype."""
-    from resnetlab.infer.fast import prepare
+    from resnetlab.infer.folding import prepare
 
     quantize_pt2e, xiq = torchao_pt2e()
     folded = prepare(model, channels_last=False)
