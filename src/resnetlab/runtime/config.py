@@ -48,7 +48,7 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
     image_size: int | None = None  # model input side; None: the images' own size
     load_size: int | None = None  # resize stored images to this side when loading
-    # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.datasets);
+    # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.pipeline);
     # cifar: pad-crop + flip; imagenet: random-resized crop + flip; trivialaugment,
     # randaugment, autoaugment: one of those (see data.augment.policy_base) + the policy
     augment: Literal[

@@ -11,7 +11,8 @@ from pathlib import Path
 from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
-from resnetlab.data.datasets import SMALL_SIDE, DataBundle
+from resnetlab.data.datasets import DataBundle
+from resnetlab.data.pipeline import SMALL_SIDE
 from resnetlab.errors import InvalidValueError
 from resnetlab.interop.weights import PublishedWeights
 from resnetlab.models.registry import create_model
@@ -110,7 +111,7 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     d = cfg.data
     if d.augment != "auto":
         return cfg, ""
-    from resnetlab.data.datasets import choose_pipeline
+    from resnetlab.data.pipeline import choose_pipeline
 
     p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
     data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)
