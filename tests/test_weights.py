@@ -25,14 +25,16 @@ from resnetlab.data.augment import eval_transform, normalize
 from resnetlab.infer.folding import randomize_batchnorm
 from resnetlab.infer.predict import Predictor
 from resnetlab.interop import weights as catalogue
-from resnetlab.interop.weights import (
+from resnetlab.interop.fact_sheet import (
     CIFAR10_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    imagenet_classes,
+)
+from resnetlab.interop.weights import (
     UnknownWeightsError,
     find_by_sha256,
     get_weights,
-    imagenet_classes,
     list_weights,
 )
 from resnetlab.models import create_model

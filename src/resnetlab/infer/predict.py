@@ -19,8 +19,8 @@ from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.errors import InvalidValueError
 from resnetlab.interop.compat import Layout
+from resnetlab.interop.fact_sheet import PublishedWeights, imagenet_classes
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
-from resnetlab.interop.weights import PublishedWeights, imagenet_classes
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
 from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict, plain
 from resnetlab.runtime.counts import ConfusionMatrix
