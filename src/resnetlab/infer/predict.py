@@ -18,6 +18,8 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.errors import InvalidValueError
+from resnetlab.infer.folding import fold_batchnorm
+from resnetlab.infer.int8_file import QuantizedFileError, is_quantized_file, load_quantized
 from resnetlab.interop.compat import Layout
 from resnetlab.interop.fact_sheet import PublishedWeights, imagenet_classes
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
@@ -78,8 +80,6 @@ class Predictor:
         and ``layout`` are for files the catalogue does not know). Everything is read with
         ``weights_only=True``."""
         text = str(path)
-        from resnetlab.infer.int8_file import is_quantized_file
-
         if is_quantized_file(text):
             return cls.from_quantized(text)
         if text.endswith(".safetensors") or is_weights_name(text):
@@ -104,7 +104,6 @@ class Predictor:
         on the CPU in fp32 (its int8 kernels are x86 CPU ones), with the checkpoint's
         preprocessing and classes from its metadata. ``compile``: lower it to oneDNN's int8
         kernels on the first call of each batch shape."""
-        from resnetlab.infer.int8_file import QuantizedFileError, load_quantized
         from resnetlab.infer.quantize import QuantizedNet
 
         program, meta = load_quantized(path)
@@ -304,7 +303,6 @@ def export_onnx_file(
 
     from resnetlab.fileio import check_writable
     from resnetlab.infer.engines import export_onnx
-    from resnetlab.infer.folding import fold_batchnorm
 
     target = check_writable(out)
     p = Predictor.load(ckpt, device="cpu", model=model, layout=layout)
@@ -333,7 +331,6 @@ def export_openvino_file(
 
     from resnetlab.fileio import check_writable
     from resnetlab.infer.engines import _openvino, openvino_model
-    from resnetlab.infer.folding import fold_batchnorm
 
     ov = _openvino()
     target = check_writable(out)
