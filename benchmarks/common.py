@@ -14,8 +14,9 @@ from torch import nn
 from resnetlab.runtime.execution import Execution, autocast, to_input
 
 
-def interleaved(rates: dict[str, Callable[[], float]],
-                rounds: int) -> tuple[dict[str, float], dict[str, list[float]]]:  # fmt: skip
+def interleaved(
+    rates: dict[str, Callable[[], float]], rounds: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Measure each rate once per round, in turn (A B C A B C …), so that a slow spell of
     the shared machine hits them all alike. Returns each one's median and all its values."""
     values: dict[str, list[float]] = {name: [] for name in rates}

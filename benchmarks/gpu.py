@@ -43,8 +43,10 @@ GFLOP_PER_IMAGE = 8.18  # resnet50_v1_5 forward at 224×224 (2 × 4.09 G MACs)
 def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
     place = choose(args.device, "auto")  # bf16 + channels_last where the device runs bf16
     device = place.device
-    optim = {"weight_decay": 5e-5, **({"fused": True} if device.type == "cuda" else
-                                      {"foreach": True})}  # fmt: skip
+    optim = {
+        "weight_decay": 5e-5,
+        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
+    }
     batch, side, steps, rounds = (2, 64, 1, 2) if args.smoke else (args.batch_size, 224, 20, 3)
     candidates: dict[str, Callable[[], nn.Module]] = {
         "resnetlab resnet50_v1_5": lambda: create_model("resnet50_v1_5")
@@ -55,14 +57,22 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
         candidates["torchvision resnet50"] = lambda: torchvision.models.resnet50()
     except Exception as err:  # not installed, or its compiled ops do not load (this CPU box)
         print(f"torchvision unavailable ({type(err).__name__}): timing resnetlab only")
-    counts = {name: sum(p.numel() for p in make().parameters()) for name, make in
-              candidates.items()}  # fmt: skip
+    counts = {
+        name: sum(p.numel() for p in make().parameters()) for name, make in candidates.items()
+    }
     assert len(set(counts.values())) == 1, f"not the same network: {counts}"
     runners = {}
     for name, make in candidates.items():
         torch.manual_seed(0)
-        runners[name] = train_steps(make(), place, batch=batch, side=side, classes=1000,
-                                    optim=optim, compile_model=not args.no_compile)  # fmt: skip
+        runners[name] = train_steps(
+            make(),
+            place,
+            batch=batch,
+            side=side,
+            classes=1000,
+            optim=optim,
+            compile_model=not args.no_compile,
+        )
         start = time.perf_counter()
         runners[name](3)  # warm-up: compilation, cuDNN autotuning
         print(f"{name}: warm-up (compile) {time.perf_counter() - start:.0f} s", flush=True)
@@ -77,20 +87,27 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
     flops = 3 * GFLOP_PER_IMAGE * (side / 224) ** 2 / 1000  # TFLOP per trained image
     out: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else hardware(),
-        "batch": batch, "side": side, "compile": not args.no_compile,
-        "images_per_s": median, "rounds": ips,
+        "batch": batch,
+        "side": side,
+        "compile": not args.no_compile,
+        "images_per_s": median,
+        "rounds": ips,
         "matmul_tflops": peak,
-        "resnetlab_tflops": ours * flops, "resnetlab_share_of_matmul": ours * flops / peak,
-    }  # fmt: skip
+        "resnetlab_tflops": ours * flops,
+        "resnetlab_share_of_matmul": ours * flops / peak,
+    }
     if "torchvision resnet50" in median:
         out["resnetlab_over_torchvision"] = ours / median["torchvision resnet50"]
     for name, v in ips.items():
-        print(f"{name:<28} {median[name]:9.1f} images/s  (rounds: "
-              f"{' '.join(f'{a:.1f}' for a in v)})")  # fmt: skip
+        print(
+            f"{name:<28} {median[name]:9.1f} images/s  (rounds: {' '.join(f'{a:.1f}' for a in v)})"
+        )
     if "resnetlab_over_torchvision" in out:
         print(f"{'resnetlab / torchvision':<28} {out['resnetlab_over_torchvision']:9.3f}×")
-    print(f"{'achieved TFLOP/s':<28} {ours * flops:9.3g}  ({100 * ours * flops / peak:.0f}% of "
-          f"a {n}² matmul's {peak:.3g})")  # fmt: skip
+    print(
+        f"{'achieved TFLOP/s':<28} {ours * flops:9.3g}  ({100 * ours * flops / peak:.0f}% of "
+        f"a {n}² matmul's {peak:.3g})"
+    )
     return out
 
 
@@ -99,9 +116,15 @@ def _fit(data: str, model: str, epochs: int, over: dict[str, Any], smoke: bool) 
     from resnetlab.train.runner import fit
 
     cuda = torch.cuda.is_available()
-    cfg = {"data.source": data, "model.name": model, "run.epochs": epochs,
-           "run.compile": cuda, "run.out_dir": tempfile.mkdtemp(prefix="gpu-bench-"),
-           "run.name": model, **over}  # fmt: skip
+    cfg = {
+        "data.source": data,
+        "model.name": model,
+        "run.epochs": epochs,
+        "run.compile": cuda,
+        "run.out_dir": tempfile.mkdtemp(prefix="gpu-bench-"),
+        "run.name": model,
+        **over,
+    }
     if model == "resnet18":
         cfg["model.options.stem"] = "cifar"  # 3×3 stem, no max-pool: the usual CIFAR ResNet-18
     if smoke:
@@ -113,14 +136,20 @@ def bench_cifar_epoch(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in ("resnet20", "resnet18"):
         result = _fit(args.data, model, 1 if args.smoke else 3, {"run.test": False}, args.smoke)
-        rows = [json.loads(line) for line in
-                (result.run_dir / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+        rows = [
+            json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
         times = [r["train_time_s"] for r in rows]
         run = json.loads((result.run_dir / "results.json").read_text())
-        out[model] = {"epoch_train_s": times, "images_per_s": rows[-1]["images_per_s"],
-                      **{k: run[k] for k in ("device", "precision", "channels_last")}}  # fmt: skip
-        print(f"{model}: seconds per epoch {' '.join(f'{t:.2f}' for t in times)} (the first "
-              f"includes compilation); {rows[-1]['images_per_s']:.0f} images/s")  # fmt: skip
+        out[model] = {
+            "epoch_train_s": times,
+            "images_per_s": rows[-1]["images_per_s"],
+            **{k: run[k] for k in ("device", "precision", "channels_last")},
+        }
+        print(
+            f"{model}: seconds per epoch {' '.join(f'{t:.2f}' for t in times)} (the first "
+            f"includes compilation); {rows[-1]['images_per_s']:.0f} images/s"
+        )
     return out
 
 
@@ -150,8 +179,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     print(f"{hardware()}; device {args.device}", flush=True)
-    parts = {"resnet50": bench_resnet50, "cifar-epoch": bench_cifar_epoch,
-             "time-to-94": bench_time_to_94}  # fmt: skip
+    parts = {
+        "resnet50": bench_resnet50,
+        "cifar-epoch": bench_cifar_epoch,
+        "time-to-94": bench_time_to_94,
+    }
     chosen = list(parts) if args.what == "all" else [args.what]
     results = {name: parts[name](args) for name in chosen}
     if args.json:

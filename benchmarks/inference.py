@@ -33,15 +33,9 @@ import torch
 from common import interleaved
 from torch import Tensor, nn
 
-from resnetlab.infer.fast import (
-    compiled_runner,
-    eager_runner,
-    fold_batchnorm,
-    onnxruntime_runner,
-    prepare,
-    randomize_batchnorm,
-    time_runner,
-)
+from resnetlab.infer.engines import compiled_runner, eager_runner, onnxruntime_runner
+from resnetlab.infer.fast import time_runner
+from resnetlab.infer.folding import fold_batchnorm, prepare, randomize_batchnorm
 from resnetlab.infer.memory import keep_freed_memory
 from resnetlab.models import create_model
 from resnetlab.runtime.execution import hardware, matmul_gflops
@@ -52,21 +46,25 @@ GFLOP_PER_IMAGE = 8.18  # 2 × 4.09 G MACs, resnet50_v1_5 at 224×224
 def plain_runner(model: nn.Module, channels_last: bool) -> Callable[[Tensor], Tensor]:
     def run(x: Tensor) -> Tensor:
         with torch.inference_mode():
-            out: Tensor = model(x.contiguous(memory_format=torch.channels_last) if channels_last
-                                else x)  # fmt: skip
+            out: Tensor = model(
+                x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            )
         return out
 
     return run
 
 
-def time_rounds(runners: dict[str, Callable[[Tensor], Tensor]], x: Tensor, rounds: int,
-                seconds: float) -> dict[str, float]:  # fmt: skip
+def time_rounds(
+    runners: dict[str, Callable[[Tensor], Tensor]], x: Tensor, rounds: int, seconds: float
+) -> dict[str, float]:
     """Images/s of each runner: the median of ``rounds`` interleaved timings."""
     median, ips = interleaved(
-        {name: (lambda run=run: x.shape[0] / time_runner(run, x, min_seconds=seconds / rounds))
-         for name, run in runners.items()},
+        {
+            name: (lambda run=run: x.shape[0] / time_runner(run, x, min_seconds=seconds / rounds))
+            for name, run in runners.items()
+        },
         rounds,
-    )  # fmt: skip
+    )
     for name, v in ips.items():
         print(f"  timed {name}: {' '.join(f'{a:.1f}' for a in v)} images/s", flush=True)
     return median
@@ -114,7 +112,7 @@ ENGINE_DTYPE = {
 
 def engine_table(args: argparse.Namespace) -> dict[str, object]:
     """Every engine, per model and batch size, timed in interleaved rounds."""
-    from resnetlab.infer.fast import build_runner
+    from resnetlab.infer.engines import build_runner
 
     kept_default: dict[str, float] = {}
     peaks = {
@@ -259,14 +257,18 @@ def main() -> None:
     ips |= time_rounds(runners, x, args.rounds, args.seconds)
     runners[default] = plain_runner(base, False)
 
-    figures = {name: {"images_per_s": ips[name], "max_rel_err_vs_fp32": rel_err(ref, run(x))}
-               for name, run in runners.items()}  # fmt: skip
+    figures = {
+        name: {"images_per_s": ips[name], "max_rel_err_vs_fp32": rel_err(ref, run(x))}
+        for name, run in runners.items()
+    }
     eager, ort = ips[default], ips["ONNX Runtime fp32"]
     print(f"\n{'engine':<40} {'img/s':>8} {'× eager':>8} {'× ORT':>7} {'rel err':>9}")
     for name in [default, *(k for k in figures if k != default)]:
         f = figures[name]
-        print(f"{name:<40} {ips[name]:>8.1f} {ips[name] / eager:>8.2f} {ips[name] / ort:>7.2f} "
-              f"{f['max_rel_err_vs_fp32']:>9.1e}")  # fmt: skip
+        print(
+            f"{name:<40} {ips[name]:>8.1f} {ips[name] / eager:>8.2f} {ips[name] / ort:>7.2f} "
+            f"{f['max_rel_err_vs_fp32']:>9.1e}"
+        )
 
     ours = [k for k in figures if "ONNX" not in k]  # resnetlab's own (PyTorch) paths
     fp32_best = max((k for k in ours if "bf16" not in k), key=lambda k: ips[k])
@@ -307,8 +309,16 @@ def main() -> None:
             print(f"{k:<58} {v}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"hardware": hardware(), "batch_size": args.batch_size,
-                       "engines": figures, "summary": summary}, f, indent=2)  # fmt: skip
+            json.dump(
+                {
+                    "hardware": hardware(),
+                    "batch_size": args.batch_size,
+                    "engines": figures,
+                    "summary": summary,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

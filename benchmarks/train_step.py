@@ -27,8 +27,14 @@ from resnetlab.models import create_model
 from resnetlab.runtime.execution import Execution, choose, hardware, matmul_gflops
 
 
-def trainer(model_name: str, place: Execution, batch: int, side: int,
-            optim: str | None, compile_model: bool = False) -> Callable[[int], float]:  # fmt: skip
+def trainer(
+    model_name: str,
+    place: Execution,
+    batch: int,
+    side: int,
+    optim: str | None,
+    compile_model: bool = False,
+) -> Callable[[int], float]:
     """A function that runs ``steps`` training steps and returns their seconds; ``optim``:
     SGD's implementation (``foreach``, ``fused``, or None for its default)."""
     torch.manual_seed(0)
@@ -53,11 +59,13 @@ def loader_images_per_s(batch: int, side: int, n: int = 50_000) -> float:
     from resnetlab.data.tensors import ImageTensors
 
     g = torch.Generator().manual_seed(0)
-    data = ImageTensors(torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g),
-                        torch.arange(n) % 10, tuple("abcdefghij"))  # fmt: skip
+    data = ImageTensors(
+        torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g),
+        torch.arange(n) % 10,
+        tuple("abcdefghij"),
+    )
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=side)
-    batches = TrainBatches(data, pre, batch_size=batch, seed=0, epoch=0,
-                           device=torch.device("cpu"))  # fmt: skip
+    batches = TrainBatches(data, pre, batch_size=batch, seed=0, epoch=0, device=torch.device("cpu"))
     start = time.perf_counter()
     seen = sum(y.shape[0] for _, y in batches)
     return seen / (time.perf_counter() - start)
@@ -70,8 +78,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--side", type=int, default=32)
-    p.add_argument("--compile", action="store_true",
-                   help="also the fast path compiled (torch.compile; slow to build)")  # fmt: skip
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also the fast path compiled (torch.compile; slow to build)",
+    )
     p.add_argument("--fused", action="store_true", help="also the fast path with fused SGD")
     args = p.parse_args()
     b, side = args.batch_size, args.side
@@ -92,10 +103,12 @@ def main() -> None:
                 args.model, fast_place, b, side, "fused", True
             )
     ips, times = interleaved(
-        {name: (lambda steps=steps: b * args.steps / steps(args.steps)) for name, steps in
-         runs.items()},
+        {
+            name: (lambda steps=steps: b * args.steps / steps(args.steps))
+            for name, steps in runs.items()
+        },
         args.rounds,
-    )  # fmt: skip
+    )
     base = ips["default eager fp32 NCHW"]
     for name, v in times.items():
         print(f"{name:<44} {ips[name]:8.0f} images/s  (rounds: {' '.join(f'{a:.0f}' for a in v)})")
@@ -103,8 +116,10 @@ def main() -> None:
         print(f"{'ratio ' + name.split(' (')[0] + ' / default':<44} {ips[name] / base:8.2f}×")
     fastest = max(ips.values())
     fp32_mm, bf16_mm = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    print(f"{'matmul 2048² GFLOP/s, fp32 / bf16':<44} {fp32_mm:8.0f} / {bf16_mm:.0f}"
-          f"  (ratio {bf16_mm / fp32_mm:.2f}×)")  # fmt: skip
+    print(
+        f"{'matmul 2048² GFLOP/s, fp32 / bf16':<44} {fp32_mm:8.0f} / {bf16_mm:.0f}"
+        f"  (ratio {bf16_mm / fp32_mm:.2f}×)"
+    )
     loader = loader_images_per_s(b, side)
     print(f"{'loader alone':<44} {loader:8.0f} images/s")
     print(f"{'loader / fastest training':<44} {loader / fastest:8.1f}×")

@@ -5,7 +5,7 @@
 ``FILE.pt2`` is what ``resnetlab quantize CKPT --data DATA -o FILE.pt2`` wrote: its top-1
 (fp32 and our int8, measured by ``quantize`` on the whole test split) is read from the file.
 This script measures, on the same split and with the same 512 calibration images (the same
-seeded draw from train, :func:`~resnetlab.infer.quantize.calibration_images`):
+seeded draw from train, :func:`~resnetlab.infer.int8_checkpoint.calibration_images`):
 
 - ``onnxruntime-int8``: ONNX Runtime's static QDQ quantization (per-channel int8 weights,
   uint8 activations, min/max ranges), run by its CPU provider;
@@ -31,13 +31,24 @@ import torch
 from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
-from resnetlab.infer.fast import onnxruntime_runner, openvino_model, prepare
+from resnetlab.infer.engines import onnxruntime_runner, openvino_model
+from resnetlab.infer.folding import prepare
+from resnetlab.infer.int8_checkpoint import calibration_images, evaluation_split
+from resnetlab.infer.int8_file import load_quantized
 from resnetlab.infer.predict import Predictor
-from resnetlab.infer.quantize import calibration_images, evaluation_split, load_quantized
 from resnetlab.runtime.execution import cpu_has_fast_bf16, hardware
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-         "amx_bf16", "amx_int8", "amx_tile")  # fmt: skip
+FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
 
 
 def cpu() -> dict[str, Any]:
@@ -48,8 +59,12 @@ def cpu() -> dict[str, Any]:
             model = line.split(":", 1)[1].strip()
         elif line.startswith("flags") and not flags:
             flags = set(line.split(":", 1)[1].split())
-    return {"model": model, "flags": {f: f in flags for f in FLAGS},
-            "onednn_native_bf16": cpu_has_fast_bf16(), "hardware": hardware()}  # fmt: skip
+    return {
+        "model": model,
+        "flags": {f: f in flags for f in FLAGS},
+        "onednn_native_bf16": cpu_has_fast_bf16(),
+        "hardware": hardware(),
+    }
 
 
 def openvino_int8(model: torch.nn.Module, calibration: Tensor) -> Callable[[Tensor], Tensor]:
@@ -89,8 +104,9 @@ def main() -> None:
     logits: dict[str, list[Tensor]] = {k: [] for k in engines}
     labels = []
     with torch.no_grad():
-        for x, y in eval_split_batches(evaluated, p.preprocess, batch_size=250,
-                                       device=torch.device("cpu")):  # fmt: skip
+        for x, y in eval_split_batches(
+            evaluated, p.preprocess, batch_size=250, device=torch.device("cpu")
+        ):
             labels.append(y)
             for name, run in engines.items():
                 logits[name].append(run(x).float())

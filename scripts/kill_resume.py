@@ -44,11 +44,33 @@ class Setup:
     seed: int = 0
 
     def command(self, out: Path, name: str) -> list[str]:
-        return [sys.executable, "-m", "resnetlab", "train", "--recipe", "paper-cifar",
-                "--data", "sample", "--epochs", str(self.epochs), "--limit-per-class",
-                str(self.limit_per_class), "--batch-size", str(self.batch_size), "--seed",
-                str(self.seed), "--precision", "fp32", "--device", "cpu", "--no-test",
-                "--out", str(out), "--name", name]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "resnetlab",
+            "train",
+            "--recipe",
+            "paper-cifar",
+            "--data",
+            "sample",
+            "--epochs",
+            str(self.epochs),
+            "--limit-per-class",
+            str(self.limit_per_class),
+            "--batch-size",
+            str(self.batch_size),
+            "--seed",
+            str(self.seed),
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+            "--no-test",
+            "--out",
+            str(out),
+            "--name",
+            name,
+        ]
 
 
 @dataclass(frozen=True)
@@ -77,8 +99,14 @@ def environment() -> dict[str, str]:
 
 def reference(setup: Setup, out: Path) -> Path:
     """An uninterrupted run; returns its folder."""
-    done = subprocess.run(setup.command(out, "reference"), env=environment(),
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    done = subprocess.run(
+        setup.command(out, "reference"),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"reference run failed:\n{done.stdout}\n{done.stderr}")
     return out / "reference"
@@ -113,8 +141,13 @@ def start_and_kill(setup: Setup, out: Path, name: str, fraction: float) -> Kill:
     """Start a run and SIGKILL it ``fraction`` of the way through the rest of the run
     after its first checkpoint (estimated from the first epoch's duration)."""
     run = out / name
-    proc = subprocess.Popen(setup.command(out, name), env=environment(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        setup.command(out, name),
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert proc.stdout is not None
         started = None
@@ -151,16 +184,31 @@ def kill_and_resume(setup: Setup, out: Path, name: str, fraction: float, ref: Pa
     run = out / name
     kill = start_and_kill(setup, out, name, fraction)
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "resnetlab", "train", "--resume", str(run)],
-                          env=environment(), capture_output=True, text=True, timeout=600,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "resnetlab", "train", "--resume", str(run)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     resume_s = time.monotonic() - t0
     if done.returncode != 0:
         raise RuntimeError(f"resume failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     identical, diff = compare(ref / "last.pt", run / "last.pt")
     epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return Trial(name, kill.delay_s, kill.killed, kill.epoch, kill.temps, _temps(run),
-                 resume_s, identical, diff, len(epochs) - len(set(epochs)))  # fmt: skip
+    return Trial(
+        name,
+        kill.delay_s,
+        kill.killed,
+        kill.epoch,
+        kill.temps,
+        _temps(run),
+        resume_s,
+        identical,
+        diff,
+        len(epochs) - len(set(epochs)),
+    )
 
 
 def main() -> int:
@@ -176,22 +224,29 @@ def main() -> int:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         ref = reference(setup, out)
-        print(f"{'trial':<8} {'delay':>7} {'killed':>6} {'last.pt':>8} {'temps':>5} "
-              f"{'resume':>7} {'repeated':>8}  result")  # fmt: skip
+        print(
+            f"{'trial':<8} {'delay':>7} {'killed':>6} {'last.pt':>8} {'temps':>5} "
+            f"{'resume':>7} {'repeated':>8}  result"
+        )
         trials = []
         for i in range(args.trials):
             t = kill_and_resume(setup, out, f"trial{i}", rng.random(), ref)
             trials.append(t)
             result = "identical" if t.identical else f"DIFFERS (max {t.max_abs_diff:.3g})"
-            print(f"{t.name:<8} {t.delay_s:>6.2f}s {'yes' if t.killed else 'no':>6} "
-                  f"{'epoch ' + str(t.epoch_at_kill):>8} {t.temps_at_kill:>2}→{t.temps_after:<2} "
-                  f"{t.resume_s:>6.1f}s {t.repeated_rows:>8}  {result}", flush=True)  # fmt: skip
+            print(
+                f"{t.name:<8} {t.delay_s:>6.2f}s {'yes' if t.killed else 'no':>6} "
+                f"{'epoch ' + str(t.epoch_at_kill):>8} {t.temps_at_kill:>2}→{t.temps_after:<2} "
+                f"{t.resume_s:>6.1f}s {t.repeated_rows:>8}  {result}",
+                flush=True,
+            )
     killed = [t for t in trials if t.killed]
     same = sum(t.identical for t in trials)
-    print(f"\n{len(killed)}/{len(trials)} runs killed mid-run (the others had finished), "
-          f"epochs at kill {sorted(t.epoch_at_kill for t in killed)}; {same}/{len(trials)} "
-          f"resumed runs bit-identical to the uninterrupted one; temporary files left: "
-          f"{sum(t.temps_after for t in trials)}")  # fmt: skip
+    print(
+        f"\n{len(killed)}/{len(trials)} runs killed mid-run (the others had finished), "
+        f"epochs at kill {sorted(t.epoch_at_kill for t in killed)}; {same}/{len(trials)} "
+        f"resumed runs bit-identical to the uninterrupted one; temporary files left: "
+        f"{sum(t.temps_after for t in trials)}"
+    )
     return 0 if same == len(trials) and not any(t.temps_after for t in trials) else 1
 
 

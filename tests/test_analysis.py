@@ -48,8 +48,9 @@ def test_agrees_with_torchinfo(name: str, size: tuple[int, ...], kw: dict[str, o
     torch.manual_seed(0)
     model = create_model(name, **kw)
     ours = summarize(model, size, depth=99)
-    theirs = torchinfo.summary(model, input_size=size, depth=99, verbose=0,
-                               device="cpu", mode="eval")  # fmt: skip
+    theirs = torchinfo.summary(
+        model, input_size=size, depth=99, verbose=0, device="cpu", mode="eval"
+    )
     assert ours.totals.params == theirs.total_params
     assert ours.totals.trainable == theirs.trainable_params
     assert ours.totals.macs == theirs.total_mult_adds
@@ -75,10 +76,15 @@ def test_agrees_with_flop_counter(name: str, size: tuple[int, ...], kw: dict[str
 
 def test_resnet50_summary_as_torchinfo() -> None:
     text = summarize(meta_model("resnet50"), (2, 3, 224, 224), title="resnet50").to_text()
-    for expected in ("Total params: 25,557,032", "Total mult-adds (G): 7.72",
-                     "Input size (MB): 1.20", "Forward/backward pass size (MB): 338.80",
-                     "Params size (MB): 102.23", "Estimated Total Size (MB): 442.24",
-                     "v1 (paper)"):  # fmt: skip
+    for expected in (
+        "Total params: 25,557,032",
+        "Total mult-adds (G): 7.72",
+        "Input size (MB): 1.20",
+        "Forward/backward pass size (MB): 338.80",
+        "Params size (MB): 102.23",
+        "Estimated Total Size (MB): 442.24",
+        "v1 (paper)",
+    ):
         assert expected in text
 
 

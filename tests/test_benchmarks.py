@@ -36,8 +36,19 @@ def test_resnet50_training_benchmark_runs(capsys: pytest.CaptureFixture[str]) ->
 
 def test_cifar_benchmarks_run_through_the_training_loop(tmp_path: Path) -> None:
     gpu = _gpu_script()
-    out = gpu.main(["all", "--smoke", "--no-compile", "--device", "cpu", "--data", "sample",
-                    "--json", str(tmp_path / "gpu.json")])  # fmt: skip
+    out = gpu.main(
+        [
+            "all",
+            "--smoke",
+            "--no-compile",
+            "--device",
+            "cpu",
+            "--data",
+            "sample",
+            "--json",
+            str(tmp_path / "gpu.json"),
+        ]
+    )
     for model in ("resnet20", "resnet18"):
         epoch = out["cifar-epoch"][model]
         assert len(epoch["epoch_train_s"]) == 1 and epoch["epoch_train_s"][0] > 0

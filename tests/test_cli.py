@@ -61,8 +61,9 @@ def test_summary_options_and_formats(capsys: pytest.CaptureFixture[str], tmp_pat
     code, out, _ = run(capsys, "summary", "resnet20", "--depth", "1", "--format", "csv")
     assert out.splitlines()[0] == "name,type,depth,output_shape,params,mult_adds"
     target = tmp_path / "s.md"
-    code, out, _ = run(capsys, "summary", "resnet20", "--set", "kernel_size=5",
-                       "--format", "md", "-o", str(target))  # fmt: skip
+    code, out, _ = run(
+        capsys, "summary", "resnet20", "--set", "kernel_size=5", "--format", "md", "-o", str(target)
+    )
     assert code == 0
     assert "Middle kernel size: 5×5" in target.read_text()
 
@@ -71,8 +72,15 @@ def test_models(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "models", "resnet1*")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["resnet18", "resnet101", "resnet152", "resnet101_v1_5", "resnet152_v1_5",
-                     "resnet110", "resnet1202"]  # fmt: skip
+    assert names == [
+        "resnet18",
+        "resnet101",
+        "resnet152",
+        "resnet101_v1_5",
+        "resnet152_v1_5",
+        "resnet110",
+        "resnet1202",
+    ]
     code, out, _ = run(capsys, "models", "resnet2*", "--details", "--format", "json")
     assert json.loads(out)[0]["params"] == 269_722
 
@@ -165,12 +173,14 @@ def test_console_script_and_module_entry_points() -> None:
     for cmd in ([str(exe)], [sys.executable, "-m", "resnetlab"]):
         if cmd[0] == str(exe) and not exe.exists():
             continue
-        done = subprocess.run([*cmd, "models", "vgg1*"], capture_output=True, text=True,
-                              check=False, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [*cmd, "models", "vgg1*"], capture_output=True, text=True, check=False, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         assert "vgg16_bn" in done.stdout
-        bad = subprocess.run([*cmd, "summary", "nope"], capture_output=True, text=True,
-                             check=False, timeout=120)  # fmt: skip
+        bad = subprocess.run(
+            [*cmd, "summary", "nope"], capture_output=True, text=True, check=False, timeout=120
+        )
         assert bad.returncode == 2
         assert len(bad.stderr.strip().splitlines()) == 1
 

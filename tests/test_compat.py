@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from conftest import http_server, meta_model
 from resnetlab.analysis import count_params
-from resnetlab.infer.fast import randomize_batchnorm
+from resnetlab.infer.folding import randomize_batchnorm
 from resnetlab.interop import (
     CheckpointError,
     load_pretrained,
@@ -68,8 +68,10 @@ def test_load_checkpoint_roundtrip_with_wrappers(tmp_path: Path) -> None:
     source = create_model("resnet18")
     state = source.state_dict()
     plain = _save(state, tmp_path / "plain.pth")
-    wrapped = _save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3},
-                    tmp_path / "ddp.pth")  # fmt: skip
+    wrapped = _save(
+        {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3},
+        tmp_path / "ddp.pth",
+    )
     for path in (plain, wrapped):
         model = load_torchvision_checkpoint(path, "resnet18")
         for k, v in model.state_dict().items():
@@ -248,8 +250,10 @@ class _AkaResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(16)
         cin = 16
         for i, planes in enumerate((16, 32, 64)):
-            blocks = [_AkaBlock(cin if b == 0 else planes, planes, 2 if i and not b else 1)
-                      for b in range(n)]  # fmt: skip
+            blocks = [
+                _AkaBlock(cin if b == 0 else planes, planes, 2 if i and not b else 1)
+                for b in range(n)
+            ]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             cin = planes
         self.linear = nn.Linear(64, 10)
@@ -267,12 +271,18 @@ def test_akamaster_checkpoint_computes_the_same(tmp_path: Path, name: str, n: in
     torch.manual_seed(0)
     reference = randomize_batchnorm(_AkaResNet(n))
     # As akamaster's trainer saves it: DataParallel keys, no BN counters (pre-0.4.1 files).
-    state = {f"module.{k}": v for k, v in reference.state_dict().items()
-             if not k.endswith("num_batches_tracked")}  # fmt: skip
+    state = {
+        f"module.{k}": v
+        for k, v in reference.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     assert "module.linear.weight" in state and "module.layer1.0.conv1.weight" in state
     path = tmp_path / "a.th"  # the pre-1.6 (non-zip) format of akamaster's published files
-    torch.save({"epoch": 200, "state_dict": state, "best_prec1": 91.7}, path,
-               _use_new_zipfile_serialization=False)  # fmt: skip
+    torch.save(
+        {"epoch": 200, "state_dict": state, "best_prec1": 91.7},
+        path,
+        _use_new_zipfile_serialization=False,
+    )
     model, report = load_pretrained(path, name, layout="akamaster")
     assert report.ok and count_params(model) == count_params(reference)
     x = torch.randn(4, 3, 32, 32)

@@ -83,8 +83,9 @@ def test_decompression_bombs_are_refused() -> None:
         decode_image(data, "bomb.png", max_pixels=100_000)
 
 
-def make_folder(root: Path, layout: dict[str, int], *, split_dirs: bool = True,
-                size: int = 8) -> Path:  # fmt: skip
+def make_folder(
+    root: Path, layout: dict[str, int], *, split_dirs: bool = True, size: int = 8
+) -> Path:
     """root/[split/]class/i.png with a colour per class (so classes are learnable)."""
     for key, n in layout.items():
         for i in range(n):
@@ -97,8 +98,9 @@ def make_folder(root: Path, layout: dict[str, int], *, split_dirs: bool = True,
 
 
 def test_folder_with_splits_and_without(tmp_path: Path) -> None:
-    with_splits = make_folder(tmp_path / "a", {"train/cat": 4, "train/dog": 3, "val/cat": 1,
-                                                "val/dog": 1, "test/dog": 2})  # fmt: skip
+    with_splits = make_folder(
+        tmp_path / "a", {"train/cat": 4, "train/dog": 3, "val/cat": 1, "val/dog": 1, "test/dog": 2}
+    )
     idx = index_folder(with_splits)
     assert idx.classes == ("cat", "dog")
     assert {k: len(v) for k, v in idx.splits.items()} == {"train": 7, "val": 2, "test": 2}
@@ -200,8 +202,11 @@ def test_random_crop_is_a_window_of_the_padded_image() -> None:
     out = random_crop(x, 2, torch.Generator().manual_seed(0))
     padded = F.pad(x, (2, 2, 2, 2))
     for n in range(16):
-        assert any(torch.equal(out[n], padded[n, :, dy : dy + 8, dx : dx + 8])
-                   for dy in range(5) for dx in range(5))  # fmt: skip
+        assert any(
+            torch.equal(out[n], padded[n, :, dy : dy + 8, dx : dx + 8])
+            for dy in range(5)
+            for dx in range(5)
+        )
 
 
 def test_flip_mirrors_about_half() -> None:
@@ -226,8 +231,11 @@ def test_transforms_are_repeatable_and_normalise() -> None:
 
 
 def test_batches_resume_mid_epoch() -> None:
-    data = ImageTensors(torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8),
-                        torch.arange(40) % 4, ("a", "b", "c", "d"))  # fmt: skip
+    data = ImageTensors(
+        torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8),
+        torch.arange(40) % 4,
+        ("a", "b", "c", "d"),
+    )
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8)
     kw = {"batch_size": 8, "seed": 0, "epoch": 2, "device": torch.device("cpu")}
     whole = list(TrainBatches(data, pre, **kw))
@@ -235,8 +243,9 @@ def test_batches_resume_mid_epoch() -> None:
     it = iter(first)
     for _ in range(2):
         next(it)
-    rest = list(TrainBatches(data, pre, start_batch=2, generator_state=first.generator_state(),
-                             **kw))  # fmt: skip
+    rest = list(
+        TrainBatches(data, pre, start_batch=2, generator_state=first.generator_state(), **kw)
+    )
     assert len(whole) == 5 and len(rest) == 3
     for (xa, ya), (xb, yb) in zip(whole[2:], rest, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -265,19 +274,20 @@ def test_large_folders_stream_and_match_memory(tmp_path: Path) -> None:
     assert mem.test is not None and disk.test is not None
     a = list(eval_split_batches(mem.test, pre, batch_size=4, device=cpu))
     b = list(eval_split_batches(disk.test, pre, batch_size=4, device=cpu))
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
-               for (xa, ya), (xb, yb) in zip(a, b, strict=True))  # fmt: skip
+    assert all(
+        torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True)
+    )
     # The corrupt file is skipped in a streamed epoch, not fatal.
-    seen = sum(len(y) for _, y in train_batches(disk.train, pre, batch_size=4, seed=0, epoch=0,
-                                                 device=cpu))  # fmt: skip
+    seen = sum(
+        len(y) for _, y in train_batches(disk.train, pre, batch_size=4, seed=0, epoch=0, device=cpu)
+    )
     assert 0 < seen <= len(disk.train)
 
 
 def test_a_corrupt_first_image_does_not_fail_the_folder(tmp_path: Path) -> None:
     """load_data reads one image's header to size the data: a corrupt file in first place
     is skipped there (and reported by decoding) instead of failing the whole folder."""
-    folder = make_folder(tmp_path, {"train/cat": 3, "train/dog": 3, "test/cat": 1,
-                                    "test/dog": 1})  # fmt: skip
+    folder = make_folder(tmp_path, {"train/cat": 3, "train/dog": 3, "test/cat": 1, "test/dog": 1})
     first = next(iter(index_folder(folder).splits.values()))[0][0]
     (folder / first).write_bytes(b"\x89PNG broken")
     bundle = load_data(str(folder), cache=False)

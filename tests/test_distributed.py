@@ -59,8 +59,12 @@ def test_rank_batches_concatenate_to_the_global_batch() -> None:
     data, cpu = _images(), torch.device("cpu")
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8, augment="none")
     single = list(TrainBatches(data, pre, batch_size=8, seed=3, epoch=2, device=cpu))
-    ranks = [list(TrainBatches(data, pre, batch_size=4, seed=3, epoch=2, device=cpu, rank=r,
-                               world_size=2)) for r in range(2)]  # fmt: skip
+    ranks = [
+        list(
+            TrainBatches(data, pre, batch_size=4, seed=3, epoch=2, device=cpu, rank=r, world_size=2)
+        )
+        for r in range(2)
+    ]
     assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
     for b, (x, y) in enumerate(single):
         assert torch.equal(torch.cat([ranks[0][b][0], ranks[1][b][0]]), x)
@@ -77,8 +81,9 @@ def test_a_rank_resumes_its_own_augmentation_mid_epoch() -> None:
     first = TrainBatches(data, pre, rank=1, **kw)
     it = iter(first)
     next(it), next(it)
-    rest = TrainBatches(data, pre, rank=1, start_batch=2,
-                        generator_state=first.generator_state(), **kw)  # fmt: skip
+    rest = TrainBatches(
+        data, pre, rank=1, start_batch=2, generator_state=first.generator_state(), **kw
+    )
     for (x, y), (x2, y2) in zip(whole[2:], rest, strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2)
 
@@ -93,19 +98,31 @@ def test_linear_scaling_rule() -> None:
 def test_every_rank_acts_on_the_most_urgent_stop_request() -> None:
     summed = [a + b for a, b in zip(stop_flags(""), stop_flags("sigterm"), strict=True)]
     assert agreed_stop(summed) == "sigterm"
-    assert agreed_stop([a + b for a, b in zip(stop_flags("time"), stop_flags("sigint"),
-                                              strict=True)]) == "sigint"  # fmt: skip
+    assert (
+        agreed_stop([a + b for a, b in zip(stop_flags("time"), stop_flags("sigint"), strict=True)])
+        == "sigint"
+    )
     assert agreed_stop(stop_flags("")) == ""
 
 
 def tiny(out: Path, name: str, **over: Any) -> TrainConfig:
     base: dict[str, Any] = {
-        "data.source": "sample", "data.limit_per_class": 20, "data.batch_size": 8,
-        "data.eval_batch_size": 50, "data.augment": "none", "optim.lr": 0.02,
-        "run.iterations": 6, "run.out_dir": str(out), "run.name": name, "run.device": "cpu",
-        "run.precision": "fp32", "run.log_every": 2, "run.test": False, "run.sync_bn": True,
+        "data.source": "sample",
+        "data.limit_per_class": 20,
+        "data.batch_size": 8,
+        "data.eval_batch_size": 50,
+        "data.augment": "none",
+        "optim.lr": 0.02,
+        "run.iterations": 6,
+        "run.out_dir": str(out),
+        "run.name": name,
+        "run.device": "cpu",
+        "run.precision": "fp32",
+        "run.log_every": 2,
+        "run.test": False,
+        "run.sync_bn": True,
         "model.options.layers": [1, 1, 1],  # ResNet-8: BN, strides and shortcuts, fewer ops
-    }  # fmt: skip
+    }
     base.update(over)
     return resolve_config("paper-cifar", base)
 
@@ -140,8 +157,13 @@ def _float64_models() -> None:
 def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
     """One of two ranks: train until the time limit stops it at the first log point (mid-
     epoch), then resume to the end."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(ports[0]),
+    )
     torch.set_num_threads(1)
     _float64_models()
     first = runner.fit(tiny(Path(out), "ddp", **{"run.time_limit_min": 1e-6}), log=quiet)
@@ -157,9 +179,12 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
     """2 ranks × batch 8 with SyncBN (paused and resumed mid-epoch) = 1 process × batch 16,
     after 6 SGD steps."""
     procs = torch.multiprocessing.start_processes(
-        _rank, args=((free_port(), free_port()), str(tmp_path)), nprocs=2, join=False,
+        _rank,
+        args=((free_port(), free_port()), str(tmp_path)),
+        nprocs=2,
+        join=False,
         start_method="spawn",
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 300
     while not procs.join(timeout=5):
         if time.monotonic() > deadline:
@@ -190,17 +215,47 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
 
 # ---------------------------------------------------------------- torchrun and the CLI
 def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={free_port()}", "-m", "resnetlab", "train", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "resnetlab",
+        "train",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.slow
 def test_torchrun_cli_runs_writes_one_folder_and_resumes(tmp_path: Path) -> None:
-    first = torchrun("--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "20",
-                     "--batch-size", "8", "--iterations", "6", "--precision", "fp32",
-                     "--device", "cpu", "--out", str(tmp_path), "--name", "run", "--no-test",
-                     "--time-limit", "0.000001", "--set", "run.log_every=2")  # fmt: skip
+    first = torchrun(
+        "--recipe",
+        "paper-cifar",
+        "--data",
+        "sample",
+        "--limit-per-class",
+        "20",
+        "--batch-size",
+        "8",
+        "--iterations",
+        "6",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "run",
+        "--no-test",
+        "--time-limit",
+        "0.000001",
+        "--set",
+        "run.log_every=2",
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.count("run folder:") == 1  # rank 1 says nothing
     assert "2 processes × batch 8 = 16" in first.stdout

@@ -25,8 +25,18 @@ from resnetlab.experiments.runs import Budget, read_run, run_job
 from resnetlab.runtime.config import resolve_config
 from resnetlab.train.runner import fit
 
-TINY = ["--data", "sample", "--iterations", "4", "--batch-size", "32",
-        "--limit-per-class", "12", "--precision", "fp32"]  # fmt: skip
+TINY = [
+    "--data",
+    "sample",
+    "--iterations",
+    "4",
+    "--batch-size",
+    "32",
+    "--limit-per-class",
+    "12",
+    "--precision",
+    "fp32",
+]
 
 
 def _reproduce(out: Path, *args: str) -> int:
@@ -111,11 +121,24 @@ def test_shortcuts_report(store: Path) -> None:
 
 
 def test_interrupted_job_resumes(tmp_path: Path) -> None:
-    budget = Budget(protocol="step", iterations=6, batch_size=32, data="sample", limit_per_class=12,
-                    precision="fp32")  # fmt: skip
+    budget = Budget(
+        protocol="step",
+        iterations=6,
+        batch_size=32,
+        data="sample",
+        limit_per_class=12,
+        precision="fp32",
+    )
     cfg = budget.config("resnet20", 0, tmp_path)
-    stopped = fit(cfg.__class__(**{**cfg.__dict__, "run": cfg.run.__class__(
-        **{**cfg.run.__dict__, "time_limit_min": 1e-9})}), log=lambda _s: None)  # fmt: skip
+    stopped = fit(
+        cfg.__class__(
+            **{
+                **cfg.__dict__,
+                "run": cfg.run.__class__(**{**cfg.run.__dict__, "time_limit_min": 1e-9}),
+            }
+        ),
+        log=lambda _s: None,
+    )
     assert stopped.status == "time" and stopped.epochs_done == 0
     assert read_run(stopped.run_dir, "resnet20", 0) is None  # not finished: not reused
     lines: list[str] = []
@@ -173,11 +196,13 @@ def test_findings_follow_the_numbers() -> None:
     def entry(train: float) -> dict[str, list[float]]:
         return {"train_error": [train], "test_error": [train + 5]}
 
-    shown = degradation_findings({"plain20": entry(10), "plain56": entry(14),
-                                   "resnet20": entry(10), "resnet56": entry(7)})  # fmt: skip
+    shown = degradation_findings(
+        {"plain20": entry(10), "plain56": entry(14), "resnet20": entry(10), "resnet56": entry(7)}
+    )
     assert shown.count("as in the paper") == 2 and "NOT" not in shown
-    missed = degradation_findings({"plain20": entry(10), "plain56": entry(9),
-                                    "resnet20": entry(10), "resnet56": entry(12)})  # fmt: skip
+    missed = degradation_findings(
+        {"plain20": entry(10), "plain56": entry(9), "resnet20": entry(10), "resnet56": entry(12)}
+    )
     assert missed.count("NOT as in the paper") == 2
     assert "NOT smaller" in response_findings({"plain20": [1.0], "resnet20": [2.0]})
 

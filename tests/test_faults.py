@@ -30,8 +30,22 @@ from resnetlab.runtime.checkpoint import (
     save_checkpoint,
 )
 
-TRAIN = ["train", "--recipe", "paper-cifar", "--data", "sample", "--limit-per-class", "5",
-         "--batch-size", "10", "--precision", "fp32", "--device", "cpu", "--no-test"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--recipe",
+    "paper-cifar",
+    "--data",
+    "sample",
+    "--limit-per-class",
+    "5",
+    "--batch-size",
+    "10",
+    "--precision",
+    "fp32",
+    "--device",
+    "cpu",
+    "--no-test",
+]
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC (Linux)
 
 
@@ -220,8 +234,13 @@ def test_damaged_checkpoint_is_one_line_naming_the_file(
 def test_damaged_checkpoint_in_a_real_process(run_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "last.pt"
     _damage("truncated", (run_dir / "last.pt").read_bytes(), bad)
-    done = subprocess.run([sys.executable, "-m", "resnetlab", "eval", str(bad)],
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "resnetlab", "eval", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"resnetlab eval: error: cannot read checkpoint {bad}: truncated or damaged "
@@ -358,8 +377,12 @@ def test_training_stops_cleanly_on_a_full_disk_and_resumes_exactly(
 
 
 def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     stale = tmp_path / f".last.pt.k3j4h5g6.{dead}.tmp"  # a kill -9 during a save
     alive = tmp_path / f".best.pt.a1b2c3d4.{os.getppid()}.tmp"  # being written right now
     other = tmp_path / ".results.json.x9y8z7w6.tmp"  # not a checkpoint's

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import checkpoint_weights
-from resnetlab.infer.fast import randomize_batchnorm
+from resnetlab.infer.folding import randomize_batchnorm
 from resnetlab.models import create_model
 from resnetlab.runtime.config import (
     RECIPES,

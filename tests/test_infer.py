@@ -6,21 +6,23 @@ import pytest
 import torch
 from torch import nn
 
-from resnetlab.infer.fast import (
-    eager_runner,
-    fold_batchnorm,
-    optimize_for_inference,
-    prepare,
-    randomize_batchnorm,
-)
+from resnetlab.infer.engines import eager_runner
+from resnetlab.infer.fast import optimize_for_inference
+from resnetlab.infer.folding import fold_batchnorm, prepare, randomize_batchnorm
 from resnetlab.models import create_model
 
 
 @pytest.mark.parametrize(
     ("name", "side", "folded_bns"),
-    [("resnet20", 32, 19), ("resnet50", 64, 53), ("resnet18", 64, 20), ("vgg11_bn", 32, 8),
-     ("preact_resnet20", 32, 9), ("resnext50_32x4d", 64, 53)],
-)  # fmt: skip
+    [
+        ("resnet20", 32, 19),
+        ("resnet50", 64, 53),
+        ("resnet18", 64, 20),
+        ("vgg11_bn", 32, 8),
+        ("preact_resnet20", 32, 9),
+        ("resnext50_32x4d", 64, 53),
+    ],
+)
 def test_bn_folding_is_exact(name: str, side: int, folded_bns: int) -> None:
     torch.manual_seed(0)
     model = randomize_batchnorm(create_model(name))
@@ -51,8 +53,9 @@ def test_optimize_for_inference_picks_a_measured_engine() -> None:
     pytest.importorskip("onnxruntime")
     model = randomize_batchnorm(create_model("resnet20"))
     x = torch.randn(8, 3, 32, 32)
-    fast = optimize_for_inference(model, x, engines=["eager", "eager-bf16", "onnxruntime"],
-                                  min_seconds=0.2)  # fmt: skip
+    fast = optimize_for_inference(
+        model, x, engines=["eager", "eager-bf16", "onnxruntime"], min_seconds=0.2
+    )
     measured = {r.engine for r in fast.results} | set(fast.skipped)
     assert measured == {"eager", "eager-bf16", "onnxruntime"}
     assert fast.engine in {r.engine for r in fast.results}
@@ -67,8 +70,9 @@ def test_optimize_for_inference_picks_a_measured_engine() -> None:
 
 def test_unknown_engine_is_skipped_with_a_reason() -> None:
     model = create_model("resnet20").eval()
-    fast = optimize_for_inference(model, torch.randn(2, 3, 32, 32), engines=["eager", "warp"],
-                                  min_seconds=0.05)  # fmt: skip
+    fast = optimize_for_inference(
+        model, torch.randn(2, 3, 32, 32), engines=["eager", "warp"], min_seconds=0.05
+    )
     assert fast.engine == "eager"
     assert "unknown engine" in fast.skipped["warp"]
 
@@ -96,8 +100,9 @@ def test_keeping_freed_memory_stops_page_faults_on_large_tensors() -> None:
     import sys
 
     def run(mode: str) -> tuple[str, int]:
-        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True,
-                             text=True, check=True).stdout.split()  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
         print(mode, " ".join(out[2:]))
         return out[0], int(out[1])
 
@@ -111,6 +116,7 @@ def test_keeping_freed_memory_stops_page_faults_on_large_tensors() -> None:
 
 def test_fast_model_reports_whether_memory_is_kept() -> None:
     model = create_model("resnet20").eval()
-    fast = optimize_for_inference(model, torch.randn(2, 3, 32, 32), engines=["eager"],
-                                  min_seconds=0.05, keep_memory=False)  # fmt: skip
+    fast = optimize_for_inference(
+        model, torch.randn(2, 3, 32, 32), engines=["eager"], min_seconds=0.05, keep_memory=False
+    )
     assert not fast.memory_kept and "freed memory kept" not in fast.report()

@@ -26,10 +26,25 @@ from resnetlab.models import (
 
 ALL = list_models()
 # Big nets get a small input; every net still sees >1 value per BN channel in training.
-HEAVY = {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-         "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d", "resnet1202",
-         "preact_resnet1001", "wide_resnet50_2", "resnet152", "resnet152_v1_5",
-         "preact_resnet152"}  # fmt: skip
+HEAVY = {
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "wide_resnet101_2",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "resnet1202",
+    "preact_resnet1001",
+    "wide_resnet50_2",
+    "resnet152",
+    "resnet152_v1_5",
+    "preact_resnet152",
+}
 
 
 def small_input(name: str) -> torch.Tensor:
@@ -46,10 +61,16 @@ def test_registry_is_complete() -> None:
         *(f"resnet{d}_v1_5" for d in (50, 101, 152)),
         *(f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)),
         *(f"plain{d}" for d in (18, 34, 20, 32, 44, 56, 110)),
-        "preact_resnet164", "preact_resnet1001", "preact_resnet18", "preact_resnet50",
-        "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d",
+        "preact_resnet164",
+        "preact_resnet1001",
+        "preact_resnet18",
+        "preact_resnet50",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
         *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
-    }  # fmt: skip
+    }
     assert expected <= set(ALL)
     assert len(ALL) == len(set(ALL))
 
@@ -160,8 +181,15 @@ def test_other_paper_counts(name: str, millions: float, tolerance: float) -> Non
 
 
 def test_depths_follow_the_names() -> None:
-    for name in ("resnet20", "resnet1202", "resnet50", "resnet152", "plain34",
-                 "preact_resnet164", "preact_resnet1001"):  # fmt: skip
+    for name in (
+        "resnet20",
+        "resnet1202",
+        "resnet50",
+        "resnet152",
+        "plain34",
+        "preact_resnet164",
+        "preact_resnet1001",
+    ):
         spec = model_spec(name)
         assert isinstance(spec, ResNetSpec)
         assert str(spec.depth) in name
@@ -248,8 +276,7 @@ def test_option_a_exports_to_onnx_and_runs(tmp_path: object) -> None:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=True, verbose=False,
-                          dynamic_shapes=None)  # fmt: skip
+        torch.onnx.export(model, (x,), buf, dynamo=True, verbose=False, dynamic_shapes=None)
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
@@ -325,8 +352,12 @@ def test_intermediate_stage_outputs() -> None:
     feats = model.forward_stages(torch.randn(1, 3, 64, 64))
     assert list(feats) == ["stem", "layer1", "layer2", "layer3", "layer4"]
     assert [tuple(f.shape[1:]) for f in feats.values()] == [
-        (64, 16, 16), (256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2),
-    ]  # fmt: skip
+        (64, 16, 16),
+        (256, 16, 16),
+        (512, 8, 8),
+        (1024, 4, 4),
+        (2048, 2, 2),
+    ]
     cifar = create_model("preact_resnet20").eval()
     assert isinstance(cifar, ResNet)
     x = torch.randn(1, 3, 32, 32)
@@ -470,7 +501,7 @@ def test_features_out_indices_choose_levels_and_prune_the_rest() -> None:
 def test_features_load_a_full_checkpoint_and_match_its_stages(name: str) -> None:
     """The backbone weights of a whole model's state dict load (head keys dropped), and
     the features are the full model's own stage outputs."""
-    from resnetlab.infer.fast import randomize_batchnorm
+    from resnetlab.infer.folding import randomize_batchnorm
 
     torch.manual_seed(0)
     full = randomize_batchnorm(create_model(name, num_classes=7))

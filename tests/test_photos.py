@@ -11,8 +11,8 @@ import yaml
 from PIL import Image
 
 from conftest import cli
-from resnetlab.data.datasets import choose_pipeline
 from resnetlab.data.folders import index_folder, load_split
+from resnetlab.data.pipeline import choose_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

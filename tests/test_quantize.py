@@ -17,12 +17,13 @@ from torch import Tensor, nn
 
 from conftest import cli
 from resnetlab.cli import main
-from resnetlab.infer.fast import optimize_for_inference, randomize_batchnorm
+from resnetlab.infer.fast import optimize_for_inference
+from resnetlab.infer.folding import randomize_batchnorm
+from resnetlab.infer.int8_file import load_quantized
 from resnetlab.infer.predict import Predictor
 from resnetlab.infer.quantize import (
     kept_dtype,
     layer_sensitivity,
-    load_quantized,
     quantize_program,
 )
 from resnetlab.models import create_model

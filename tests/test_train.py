@@ -34,10 +34,16 @@ CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
 def tiny(tmp_path: Path, name: str = "run", **over: Any) -> TrainConfig:
     """ResNet-20 on 20 images per class of the shipped sample: 8 steps per epoch."""
     base: dict[str, Any] = {
-        "data.source": "sample", "data.limit_per_class": 20, "data.batch_size": 25,
-        "data.eval_batch_size": 100, "run.epochs": 2, "run.out_dir": str(tmp_path),
-        "run.name": name, "run.precision": "fp32", "run.log_every": 2,
-    }  # fmt: skip
+        "data.source": "sample",
+        "data.limit_per_class": 20,
+        "data.batch_size": 25,
+        "data.eval_batch_size": 100,
+        "run.epochs": 2,
+        "run.out_dir": str(tmp_path),
+        "run.name": name,
+        "run.precision": "fp32",
+        "run.log_every": 2,
+    }
     base.update(over)
     return resolve_config("paper-cifar", base)
 
@@ -86,21 +92,45 @@ def test_lr_schedules() -> None:
     from resnetlab.train.optim import LRSchedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    multi = LRSchedule(opt, ScheduleConfig(milestones=(10, 20)), base_lr=0.1,
-                       steps_per_epoch=5, total_steps=30, model_depth=20)  # fmt: skip
+    multi = LRSchedule(
+        opt,
+        ScheduleConfig(milestones=(10, 20)),
+        base_lr=0.1,
+        steps_per_epoch=5,
+        total_steps=30,
+        model_depth=20,
+    )
     assert [round(multi.lr_at(s), 6) for s in (0, 9, 10, 19, 20)] == [0.1, 0.1, 0.01, 0.01, 0.001]
-    warm = LRSchedule(opt, ScheduleConfig(warmup_lr=0.01), base_lr=0.1, steps_per_epoch=5,
-                      total_steps=30, model_depth=110)  # fmt: skip
+    warm = LRSchedule(
+        opt,
+        ScheduleConfig(warmup_lr=0.01),
+        base_lr=0.1,
+        steps_per_epoch=5,
+        total_steps=30,
+        model_depth=110,
+    )
     assert warm.lr_at(0) == 0.01
     warm.observe_train_error(0.85)
     assert warm.lr_at(1) == 0.01
     warm.observe_train_error(0.79)  # below 80%: back to 0.1 (paper §4.2)
     assert warm.lr_at(2) == 0.1
-    shallow = LRSchedule(opt, ScheduleConfig(warmup_lr=0.01), base_lr=0.1, steps_per_epoch=5,
-                         total_steps=30, model_depth=20)  # fmt: skip
+    shallow = LRSchedule(
+        opt,
+        ScheduleConfig(warmup_lr=0.01),
+        base_lr=0.1,
+        steps_per_epoch=5,
+        total_steps=30,
+        model_depth=20,
+    )
     assert shallow.lr_at(0) == 0.1
-    one = LRSchedule(opt, ScheduleConfig(name="onecycle", warmup_epochs=1), base_lr=0.2,
-                     steps_per_epoch=5, total_steps=25, model_depth=20)  # fmt: skip
+    one = LRSchedule(
+        opt,
+        ScheduleConfig(name="onecycle", warmup_epochs=1),
+        base_lr=0.2,
+        steps_per_epoch=5,
+        total_steps=25,
+        model_depth=20,
+    )
     assert one.lr_at(0) < one.lr_at(4) == pytest.approx(0.2)
     assert one.lr_at(24) < 0.02
 
@@ -109,11 +139,19 @@ def test_lr_schedules() -> None:
 def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     """Two epochs on a small subset of real CIFAR-10 images: clearly above the 10% of
     guessing (test split: 10,000 images, so 25% is far outside chance)."""
-    over: dict[str, Any] = {"run.epochs": 2, "run.out_dir": str(tmp_path), "run.name": "smoke",
-                            "schedule.warmup_epochs": 0.5}  # fmt: skip
+    over: dict[str, Any] = {
+        "run.epochs": 2,
+        "run.out_dir": str(tmp_path),
+        "run.name": "smoke",
+        "schedule.warmup_epochs": 0.5,
+    }
     if CIFAR_JPEG.is_file():
-        over |= {"data.source": str(CIFAR_JPEG), "data.limit_per_class": 500,
-                 "data.batch_size": 64, "data.eval_batch_size": 1000}  # fmt: skip
+        over |= {
+            "data.source": str(CIFAR_JPEG),
+            "data.limit_per_class": 500,
+            "data.batch_size": 64,
+            "data.eval_batch_size": 1000,
+        }
         floor = 25.0
     else:  # without ../shared: the 900 training images the package ships, for longer
         over |= {"data.source": "sample", "data.batch_size": 16, "run.epochs": 4}
@@ -124,8 +162,17 @@ def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     assert result.test is not None
     assert result.test["top1"] > floor
     run = result.run_dir
-    for name in ("config.yaml", "last.pt", "best.pt", "metrics.csv", "metrics.jsonl",
-                 "curves.png", "confusion.png", "results.json", "report.md"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "metrics.jsonl",
+        "curves.png",
+        "confusion.png",
+        "results.json",
+        "report.md",
+    ):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, result.epochs_done + 1))
@@ -146,11 +193,19 @@ def test_pretrained_weights_keep_a_fresh_head(tmp_path: Path) -> None:
                     folder / split / cls / f"{i}.png"
                 )
     messages: list[str] = []
-    cfg = tiny(tmp_path, "second", **{"data.source": str(folder), "data.limit_per_class": None,
-                                      "data.batch_size": 4, "data.val_fraction": 0.34,
-                                      "run.epochs": 1,
-                                      "model.pretrained": str(first.run_dir / "best.pt"),
-                                      "model.freeze_backbone": True})  # fmt: skip
+    cfg = tiny(
+        tmp_path,
+        "second",
+        **{
+            "data.source": str(folder),
+            "data.limit_per_class": None,
+            "data.batch_size": 4,
+            "data.val_fraction": 0.34,
+            "run.epochs": 1,
+            "model.pretrained": str(first.run_dir / "best.pt"),
+            "model.freeze_backbone": True,
+        },
+    )
     result = runner.fit(cfg, log=messages.append)
     assert result.status == "completed"
     assert any("kept fresh (fc.bias, fc.weight)" in m for m in messages)
@@ -197,8 +252,9 @@ def test_resume_mid_epoch_gives_the_same_weights(
     )
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    epochs = [json.loads(x)["epoch"] for x in
-              (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    epochs = [
+        json.loads(x)["epoch"] for x in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2]
 
 
@@ -210,8 +266,9 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     # Epoch 2's learning rate jumps to 1e11: the loss overflows within a few steps.
-    cfg = tiny(tmp_path, "nan", **{"schedule.milestones": [8], "schedule.gamma": 1e12,
-                                   "run.epochs": 3})  # fmt: skip
+    cfg = tiny(
+        tmp_path, "nan", **{"schedule.milestones": [8], "schedule.gamma": 1e12, "run.epochs": 3}
+    )
     messages: list[str] = []
     result = runner.fit(cfg, log=messages.append)
     assert result.status == "nan" and result.exit_code == 3
@@ -251,9 +308,27 @@ def test_corrupt_checkpoint_is_one_error(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
-    code = main(["train", "--recipe", "paper-cifar", "--data", "sample", "--epochs", "1",
-                 "--limit-per-class", "20", "--batch-size", "25", "--precision", "fp32",
-                 "--out", str(out), "--name", "tiny"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--recipe",
+            "paper-cifar",
+            "--data",
+            "sample",
+            "--epochs",
+            "1",
+            "--limit-per-class",
+            "20",
+            "--batch-size",
+            "25",
+            "--precision",
+            "fp32",
+            "--out",
+            str(out),
+            "--name",
+            "tiny",
+        ]
+    )
     assert code == 0
     return out / "tiny" / "best.pt"
 
@@ -317,16 +392,18 @@ def test_train_cli_errors(capsys: pytest.CaptureFixture[str], argv: list[str], n
     assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
 
 
-def test_predict_corrupt_image(capsys: pytest.CaptureFixture[str], trained: Path,
-                               tmp_path: Path) -> None:  # fmt: skip
+def test_predict_corrupt_image(
+    capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     code, _, err = cli(capsys, "predict", str(trained), str(bad))
     assert code == 2 and "bad.jpg" in err and len(err.strip().splitlines()) == 1
 
 
-def test_resume_with_other_settings_is_refused(capsys: pytest.CaptureFixture[str],
-                                               trained: Path) -> None:  # fmt: skip
+def test_resume_with_other_settings_is_refused(
+    capsys: pytest.CaptureFixture[str], trained: Path
+) -> None:
     code, _, err = cli(capsys, "train", "--resume", str(trained.parent), "--lr", "0.5")
     assert code == 2 and "cannot change" in err
 
@@ -334,9 +411,29 @@ def test_resume_with_other_settings_is_refused(capsys: pytest.CaptureFixture[str
 def test_sigterm_saves_and_exits_zero(tmp_path: Path) -> None:
     """A real SIGTERM (a scheduler's preemption) mid-run: checkpoint saved, exit 0, and the
     run resumes to completion."""
-    cmd = [sys.executable, "-m", "resnetlab", "train", "--recipe", "paper-cifar", "--data",
-           "sample", "--epochs", "40", "--limit-per-class", "30", "--batch-size", "10",
-           "--precision", "fp32", "--out", str(tmp_path), "--name", "sig", "--no-test"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnetlab",
+        "train",
+        "--recipe",
+        "paper-cifar",
+        "--data",
+        "sample",
+        "--epochs",
+        "40",
+        "--limit-per-class",
+        "30",
+        "--batch-size",
+        "10",
+        "--precision",
+        "fp32",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "sig",
+        "--no-test",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until training is under way
@@ -352,9 +449,22 @@ def test_sigterm_saves_and_exits_zero(tmp_path: Path) -> None:
     assert "sigterm: saved" in rest
     state = load_checkpoint(tmp_path / "sig" / "last.pt")
     assert state["epoch"] >= 1
-    done = subprocess.run([sys.executable, "-m", "resnetlab", "train", "--resume",
-                           str(tmp_path / "sig"), "--epochs", str(state["epoch"] + 1)],
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetlab",
+            "train",
+            "--resume",
+            str(tmp_path / "sig"),
+            "--epochs",
+            str(state["epoch"] + 1),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert load_checkpoint(tmp_path / "sig" / "last.pt")["epoch"] == state["epoch"] + 1
 
@@ -383,8 +493,18 @@ def test_export_onnx_runs_in_onnxruntime(
 
 
 def test_bench_cli(capsys: pytest.CaptureFixture[str], trained: Path) -> None:
-    code, out, _ = cli(capsys, "bench", str(trained), "--batch-size", "4", "--engines", "eager",
-                       "eager-bf16", "--seconds", "0.2")  # fmt: skip
+    code, out, _ = cli(
+        capsys,
+        "bench",
+        str(trained),
+        "--batch-size",
+        "4",
+        "--engines",
+        "eager",
+        "eager-bf16",
+        "--seconds",
+        "0.2",
+    )
     assert code == 0
     assert "picked:" in out
     assert "eager" in out
@@ -407,8 +527,12 @@ def test_compile_trains_and_checkpoints_the_plain_model(
         return real(module, **kw)
 
     monkeypatch.setattr(torch, "compile", spy)
-    over = {"model.options.layers": [1, 1, 1], "run.epochs": None, "run.iterations": 2,
-            "run.compile": True}  # ResNet-8, two steps  # fmt: skip
+    over = {
+        "model.options.layers": [1, 1, 1],
+        "run.epochs": None,
+        "run.iterations": 2,
+        "run.compile": True,
+    }  # ResNet-8, two steps
     result = runner.fit(tiny(tmp_path, "compiled", **over), log=quiet)
     assert result.status == "completed" and len(compiled) == 1
     plain = runner.fit(tiny(tmp_path, "plain", **{**over, "run.compile": False}), log=quiet)

@@ -22,17 +22,19 @@ from safetensors.torch import save_file
 from conftest import cli, http_server, meta_model
 from resnetlab.analysis import count_params
 from resnetlab.data.augment import eval_transform, normalize
-from resnetlab.infer.fast import randomize_batchnorm
+from resnetlab.infer.folding import randomize_batchnorm
 from resnetlab.infer.predict import Predictor
 from resnetlab.interop import weights as catalogue
-from resnetlab.interop.weights import (
+from resnetlab.interop.fact_sheet import (
     CIFAR10_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    imagenet_classes,
+)
+from resnetlab.interop.weights import (
     UnknownWeightsError,
     find_by_sha256,
     get_weights,
-    imagenet_classes,
     list_weights,
 )
 from resnetlab.models import create_model

@@ -12,7 +12,8 @@ import torch
 from resnetlab.errors import InvalidValueError
 from resnetlab.fileio import write_text_atomic
 from resnetlab.models.registry import build, model_spec
-from resnetlab.runtime.config import ConfigError, parse_override, parse_value
+from resnetlab.runtime.config import ConfigError
+from resnetlab.runtime.yaml_text import parse_override, parse_value
 
 EXIT_USAGE = 2
 
@@ -40,7 +41,7 @@ def positive_int(text: str) -> int:
 
 def _spec_option(text: str) -> tuple[str, Any]:
     """``--set KEY=VALUE`` of a model spec; the value is read as ``train --set`` reads its
-    values (:func:`~resnetlab.runtime.config.parse_value`)."""
+    values (:func:`~resnetlab.runtime.yaml_text.parse_value`)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")

@@ -208,8 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _load_for_eval(args: argparse.Namespace) -> Any:
     """A checkpoint, a published file, or an int8 ``.pt2`` (compiled unless --no-compile:
     over a whole split the int8 kernels repay their build)."""
+    from resnetlab.infer.int8_file import is_quantized_file
     from resnetlab.infer.predict import Predictor
-    from resnetlab.infer.quantize import is_quantized_file
 
     if is_quantized_file(args.checkpoint):
         return Predictor.from_quantized(args.checkpoint, compile=not args.no_compile)
@@ -217,7 +217,8 @@ def _load_for_eval(args: argparse.Namespace) -> Any:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from resnetlab.infer.quantize import SUFFIX, quantize_checkpoint
+    from resnetlab.infer.int8_checkpoint import quantize_checkpoint
+    from resnetlab.infer.int8_file import SUFFIX
 
     if not args.max_layer_error > 0:
         raise UsageError(f"--max-layer-error must be positive, got {args.max_layer_error}")
@@ -288,13 +289,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from resnetlab.analysis.compare import default_input_size
     from resnetlab.analysis.counting import check_memory
-    from resnetlab.infer.fast import ENGINES, optimize_for_inference
+    from resnetlab.infer.engines import ENGINES
+    from resnetlab.infer.fast import optimize_for_inference
     from resnetlab.models.registry import get_entry
 
     for engine in args.engines or []:
         if engine not in (*ENGINES, "int8-reference"):
             raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    from resnetlab.infer.quantize import is_quantized_file
+    from resnetlab.infer.int8_file import is_quantized_file
     from resnetlab.interop.published import is_weights_name
 
     if is_quantized_file(args.model):
@@ -333,8 +335,8 @@ def _bench_quantized(args: argparse.Namespace) -> int:
     (``int8-reference``), on the batch shape asked for."""
     import torch
 
+    from resnetlab.infer.int8_checkpoint import bench_quantized
     from resnetlab.infer.predict import Predictor
-    from resnetlab.infer.quantize import bench_quantized
 
     p = Predictor.from_quantized(args.model)
     c, side = p.data_size[0], args.image_size or p.preprocess.image_size

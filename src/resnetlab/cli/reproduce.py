@@ -23,6 +23,14 @@ def add_parser(sub: Any) -> None:
         "The report (Markdown, HTML, charts, JSON) goes to OUT/NAME.",
     )
     p.add_argument("experiment", choices=names, metavar="NAME", help=", ".join(names))
+    _add_run_options(p)
+    _add_store_options(p)
+    _add_experiment_options(p)
+    p.set_defaults(func=cmd_reproduce)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What every run trains on, and with what schedule and precision."""
     p.add_argument("--data", default="cifar10", help="cifar10 or a CIFAR-10 folder/archive")
     p.add_argument("--data-root", help="where cifar10 lives (or is downloaded to)")
     p.add_argument("--depths", type=positive_int, nargs="+", help="network depths (6n+2)")
@@ -50,6 +58,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-per-class", type=positive_int, help="cap training images per class")
+
+
+def _add_store_options(p: argparse.ArgumentParser) -> None:
+    """Which runs the report is made from, where it goes, and settings for every run."""
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -68,6 +80,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("reproduce"), help="default: ./reproduce")
     add_config_overrides(p, "a training setting for every run, e.g. schedule.warmup_min_depth=20")
+
+
+def _add_experiment_options(p: argparse.ArgumentParser) -> None:
+    """The options of one experiment (landscape, lesion); the others refuse them."""
     # Defaults: each experiment's own (``Experiment.options``).
     g = p.add_argument_group("landscape and lesion")
     g.add_argument("--grid", type=positive_int, help="landscape: points per axis (odd; default 13)")
@@ -81,7 +97,6 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--draws", type=positive_int, help="lesion: random draws per k")
     g.add_argument("--swaps", type=positive_int, help="lesion: most swaps tried")
     g.add_argument("--split", choices=("test", "val"), help="lesion: split")
-    p.set_defaults(func=cmd_reproduce)
 
 
 def request_from_args(args: argparse.Namespace) -> Any:

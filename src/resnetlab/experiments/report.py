@@ -206,8 +206,29 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
     earlier report (``--previous``) are listed with the code and hardware they were made with."""
     report.heading("How these numbers were made")
     own = [r for r in records if not r.earlier]
-    first = own[0] if own else (records[0] if records else None)
     code = code_version()
+    report.para("\n".join(_provenance_lines(records, own, command, code)))
+    if own:
+        cfg = RunFolder(own[0].run_dir).settings()
+        cfg["model"]["name"] = "(per run)"
+        cfg["run"]["seed"] = "(per run)"
+        cfg["run"]["name"] = "(per run)"
+        report.para("Training settings shared by every run (`config.yaml` of each run folder):")
+        report.code(yaml.safe_dump(cfg, sort_keys=False))
+    report.table(_runs_table(records))
+    report.numbers["provenance"] = {
+        "command": command,
+        "code": code,
+        "runs": [_run_entry(r) for r in records],
+    }
+
+
+def _provenance_lines(
+    records: list[RunRecord], own: list[RunRecord], command: str | None, code: str
+) -> list[str]:
+    """The command, the code, the hardware, device and data of the first run made here, the
+    runs from earlier reports, the seeds and the total training time: one bullet each."""
+    first = own[0] if own else (records[0] if records else None)
     lines = [f"- command: `{command or 'library call'}`", f"- code: {code}"]
     if first is not None:
         res = first.results
@@ -232,36 +253,26 @@ def provenance(report: Report, records: list[RunRecord], command: str | None) ->
     lines.append(
         f"- seeds: {', '.join(map(str, seeds))}; training wall time, all runs: {total / 60:.1f} min"
     )
-    report.para("\n".join(lines))
-    if own:
-        cfg = RunFolder(own[0].run_dir).settings()
-        cfg["model"]["name"] = "(per run)"
-        cfg["run"]["seed"] = "(per run)"
-        cfg["run"]["name"] = "(per run)"
-        report.para("Training settings shared by every run (`config.yaml` of each run folder):")
-        report.code(yaml.safe_dump(cfg, sort_keys=False))
-    report.table(
-        Table(
-            ["run", "seed", "status", "epochs", "wall (min)", "folder"],
+    return lines
+
+
+def _runs_table(records: list[RunRecord]) -> Table:
+    """Every run behind the report, one a row."""
+    return Table(
+        ["run", "seed", "status", "epochs", "wall (min)", "folder"],
+        [
             [
-                [
-                    r.model + _options_note(r),
-                    r.seed,
-                    str(r.results.get("status")),
-                    int(r.results.get("epochs", 0)),
-                    r.wall_s / 60,
-                    f"`{r.run_dir.name}`" + (" (earlier report)" if r.earlier else ""),
-                ]
-                for r in records
-            ],
-            caption="Every run behind this report (folders under the run store).",
-        )
+                r.model + _options_note(r),
+                r.seed,
+                str(r.results.get("status")),
+                int(r.results.get("epochs", 0)),
+                r.wall_s / 60,
+                f"`{r.run_dir.name}`" + (" (earlier report)" if r.earlier else ""),
+            ]
+            for r in records
+        ],
+        caption="Every run behind this report (folders under the run store).",
     )
-    report.numbers["provenance"] = {
-        "command": command,
-        "code": code,
-        "runs": [_run_entry(r) for r in records],
-    }
 
 
 def _run_entry(r: RunRecord) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def export_onnx_file(
     import json
 
     from resnetlab.fileio import check_writable
-    from resnetlab.infer.fast import export_onnx, fold_batchnorm
+    from resnetlab.infer.engines import export_onnx
+    from resnetlab.infer.folding import fold_batchnorm
 
     target = check_writable(out)
     p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
@@ -83,7 +84,8 @@ def export_openvino_file(
     import json
 
     from resnetlab.fileio import check_writable
-    from resnetlab.infer.fast import _openvino, fold_batchnorm, openvino_model
+    from resnetlab.infer.engines import _openvino, openvino_model
+    from resnetlab.infer.folding import fold_batchnorm
 
     ov = _openvino()
     target = check_writable(out)

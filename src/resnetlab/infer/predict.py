@@ -19,9 +19,10 @@ from resnetlab.data.images import ImageError, decode_image
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.errors import InvalidValueError
 from resnetlab.infer.exported import OnnxModel, is_own_export, read_exported
+from resnetlab.infer.int8_file import QuantizedFileError, is_quantized_file, load_quantized
 from resnetlab.interop.compat import Layout
+from resnetlab.interop.fact_sheet import PublishedWeights, imagenet_classes
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
-from resnetlab.interop.weights import PublishedWeights, imagenet_classes
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
 from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
 from resnetlab.runtime.counts import ConfusionMatrix
@@ -92,8 +93,6 @@ class Predictor:
         text = str(path)
         if not onnx:
             refuse_onnx(text)
-        from resnetlab.infer.quantize import is_quantized_file
-
         if is_quantized_file(text):
             return cls.from_quantized(text)
         if is_own_export(text):
@@ -134,11 +133,11 @@ class Predictor:
 
     @classmethod
     def from_quantized(cls, path: str | os.PathLike[str], *, compile: bool = False) -> Predictor:
-        """A ``resnetlab quantize`` file (:mod:`resnetlab.infer.quantize`): the int8 program,
+        """A ``resnetlab quantize`` file (:mod:`resnetlab.infer.int8_checkpoint`): the int8 program,
         on the CPU in fp32 (its int8 kernels are x86 CPU ones), with the checkpoint's
         preprocessing and classes from its metadata. ``compile``: lower it to oneDNN's int8
         kernels on the first call of each batch shape."""
-        from resnetlab.infer.quantize import QuantizedFileError, QuantizedNet, load_quantized
+        from resnetlab.infer.quantize import QuantizedNet
 
         program, meta = load_quantized(path)
         try:

@@ -3,7 +3,7 @@
 The flow (torchao's ``prepare_pt2e`` / ``convert_pt2e``: torch 2.13 no longer ships
 ``torch.ao.quantization.quantize_pt2e``):
 
-1. BN folded into the convs (:func:`~resnetlab.infer.fast.prepare`), so each conv is quantized
+1. BN folded into the convs (:func:`~resnetlab.infer.folding.prepare`), so each conv is quantized
    with the scale its deployed weights have, not the pre-BN one.
 2. ``torch.export`` with a dynamic batch, annotated by the ``X86InductorQuantizer``: weights
    int8, symmetric, **per output channel**; activations uint8, per tensor, ranges from a
@@ -14,54 +14,34 @@ The flow (torchao's ``prepare_pt2e`` / ``convert_pt2e``: torch 2.13 no longer sh
    native bf16 kernels (AVX-512 BF16 or AMX: :func:`kept_dtype`), else in fp32. bf16 keeps
    8 significant bits against int8's 7-bit weights, but in floating point: a layer int8
    breaks by one outlier weight or activation per channel keeps its small values in bf16.
-4. Calibration, conversion to quantize/dequantize pairs, and a second export: the file.
+4. Calibration, conversion to quantize/dequantize pairs, and a second export: the program
+   that :mod:`~resnetlab.infer.int8_file` writes and reads.
 
-The file (``.pt2``) is ``torch.export.save``'s archive of that program, which
-``torch.export.load`` reads back without unpickling anything, plus one JSON entry,
-``resnetlab.json`` (:data:`FORMAT`, model name, classes, preprocessing, training config,
-the per-layer report). Run as it is, the program computes int8-rounded values in fp32 (the
-reference path: exact int8 semantics, fp32 speed); ``torch.compile`` with Inductor's
-``freezing`` lowers each dequantize → conv → quantize to oneDNN's int8 kernels (VNNI,
-AMX where present).
+This module owns the flow and running its program (:class:`QuantizedNet`, the ``int8``
+engine); :mod:`~resnetlab.infer.int8_checkpoint` quantizes a checkpoint with it. Run as it
+is, the program computes int8-rounded values in fp32 (the reference path: exact int8
+semantics, fp32 speed); ``torch.compile`` with Inductor's ``freezing`` lowers each
+dequantize → conv → quantize to oneDNN's int8 kernels (VNNI, AMX where present).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
-import os
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from resnetlab.errors import (
-    InvalidValueError,
-    MissingExtraError,
-    NoEngineError,
-    first_line,
-)
-from resnetlab.fileio import write_bytes_atomic
-from resnetlab.runtime.checkpoint import CheckpointError
+from resnetlab.errors import MissingExtraError
 
-FORMAT = "resnetlab-int8/1"
-META_ENTRY = "resnetlab.json"
-SUFFIX = ".pt2"
 MAX_LAYER_ERROR = 0.05  # relative L2 error of a layer's output under int8 rounding
 Runner = Callable[[Tensor], Tensor]
 
 
-class QuantizedFileError(CheckpointError):
-    """A ``.pt2`` file that is not a readable resnetlab int8 program (one line, exit 2)."""
-
-
-def _pt2e() -> Any:
+def torchao_pt2e() -> Any:
     """torchao's PT2E entry points. torchao logs a warning per optional CUDA kernel library
     it cannot load on a CPU-only machine; those are not ours to report."""
     logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -225,9 +205,9 @@ def quantize_program(
     ``calibration``: normalised images ``(N, C, H, W)`` whose activation ranges set the
     scales; ``fp32_layers`` and ``bf16_layers``: module names (conv/linear, as
     :func:`layer_sensitivity` names them) the quantizer leaves alone, run in that dtype."""
-    from resnetlab.infer.fast import prepare
+    from resnetlab.infer.folding import prepare
 
-    quantize_pt2e, xiq = _pt2e()
+    quantize_pt2e, xiq = torchao_pt2e()
     folded = prepare(model, channels_last=False)
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
@@ -240,45 +220,6 @@ def quantize_program(
     if bf16_layers and _run_in_bf16(converted, bf16_layers) != len(bf16_layers):
         raise ValueError(f"not every layer of {list(bf16_layers)} is a conv/linear of the model")
     return _export(converted, calibration)
-
-
-def save_quantized(
-    program: torch.export.ExportedProgram, path: str | os.PathLike[str], meta: dict[str, Any]
-) -> None:
-    """Write ``program`` and ``meta`` (JSON-able) atomically as one ``.pt2`` archive."""
-    buf = io.BytesIO()
-    entry = json.dumps({"format": FORMAT, **meta})
-    torch.export.save(program, buf, extra_files={META_ENTRY: entry})
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def load_quantized(
-    path: str | os.PathLike[str],
-) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
-    """The program and its metadata; anything unreadable is a :class:`QuantizedFileError`."""
-    _pt2e()  # registers the quantize/dequantize ops the program calls
-    extra = {META_ENTRY: ""}
-    try:
-        program = torch.export.load(path, extra_files=extra)
-        meta = json.loads(extra[META_ENTRY] or "{}")
-    except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-        raise QuantizedFileError(f"{path}: not a readable int8 program ({err})") from err
-    except Exception as err:  # torch.export's deserializer has no one error type
-        raise QuantizedFileError(
-            f"{path}: not a readable int8 program ({type(err).__name__})"
-        ) from err
-    found = meta.get("format")
-    if isinstance(found, str) and found.startswith("resnetlab-int8/") and found != FORMAT:
-        raise QuantizedFileError(
-            f"{path}: a resnetlab int8 file of format {found}; this version reads {FORMAT}"
-        )
-    if found != FORMAT:
-        raise QuantizedFileError(f"{path}: a .pt2 program, but not a resnetlab int8 file")
-    return program, meta
-
-
-def is_quantized_file(path: str | os.PathLike[str]) -> bool:
-    return Path(path).suffix.lower() == SUFFIX
 
 
 # ---------------------------------------------------------------------- running
@@ -322,198 +263,3 @@ def int8_runner(model: nn.Module, calibration: Tensor, *, compile: bool = True) 
     net = QuantizedNet(quantize_program(model, calibration), compile=compile)
     net(calibration)
     return net
-
-
-# ---------------------------------------------------------------------- a checkpoint
-@dataclass
-class QuantizeReport:
-    """What ``resnetlab quantize`` measured: top-1 (%) of both models on ``split``, the
-    share (%) of images whose top-1 class they agree on, and every layer's error."""
-
-    output: Path
-    split: str
-    images: int
-    calibration: int
-    top1_fp32: float
-    top1_int8: float
-    agreement: float
-    max_rel_error: float  # of the logits, int8 vs fp32, over the split
-    layers: list[LayerError]
-    compiled: bool
-
-    def to_text(self) -> str:
-        kept = [e.name for e in self.layers if e.dtype != "int8"]
-        lines = [f"{'layer':<28} {'kind':<6} {'int8 rel err':>12}  runs in"]
-        lines += [f"{e.name:<28} {e.kind:<6} {e.rel_error:>12.4f}  {e.dtype}" for e in self.layers]
-        how = "compiled, oneDNN int8 kernels" if self.compiled else "reference path, not compiled"
-        lines += [
-            f"calibration: {self.calibration} training images; {len(kept)} of "
-            f"{len(self.layers)} layers kept out of int8"
-            + (
-                f" ({', '.join(f'{e.name}: {e.dtype}' for e in self.layers if e.dtype != 'int8')})"
-                if kept
-                else ""
-            ),
-            f"{self.split} ({self.images:,} images): top-1 fp32 {self.top1_fp32:.2f}%, "
-            f"int8 {self.top1_int8:.2f}% ({how}); top-1 agreement {self.agreement:.2f}%; "
-            f"max logit rel err {self.max_rel_error:.3g}",
-            f"wrote {self.output}",
-        ]
-        return "\n".join(lines)
-
-
-def _logits(
-    model: Callable[[Tensor], Tensor], batches: Iterator[tuple[Tensor, Tensor]]
-) -> tuple[Tensor, Tensor]:
-    outs, labels = [], []
-    with torch.no_grad():
-        for x, y in batches:
-            outs.append(model(x).float())
-            labels.append(y)
-    return torch.cat(outs), torch.cat(labels)
-
-
-def calibration_images(
-    p: Any, data: str | None, *, count: int, seed: int = 0, batch_size: int = 250
-) -> Tensor:
-    """``count`` training images of ``p``'s (a :class:`~resnetlab.infer.predict.Predictor`)
-    data, a fixed random draw, preprocessed as at test time: ``(count, C, H, W)`` fp32. The
-    same draw calibrates every int8 engine measured against ``resnetlab quantize``."""
-    from resnetlab.data.datasets import eval_split_batches
-
-    train = p.split("train", data)
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    sample = train.subset(pick[: min(count, len(train))])
-    batches = eval_split_batches(
-        sample, p.preprocess, batch_size=batch_size, device=torch.device("cpu")
-    )
-    return torch.cat([x for x, _ in batches])
-
-
-def evaluation_split(p: Any, data: str | None) -> tuple[str, Any]:
-    """The split int8 is measured on: test, or val where the data has no test split."""
-    from resnetlab.data.tensors import DataError
-
-    try:
-        return "test", p.split("test", data)
-    except DataError:
-        return "val", p.split("val", data)
-
-
-def quantize_checkpoint(
-    ckpt: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    data: str | None = None,
-    calibration: int = 512,
-    max_layer_error: float = MAX_LAYER_ERROR,
-    compile: bool = True,
-    batch_size: int = 250,
-    seed: int = 0,
-) -> QuantizeReport:
-    """Quantize a checkpoint's model on ``calibration`` training images (a fixed random
-    draw), write the ``.pt2`` file and measure both models on the test split (val where
-    the data has none)."""
-    from dataclasses import asdict
-
-    from resnetlab.data.datasets import eval_split_batches
-    from resnetlab.fileio import check_writable
-    from resnetlab.infer.predict import Predictor
-
-    if is_quantized_file(ckpt):  # it would load (eval does), but its graph is int8 already
-        raise QuantizedFileError(
-            f"{ckpt} is an int8 program already; quantize the checkpoint it came from"
-        )
-    target = check_writable(out)
-    p = Predictor.load(ckpt, device="cpu", onnx=False)
-    cal = calibration_images(p, data, count=calibration, seed=seed, batch_size=batch_size)
-    split, evaluated = evaluation_split(p, data)
-    from resnetlab.infer.fast import prepare
-
-    layers = layer_sensitivity(
-        prepare(p.model, channels_last=False),
-        cal,
-        max_layer_error=max_layer_error,
-        keep=kept_dtype(),
-    )
-    program = quantize_program(
-        p.model,
-        cal,
-        fp32_layers=[e.name for e in layers if e.dtype == "fp32"],
-        bf16_layers=[e.name for e in layers if e.dtype == "bf16"],
-    )
-    net = QuantizedNet(program, compile=compile)
-
-    def batches() -> Iterator[tuple[Tensor, Tensor]]:
-        return eval_split_batches(
-            evaluated, p.preprocess, batch_size=batch_size, device=torch.device("cpu")
-        )
-
-    ref, labels = _logits(p.model.eval(), batches())
-    q, _ = _logits(net, batches())
-    report = QuantizeReport(
-        output=target,
-        split=split,
-        images=len(labels),
-        calibration=len(cal),
-        top1_fp32=100 * float((ref.argmax(1) == labels).float().mean()),
-        top1_int8=100 * float((q.argmax(1) == labels).float().mean()),
-        agreement=100 * float((ref.argmax(1) == q.argmax(1)).float().mean()),
-        max_rel_error=float((q - ref).abs().max() / ref.abs().max()),
-        layers=layers,
-        compiled=compile,
-    )
-    meta = {
-        "model_name": p.config.model.name,
-        "config": p.config.to_dict(),
-        "classes": list(p.classes),
-        "preprocess": asdict(p.preprocess),
-        "data_size": list(p.data_size),
-        "epoch": p.epoch,
-        "source": str(ckpt),
-        "calibration": report.calibration,
-        "layers": [asdict(e) for e in layers],
-        "measured": {
-            k: getattr(report, k)
-            for k in ("split", "images", "top1_fp32", "top1_int8", "agreement")
-        },
-    }
-    save_quantized(program, target, meta)
-    return report
-
-
-def bench_quantized(
-    path: str | os.PathLike[str],
-    example: Tensor,
-    *,
-    engines: Sequence[str] | None = None,
-    min_seconds: float = 2.0,
-) -> Any:
-    """Time a ``.pt2`` file's program on ``example``: ``int8`` (compiled) and
-    ``int8-reference`` (as saved), each checked against the reference path's outputs."""
-    from resnetlab.infer.fast import EngineResult, FastModel, time_runner
-
-    program, _ = load_quantized(path)
-    reference = QuantizedNet(program)
-    expected = reference(example)
-    results: list[EngineResult] = []
-    runners: dict[str, Runner] = {}
-    skipped: dict[str, str] = {}
-    for engine in engines or ("int8", "int8-reference"):
-        try:
-            if engine not in ("int8", "int8-reference"):
-                raise InvalidValueError(
-                    f"a .pt2 file runs as int8 or int8-reference, not {engine!r}"
-                )
-            run = QuantizedNet(program, compile=True) if engine == "int8" else reference
-            err = float((run(example) - expected).abs().max() / expected.abs().max())
-            secs = time_runner(run, example, min_seconds=min_seconds)
-        except Exception as exc:  # as in optimize_for_inference: skipped with its reason
-            skipped[engine] = first_line(exc)[:120]
-            continue
-        runners[engine] = run
-        results.append(EngineResult(engine, secs, example.shape[0], err))
-    if not results:
-        raise NoEngineError(f"no engine could run {path}: {skipped}")
-    best = min(results, key=lambda r: r.seconds_per_batch)
-    return FastModel(best.engine, runners[best.engine], results, skipped)

@@ -8,15 +8,15 @@ our models' names, and a catalogue entry names one of our models.
 from resnetlab.errors import CheckpointError
 from resnetlab.interop.compat import (
     ParityReport,
-    download_checkpoint,
     from_akamaster,
     load_pretrained,
     load_torchvision_checkpoint,
     parity_report,
-    read_state_dict,
     resnetlab_name,
 )
-from resnetlab.interop.weights import PublishedWeights, get_weights, list_weights
+from resnetlab.interop.fact_sheet import PublishedWeights
+from resnetlab.interop.foreign_files import download_checkpoint, read_state_dict
+from resnetlab.interop.weights import get_weights, list_weights
 
 __all__ = [
     "CheckpointError",

@@ -24,21 +24,22 @@ from resnetlab.interop.compat import (
     CheckpointError,
     Layout,
     ParityReport,
-    cache_path,
-    checkpoint_cache,
-    download_checkpoint,
     load_pretrained,
-    read_state_dict,
-    sha256_of,
 )
-from resnetlab.interop.weights import (
+from resnetlab.interop.fact_sheet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocessing,
     PublishedWeights,
-    find_by_sha256,
-    get_weights,
 )
+from resnetlab.interop.foreign_files import (
+    cache_path,
+    checkpoint_cache,
+    download_checkpoint,
+    read_state_dict,
+    sha256_of,
+)
+from resnetlab.interop.weights import find_by_sha256, get_weights
 from resnetlab.models.registry import get_entry
 from resnetlab.models.spec import ResNetSpec
 

@@ -97,6 +97,16 @@ class ResNetSpec:
     drop_path: float = 0.0
 
     def __post_init__(self) -> None:
+        # In this order: the first problem found is the one reported.
+        self._check_stages()
+        self._check_flags_and_counts()
+        self._check_choices()
+        self._check_sizes()
+        self._check_regularisation()
+
+    def _check_stages(self) -> None:
+        """The block kind, and ``layers``/``widths``: equally long lists of positive integers,
+        at most :data:`MAX_BLOCKS` blocks in all."""
         if self.block not in BLOCK_EXPANSION:
             raise InvalidValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
         for name in ("layers", "widths"):  # `--set widths=1e999` reached len() of a float
@@ -117,11 +127,17 @@ class ResNetSpec:
             )
         for w in self.widths:
             _check_positive("stage width", w)
+
+    def _check_flags_and_counts(self) -> None:
+        """The true/false options, and the counts that must be positive integers."""
         for name in ("residual", "preact", "zero_init_residual"):
             _check_flag(name, getattr(self, name))
         for name in ("stem_width", "groups", "width_per_group", "num_classes", "in_channels"):
             _check_positive(name, getattr(self, name))
         _check_positive("head_hidden", self.head_hidden)
+
+    def _check_choices(self) -> None:
+        """The options that name one of a few variants."""
         if self.shortcut not in ("A", "B", "C"):
             raise InvalidValueError(f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}")
         if self.placement not in ("v1", "v1.5"):
@@ -132,6 +148,10 @@ class ResNetSpec:
             raise InvalidValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
         if self.head not in ("linear", "mlp"):
             raise InvalidValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
+
+    def _check_sizes(self) -> None:
+        """The kernel, the counts with an upper bound, the width multiplier, and the widest
+        layer they make (at most :data:`MAX_CHANNELS`)."""
         k = self.kernel_size
         if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
             raise InvalidValueError(
@@ -158,6 +178,9 @@ class ResNetSpec:
                 f"this spec has layers of {max(widest, self.head_hidden):,} channels; at "
                 f"most {MAX_CHANNELS:,} are built (check width, widths and head_hidden)"
             )
+
+    def _check_regularisation(self) -> None:
+        """Dropout and stochastic depth in range, and the options that need another one."""
         if self.dropout is not None:
             _check_fraction("dropout", self.dropout)
         _check_fraction("drop_path", self.drop_path)

@@ -55,7 +55,8 @@ def _cifar(n: int, **kw: object) -> ResNetSpec:
     )
 
 
-def _register_all() -> None:
+def _register_paper_imagenet() -> None:
+    """He et al. 2015 on ImageNet: ResNet-18 … 152 (and torchvision's v1.5), plain-18/34."""
     for depth in IMAGENET_LAYERS:
         register_model(
             f"resnet{depth}",
@@ -77,6 +78,10 @@ def _register_all() -> None:
             family="plain",
             description=f"plain-{depth}: ResNet-{depth} without shortcuts, {PAPER} Fig. 3",
         )
+
+
+def _register_paper_cifar() -> None:
+    """He et al. 2015 §4.2 on CIFAR-10: ResNet-20 … 1202 (option A) and their plain nets."""
     for depth in CIFAR_DEPTHS:
         register_model(
             f"resnet{depth}",
@@ -91,6 +96,10 @@ def _register_all() -> None:
             family="plain",
             description=f"plain-{depth} for CIFAR: ResNet-{depth} minus shortcuts, {PAPER} Fig. 6",
         )
+
+
+def _register_preact() -> None:
+    """He et al. 2016: pre-activation nets, ImageNet-style and CIFAR (basic and bottleneck)."""
     for depth in IMAGENET_LAYERS:
         register_model(
             f"preact_resnet{depth}",
@@ -122,6 +131,10 @@ def _register_all() -> None:
             family="preact",
             description=f"pre-activation bottleneck ResNet-{depth} for CIFAR (9n+2), {PREACT}",
         )
+
+
+def _register_wide() -> None:
+    """Wide ResNets: torchvision's ImageNet ones and WRN-28-10 for CIFAR."""
     for depth in (50, 101):
         register_model(
             f"wide_resnet{depth}_2",
@@ -143,6 +156,10 @@ def _register_all() -> None:
         family="wide",
         description="WRN-28-10 for CIFAR, Zagoruyko & Komodakis 2016 (without dropout)",
     )
+
+
+def _register_resnext() -> None:
+    """ResNeXt (Xie et al. 2017), as torchvision builds them."""
     for depth, groups, wpg in ((50, 32, 4), (101, 32, 8), (101, 64, 4)):
         register_model(
             f"resnext{depth}_{groups}x{wpg}d",
@@ -150,6 +167,10 @@ def _register_all() -> None:
             family="resnext",
             description=f"ResNeXt-{depth} ({groups}×{wpg}d), Xie et al. 2017 (torchvision)",
         )
+
+
+def _register_vgg() -> None:
+    """VGG A, B, D, E (Simonyan & Zisserman 2015), with and without BN."""
     for depth in (11, 13, 16, 19):
         for bn in (False, True):
             register_model(
@@ -158,6 +179,16 @@ def _register_all() -> None:
                 family="vgg",
                 description=f"VGG-{depth}{' with BN' if bn else ''}, Simonyan & Zisserman 2015",
             )
+
+
+def _register_all() -> None:
+    """Every family, in the order ``list_models`` gives them."""
+    _register_paper_imagenet()
+    _register_paper_cifar()
+    _register_preact()
+    _register_wide()
+    _register_resnext()
+    _register_vgg()
 
 
 _register_all()

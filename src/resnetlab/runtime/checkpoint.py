@@ -33,7 +33,7 @@ from resnetlab.data.augment import Preprocess
 from resnetlab.errors import CheckpointError as CheckpointError
 from resnetlab.errors import first_line
 from resnetlab.fileio import make_temp
-from resnetlab.interop.compat import ZIP_MAGIC, read_head
+from resnetlab.interop.foreign_files import ZIP_MAGIC, read_head
 from resnetlab.models.registry import create_model
 from resnetlab.runtime.config import TrainConfig, config_from_dict, plain
 

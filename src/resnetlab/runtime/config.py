@@ -3,6 +3,10 @@
 A recipe is a nested mapping with the sections ``model``, ``data``, ``optim``,
 ``schedule`` and ``run``. Overrides use dotted keys (``optim.lr=0.05``). Every run saves
 the resolved config next to its checkpoints, so it can be repeated exactly.
+
+This module owns the dataclasses, the recipes and the checks a whole config must pass; the
+YAML it reads and the ``--set`` value grammar are :mod:`~resnetlab.runtime.yaml_text`'s, the
+type check of each section's values :mod:`~resnetlab.runtime.typed_fields`'s.
 """
 
 from __future__ import annotations
@@ -11,9 +15,6 @@ import copy
 import dataclasses
 import math
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from resnetlab.errors import ConfigError as ConfigError
+from resnetlab.runtime.typed_fields import coerce_section
+from resnetlab.runtime.yaml_text import check_expanded_size, load_yaml, yaml_reason
 
 RECIPES = ("paper-cifar", "paper-imagenet", "finetune", "fast")
 
@@ -45,7 +48,7 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
     image_size: int | None = None  # model input side; None: the images' own size
     load_size: int | None = None  # resize stored images to this side when loading
-    # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.datasets);
+    # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.pipeline);
     # cifar: pad-crop + flip; imagenet: random-resized crop + flip; trivialaugment,
     # randaugment, autoaugment: one of those (see data.augment.policy_base) + the policy
     augment: Literal[
@@ -163,71 +166,6 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-# A recipe is a few dozen values; YAML aliases can make a short file expand to billions
-# (an "alias bomb", which ran out of memory after 25 s). Counted as expanded, with the count
-# stopping at the cap, so checking a bomb costs no more than checking this many values.
-MAX_VALUES = 10_000
-
-
-def _check_expanded_size(data: Any, where: str) -> None:
-    stack, seen = [data], 0
-    while stack:
-        item = stack.pop()
-        seen += 1
-        if seen > MAX_VALUES:
-            raise ConfigError(
-                f"{where} expands to more than {MAX_VALUES:,} values (YAML aliases?); a "
-                "recipe holds a few dozen"
-            )
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-
-
-class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # (PyYAML is untyped)
-    """YAML's safe loader, refusing a key given twice in one mapping: plain YAML keeps the
-    last silently, so ``lr: 0.1`` above a forgotten ``lr: 0.5`` trained at 0.5."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may repeat keys
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                repeated = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base class says so
-                continue
-            if repeated:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (YAML would keep the last)",
-                    key_node.start_mark,
-                )
-        out: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        return out
-
-
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with duplicate keys refused (:class:`UniqueKeyLoader`)."""
-    return yaml.load(text, Loader=UniqueKeyLoader)
-
-
-def yaml_reason(err: BaseException) -> str:
-    """One line for a failure to read a YAML file: the problem and where it is."""
-    reason = (str(err).splitlines() or [type(err).__name__])[0]
-    if isinstance(err, UnicodeDecodeError):
-        reason = f"not UTF-8 text (byte {err.start})"
-    mark = getattr(err, "problem_mark", None)
-    if isinstance(err, yaml.MarkedYAMLError) and err.problem and mark is not None:
-        reason = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return reason
-
-
 def recipe_path(name: str) -> Path:
     """A built-in recipe's file, or ``name`` itself if it is a YAML file."""
     if name in RECIPES:
@@ -244,58 +182,11 @@ def load_recipe(name: str) -> dict[str, Any]:
         data = load_yaml(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read recipe {path}: {yaml_reason(err)}") from err
-    _check_expanded_size(data, f"recipe {path}")
+    check_expanded_size(data, f"recipe {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections")
     data.setdefault("recipe", name if name in RECIPES else path.stem)
     return data
-
-
-class _ValueLoader(UniqueKeyLoader):
-    """YAML for one command-line value, with YAML 1.2's booleans and floats: ``no``, ``off``
-    and ``yes`` stay words (YAML 1.1 reads ``residual=no`` as false, and the spec check
-    that refuses the word could not see it) and ``1e999`` is a number (YAML 1.1 wants a dot
-    and a signed exponent)."""
-
-
-_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-_ValueLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
-    for first, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()
-}
-_ValueLoader.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_ValueLoader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_value(raw: str, where: str) -> Any:
-    """One ``--set`` value, the grammar of every command: YAML (numbers, ``true``/``false``,
-    ``[lists]``; a word is a string; ``null`` or nothing is None), capped as recipes are
-    (:data:`MAX_VALUES`). ``where`` names the value in the error."""
-    try:
-        value = yaml.load(raw, Loader=_ValueLoader) if raw.strip() else None
-    except yaml.constructor.ConstructorError as err:  # a duplicate key in a {…} value
-        raise ConfigError(f"{where.removeprefix('override ')}: {err.problem}") from err
-    except yaml.YAMLError:
-        value = raw
-    _check_expanded_size(value, where)
-    return value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=0.05"`` → ``("optim.lr", 0.05)``; the value as :func:`parse_value`."""
-    key, sep, raw = text.partition("=")
-    if not sep or "." not in key:
-        raise ConfigError(f"override must look like section.key=value, got {text!r}")
-    return key.strip(), parse_value(raw, f"override {key.strip()}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -322,71 +213,14 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
-    bool: ((bool,), "true or false"),
-    int: ((int,), "an integer"),
-    float: ((int, float), "a number"),
-    str: ((str,), "a string (quote a value such as '001')"),
-}
-
-
-def _typed(name: str, hint: Any, value: Any) -> Any:
-    """``value`` checked against a config field's annotation (a one-line ``ConfigError``
-    instead of a ``TypeError`` deep inside training). YAML reads ``5e-4`` as a string (it
-    wants ``5.0e-4``), so a number field also takes a string that parses as a float."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):  # X | None
-        if value is None and type(None) in args:
-            return None
-        rest = [a for a in args if a is not type(None)]
-        return _typed(name, rest[0], value) if len(rest) == 1 else value
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if hint is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint in _SCALARS:
-        kinds, words = _SCALARS[hint]
-        if not isinstance(value, kinds) or (hint is not bool and isinstance(value, bool)):
-            raise ConfigError(f"{name} must be {words}, got {value!r}")
-    if origin is tuple:  # tuple[int, ...]: milestones
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
-        return tuple(value)
-    if origin is dict and not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a mapping, got {value!r}")
-    return value
-
-
-def _coerce(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"section {section!r} must be a mapping")
-    names = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {section}.{unknown[0]}; valid keys: {', '.join(sorted(names))}"
-        )
-    hints = typing.get_type_hints(cls)
-    kw = {key: _typed(f"{section}.{key}", hints[key], value) for key, value in values.items()}
-    try:
-        return cls(**kw)
-    except TypeError as err:
-        raise ConfigError(f"section {section!r}: {err}") from err
-
-
 def build_config(data: dict[str, Any]) -> TrainConfig:
     """Validate a nested mapping into a :class:`TrainConfig` (one-line errors)."""
     unknown = sorted(set(data) - set(SECTIONS) - {"recipe"})
     if unknown:
         raise ConfigError(f"unknown recipe section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
-    parts = {name: _coerce(cls, name, data.get(name) or {}) for name, cls in SECTIONS.items()}
+    parts = {
+        name: coerce_section(cls, name, data.get(name) or {}) for name, cls in SECTIONS.items()
+    }
     cfg = TrainConfig(recipe=str(data.get("recipe", "custom")), **parts)
     validate(cfg)
     return cfg

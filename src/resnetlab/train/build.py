@@ -11,9 +11,10 @@ from pathlib import Path
 from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
-from resnetlab.data.datasets import SMALL_SIDE, DataBundle
+from resnetlab.data.datasets import DataBundle
+from resnetlab.data.pipeline import SMALL_SIDE
 from resnetlab.errors import InvalidValueError
-from resnetlab.interop.weights import PublishedWeights
+from resnetlab.interop.fact_sheet import PublishedWeights
 from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointError
@@ -69,7 +70,8 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
 
 
 def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
-    from resnetlab.interop.compat import from_akamaster, read_state_dict
+    from resnetlab.interop.compat import from_akamaster
+    from resnetlab.interop.foreign_files import read_state_dict
     from resnetlab.interop.published import resolve
 
     try:
@@ -79,7 +81,7 @@ def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
         if entry is not None:
             log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
         if entry is not None and not entry.sha256:
-            from resnetlab.interop.compat import sha256_of
+            from resnetlab.interop.foreign_files import sha256_of
 
             log(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
         state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
@@ -110,7 +112,7 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     d = cfg.data
     if d.augment != "auto":
         return cfg, ""
-    from resnetlab.data.datasets import choose_pipeline
+    from resnetlab.data.pipeline import choose_pipeline
 
     p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
     data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)

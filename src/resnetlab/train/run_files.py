@@ -18,11 +18,10 @@ from resnetlab.runtime.config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
-    load_yaml,
     plain,
-    yaml_reason,
 )
 from resnetlab.runtime.run_folder import checkpoint_file
+from resnetlab.runtime.yaml_text import load_yaml, yaml_reason
 from resnetlab.train.logs import CSV_NAME, JSONL_NAME, STEPS_NAME
 
 
