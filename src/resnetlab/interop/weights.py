@@ -259,8 +259,13 @@ WEIGHTS: tuple[PublishedWeights, ...] = (
         96.020,
     ),
     *(_akamaster(d) for d in _AKAMASTER),
+    # top-1/top-5 at 288 px from timm's results/results-imagenet.csv (param_count 11.69,
+    # 21.80, 25.56, 44.55, 60.19 M there; the exact counts are our models' own)
     _timm_a1("resnet18", "resnet18", 11689512, 73.158, 91.026),
+    _timm_a1("resnet34", "resnet34", 21797672, 77.918, 93.766),
     _timm_a1("resnet50", "resnet50_v1_5", 25557032, 81.214, 95.102),
+    _timm_a1("resnet101", "resnet101_v1_5", 44549160, 82.322, 95.632),
+    _timm_a1("resnet152", "resnet152_v1_5", 60192808, 82.732, 95.720),
 )
 
 
