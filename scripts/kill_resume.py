@@ -138,8 +138,10 @@ class Kill:
 
 
 def start_and_kill(setup: Setup, out: Path, name: str, fraction: float) -> Kill:
-    """Start a run and SIGKILL it ``fraction`` of the way through the rest of the run
-    after its first checkpoint (estimated from the first epoch's duration)."""
+    """Start a run and SIGKILL it ``fraction`` of the way through the rest of the run after
+    its second epoch, estimated from that epoch's duration (the first one's includes oneDNN's
+    warm-up, which made later epochs several times faster on a loaded machine and a kill
+    meant for epoch 3 land after the run had ended)."""
     run = out / name
     proc = subprocess.Popen(
         setup.command(out, name),
@@ -150,22 +152,18 @@ def start_and_kill(setup: Setup, out: Path, name: str, fraction: float) -> Kill:
     )
     try:
         assert proc.stdout is not None
-        started = None
+        ended: dict[int, float] = {}
         for line in proc.stdout:
-            if line.startswith("run "):  # the data is loaded, the model built
-                started = time.monotonic()
-            if line.startswith("epoch 1/"):  # epoch 1 done; its checkpoint is being written
+            for k in (1, 2):
+                if line.startswith(f"epoch {k}/"):  # epoch k done; its checkpoint is being written
+                    ended[k] = time.monotonic()
+            if 2 in ended:
                 break
         else:
-            raise RuntimeError(f"the run ended before its first epoch (status {proc.wait()})")
-        epoch_s = time.monotonic() - (started or time.monotonic())
-        deadline = time.monotonic() + 60
-        while not (run / "last.pt").is_file():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("no checkpoint appeared")
-            time.sleep(0.005)
-        # The rest of the run is about (epochs - 1) epochs; stop short of its very end.
-        delay = fraction * max(setup.epochs - 1.5, 0.5) * epoch_s
+            raise RuntimeError(f"the run ended before its second epoch (status {proc.wait()})")
+        epoch_s = ended[2] - ended.get(1, ended[2])
+        # The rest of the run is about (epochs - 2) epochs; stop short of its very end.
+        delay = fraction * max(setup.epochs - 2.5, 0.5) * epoch_s
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         status = proc.wait(timeout=60)

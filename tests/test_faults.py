@@ -88,8 +88,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(
     kr = _script()
     setup = kr.Setup(epochs=4)
     seed = int(os.environ.get("RESNETLAB_KILL_SEED", "0"))
-    # Within epochs 2-3: well clear of the run's end even if epoch 1 (which sets the
-    # scale) was slowed by warm-up.
+    # Within epoch 3 (the kill is timed from epoch 2, past the first epoch's warm-up).
     fraction = 0.05 + 0.5 * random.Random(seed).random()
     kill = kr.start_and_kill(setup, tmp_path, "killed", fraction)
     assert kill.killed, f"the run finished before the kill ({kill})"
