@@ -68,7 +68,7 @@ def earlier_runs(path: Path) -> list[RunRecord]:
             "best_val_top1": val,
             "wall_time_s": float(entry.get("wall_s", 0.0)),
             "images_per_s": entry.get("images_per_s"),
-            "code": code,
+            "code": str(entry.get("code") or code),  # a run folded in twice keeps its own
             **{k: entry.get(k) for k in ("hardware", "device", "precision", "data")},
         }
         records.append(
