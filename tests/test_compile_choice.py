@@ -35,20 +35,29 @@ def test_fast_recipe_compiles_where_it_measured_faster() -> None:
     on, why = execution.compile_pays(torch.device("cpu"))
     assert on == bool(torch.cpu._is_amx_tile_supported()) and "AMX" in why
     assert execution.compile_pays(torch.device("meta"))[0] is False
+    # A short run does not repay the build: eager, and the log says why.
+    short, why = execution.compile_pays(torch.device("cpu"), execution.COMPILE_MIN_STEPS - 1)
+    assert short is False and ("too few" in why or "no AMX" in why)
+    assert execution.compile_pays(torch.device("cpu"), execution.COMPILE_MIN_STEPS)[0] == on
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+@pytest.mark.parametrize(("amx", "min_steps"), [(True, 1), (False, 1), (True, 10**6)])
+def test_auto_follows_the_cpu_and_the_run_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, min_steps: int
+) -> None:
     compiled: list[Any] = []
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(execution, "COMPILE_MIN_STEPS", min_steps)
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
     lines: list[str] = []
-    result = fit(
-        _tiny(tmp_path, **{"run.compile": "auto", "run.name": f"a{amx}"}), log=lines.append
-    )
+    cfg = _tiny(tmp_path, **{"run.compile": "auto", "run.name": f"a{amx}{min_steps}"})
+    result = fit(cfg, log=lines.append)
     assert result.status in ("completed", "iterations")
-    assert len(compiled) == int(amx)
-    assert any(f"run.compile auto: {'on' if amx else 'off'}" in line for line in lines)
+    on = amx and min_steps == 1
+    assert len(compiled) == int(on)
+    assert any(f"run.compile auto: {'on' if on else 'off'}" in line for line in lines)
+    if amx and not on:
+        assert any("too few to repay the build" in line for line in lines)
 
 
 def test_no_compiler_trains_eager_and_says_so(

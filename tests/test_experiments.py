@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from resnetlab.cli import main
 from resnetlab.experiments.degradation import findings as degradation_findings
 from resnetlab.experiments.responses import findings as response_findings
 from resnetlab.experiments.responses import response_stds
-from resnetlab.experiments.runs import Budget, read_run, run_job
+from resnetlab.experiments.runs import Budget, digest, read_run, run_job
 from resnetlab.runtime.config import resolve_config
 from resnetlab.train.runner import fit
 
@@ -386,6 +387,18 @@ def test_paper_protocol_is_the_papers_schedule() -> None:
     assert paper.schedule.milestones == (32000, 48000) and paper.schedule.warmup_lr == 0.01
     cut = Budget(protocol="step", iterations=1000).config("resnet20", 0, Path("store"))
     assert cut.schedule.milestones == (500, 750) and cut.run.iterations == 1000
+
+
+def test_runs_take_the_fastest_path_and_compiling_is_not_another_run() -> None:
+    """Every protocol trains with ``run.compile: auto`` (compiled where it measured faster);
+    whether a step ran compiled does not change what the run is, so a run made eager (before
+    reproduce compiled) is the same run and keeps its folder."""
+    for budget in (Budget(), Budget(protocol="step")):
+        cfg = budget.config("resnet20", 0, Path("store"))
+        assert cfg.run.compile == "auto"
+        eager = replace(cfg, run=replace(cfg.run, compile=False, compile_mode="max-autotune"))
+        assert digest(eager) == digest(cfg)
+        assert digest(replace(cfg, run=replace(cfg.run, seed=1))) != digest(cfg)
 
 
 def test_reproduce_protocol_options(tmp_path: Path) -> None:

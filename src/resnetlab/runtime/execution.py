@@ -145,13 +145,22 @@ def compile_unavailable(device: torch.device) -> str:
     return ""
 
 
-def compile_pays(device: torch.device) -> tuple[bool, str]:
-    """What ``run.compile: auto`` does on ``device``, and why. Measured with
-    ``benchmarks/train_step.py --compile`` on both CPUs this project has met: on a Xeon with
-    AMX the convolutions run so fast that BN, ReLU and the adds dominate a step, and fusing
-    them made a ResNet-20/56 step 1.3x faster; on a Zen 4 EPYC (AVX-512 BF16, no AMX) the
-    convolutions dominate and the compiled step measured no faster, after a build of ~30 s.
-    So: on where the CPU has AMX tiles; off elsewhere, GPUs included (not yet measured)."""
+# The fewest optimiser steps for which ``run.compile: auto`` compiles: a cold build measured
+# 53 s on the AMX Xeon (ResNet-20, batch 128, one thread, beside a training), and the
+# compiled step saved 22-111 ms there (docs/speed.md), so the build is repaid after roughly
+# 500-2,500 steps; a shorter run trains as fast eager.
+COMPILE_MIN_STEPS = 1000
+
+
+def compile_pays(device: torch.device, steps: int | None = None) -> tuple[bool, str]:
+    """What ``run.compile: auto`` does on ``device`` for a run of ``steps`` optimiser steps
+    (``None``: a long one), and why. Measured with ``benchmarks/train_step.py --compile`` on
+    both CPUs this project has met: on a Xeon with AMX the convolutions run so fast that BN,
+    ReLU and the adds dominate a step, and fusing them made a ResNet-20/56 step 1.3x faster;
+    on a Zen 4 EPYC (AVX-512 BF16, no AMX) the convolutions dominate and the compiled step
+    measured no faster, after a build of ~30 s. So: on where the CPU has AMX tiles and the
+    run is long enough to repay the build (:data:`COMPILE_MIN_STEPS`); off elsewhere, GPUs
+    included (not yet measured)."""
     if device.type != "cpu":
         return False, "not measured on this device yet"
     try:
@@ -160,4 +169,9 @@ def compile_pays(device: torch.device) -> tuple[bool, str]:
         amx = False
     if not amx:
         return False, "no AMX on this CPU: the compiled step measured no faster without it"
+    if steps is not None and steps < COMPILE_MIN_STEPS:
+        return False, (
+            f"{steps:,} steps are too few to repay the build (about a minute) on this CPU; "
+            f"it compiles from {COMPILE_MIN_STEPS:,}"
+        )
     return True, "this CPU has AMX, where the compiled step measured 1.3x faster"

@@ -64,6 +64,7 @@ class Run:
             torch.manual_seed(cfg.run.seed + 1_000_003 * group.rank)
         self._build_optimizer()
         self._plan()
+        self._compile()
         fp16 = self.place.autocast is torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
@@ -93,9 +94,14 @@ class Run:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.to(self.place.device)
         self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
+
+    def _compile(self) -> None:
+        """``run.compile``: the training forward/backward compiled (``auto``: where it pays,
+        for the run's length; :func:`~resnetlab.runtime.execution.compile_pays`)."""
+        cfg, log = self.cfg, self.log
         wanted = cfg.run.compile
         if wanted == "auto":
-            wanted, why = compile_pays(self.place.device)
+            wanted, why = compile_pays(self.place.device, self.total_steps)
             log(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
         why_not = compile_unavailable(self.place.device) if wanted else ""
         if why_not:
