@@ -11,7 +11,7 @@ import torch
 
 from resnetlab.runtime import execution
 from resnetlab.runtime.config import ConfigError, resolve_config
-from resnetlab.train import run as train_run
+from resnetlab.train import build as train_build
 from resnetlab.train.runner import fit
 
 
@@ -65,7 +65,7 @@ def test_no_compiler_trains_eager_and_says_so(
 ) -> None:
     compiled: list[Any] = []
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
-    monkeypatch.setattr(train_run, "compile_unavailable", lambda _d: "no C++ compiler (test)")
+    monkeypatch.setattr(train_build, "compile_unavailable", lambda _d: "no C++ compiler (test)")
     lines: list[str] = []
     result = fit(_tiny(tmp_path, **{"run.compile": True, "run.name": "nocc"}), log=lines.append)
     assert result.status in ("completed", "iterations") and compiled == []

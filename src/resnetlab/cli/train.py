@@ -25,6 +25,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "out": "run.out_dir",
     "name": "run.name",
     "time_limit": "run.time_limit_min",
+    "minutes": "run.budget_min",
     "image_size": "data.image_size",
     "val_fraction": "data.val_fraction",
     "limit_per_class": "data.limit_per_class",
@@ -50,6 +51,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--iterations", type=positive_int)
     p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after MIN minutes")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        metavar="MIN",
+        help="size the schedule to finish in MIN wall minutes on this machine, timed from its "
+        "warm-up (one-cycle/cosine recipes, e.g. fast)",
+    )
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)

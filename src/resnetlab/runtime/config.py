@@ -122,6 +122,9 @@ class RunConfig:
     early_stopping_patience: int | None = None  # epochs without a better val metric
     early_stopping_metric: Literal["val_loss", "val_top1"] = "val_loss"
     time_limit_min: float | None = None  # stop (and save) once this much time has passed
+    # Size the schedule to end within this many wall minutes, from the time of its warm-up
+    # (train.time_budget; onecycle/cosine with warm-up epochs); also the time limit.
+    budget_min: float | None = None
     out_dir: str = "runs"
     name: str | None = None  # run folder name; default: <model>-<recipe>-<timestamp>
     test: bool = True  # evaluate the best checkpoint on the test split once, at the end
@@ -279,12 +282,13 @@ def validate(cfg: TrainConfig) -> None:
     _check_run_names(r)
     if d.padding < 0:
         raise ConfigError(f"data.padding must be a number of pixels ≥ 0, got {d.padding}")
-    if r.epochs is None and r.iterations is None and r.time_limit_min is None:
-        raise ConfigError("give run.epochs, run.iterations or run.time_limit_min")
+    if r.epochs is None and r.iterations is None and r.time_limit_min is r.budget_min is None:
+        raise ConfigError("give run.epochs, run.iterations, run.time_limit_min or run.budget_min")
     for name, value in (
         ("run.epochs", r.epochs),
         ("run.iterations", r.iterations),
         ("run.time_limit_min", r.time_limit_min),
+        ("run.budget_min", r.budget_min),
         ("optim.lr", o.lr),
         ("data.batch_size", d.batch_size),
         ("data.eval_batch_size", d.eval_batch_size),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
@@ -19,8 +20,32 @@ from resnetlab.models.registry import create_model
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointError
 from resnetlab.runtime.config import ConfigError, TrainConfig
+from resnetlab.runtime.execution import compile_pays, compile_unavailable
 
 Log = Callable[[str], None]
+
+
+def compiled_for_training(
+    net: nn.Module, cfg: TrainConfig, device: torch.device, steps: int, log: Log
+) -> nn.Module:
+    """``net`` compiled as ``run.compile`` asks (``auto``: where it pays for a run of
+    ``steps`` steps, :func:`~resnetlab.runtime.execution.compile_pays`), else ``net``. Only
+    the training forward/backward is compiled; checkpoints hold the plain model."""
+    wanted = cfg.run.compile
+    if wanted == "auto":
+        wanted, why = compile_pays(device, steps)
+        log(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
+    why_not = compile_unavailable(device) if wanted else ""
+    if why_not:
+        log(f"run.compile skipped: {why_not}; training runs eager")
+        return net
+    if not wanted:
+        return net
+    log(
+        f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, smaller "
+        "batch) build the graph"
+    )
+    return torch.compile(net, mode=cfg.run.compile_mode)  # type: ignore[return-value]
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) -> nn.Module:

@@ -143,6 +143,7 @@ class LRSchedule:
         self.plateau_best: float | None = None
         self.plateau_bad = 0
         self.lr = base_lr
+        self.length_fixed = False  # set once a time budget has fixed total_steps
 
     # state: plain numbers only
     def state_dict(self) -> dict[str, Any]:
@@ -151,6 +152,8 @@ class LRSchedule:
             "plateau_scale": self.plateau_scale,
             "plateau_best": self.plateau_best,
             "plateau_bad": self.plateau_bad,
+            "total_steps": self.total_steps,  # a time budget may have set it (time_budget)
+            "length_fixed": self.length_fixed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -159,6 +162,8 @@ class LRSchedule:
         best = state["plateau_best"]
         self.plateau_best = None if best is None else float(best)
         self.plateau_bad = int(state["plateau_bad"])
+        self.total_steps = int(state.get("total_steps", self.total_steps))
+        self.length_fixed = bool(state.get("length_fixed", False))
 
     def lr_at(self, step: int) -> float:
         cfg, base = self.cfg, self.base_lr

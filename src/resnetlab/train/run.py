@@ -22,10 +22,15 @@ from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
 from resnetlab.runtime.config import ConfigError, TrainConfig
 from resnetlab.runtime.evaluate import evaluate
-from resnetlab.runtime.execution import choose, compile_pays, compile_unavailable
+from resnetlab.runtime.execution import choose
 from resnetlab.runtime.group import Group
 from resnetlab.runtime.rundata import load_run_data
-from resnetlab.train.build import backbone_parameters, build_model, preprocess_for
+from resnetlab.train.build import (
+    backbone_parameters,
+    build_model,
+    compiled_for_training,
+    preprocess_for,
+)
 from resnetlab.train.distributed import scaled_lr, sync_batchnorm
 from resnetlab.train.logs import MetricsLogger, StepLog
 from resnetlab.train.loop import (
@@ -53,6 +58,8 @@ Log = Callable[[str], None]
 class Run:
     """Everything one run needs, built once; each step of ``fit`` is a method."""
 
+    net: nn.Module  # what trains: the model, wrapped by DDP and compiled where asked
+
     def __init__(self, cfg: TrainConfig, run_dir: Path, log: Log, group: Group) -> None:
         self.cfg, self.run_dir, self.log, self.group = cfg, run_dir, log, group
         torch.manual_seed(cfg.run.seed)
@@ -64,7 +71,7 @@ class Run:
             torch.manual_seed(cfg.run.seed + 1_000_003 * group.rank)
         self._build_optimizer()
         self._plan()
-        self._compile()
+        self.net = compiled_for_training(self.net, cfg, self.place.device, self.total_steps, log)
         fp16 = self.place.autocast is torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
@@ -94,24 +101,6 @@ class Run:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.to(self.place.device)
         self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
-
-    def _compile(self) -> None:
-        """``run.compile``: the training forward/backward compiled (``auto``: where it pays,
-        for the run's length; :func:`~resnetlab.runtime.execution.compile_pays`)."""
-        cfg, log = self.cfg, self.log
-        wanted = cfg.run.compile
-        if wanted == "auto":
-            wanted, why = compile_pays(self.place.device, self.total_steps)
-            log(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
-        why_not = compile_unavailable(self.place.device) if wanted else ""
-        if why_not:
-            log(f"run.compile skipped: {why_not}; training runs eager")
-        elif wanted:  # the training forward/backward only; checkpoints hold self.model's
-            log(
-                f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, "
-                "smaller batch) build the graph"
-            )
-            self.net = torch.compile(self.net, mode=cfg.run.compile_mode)  # type: ignore[assignment]
 
     def _build_optimizer(self) -> None:
         cfg, log, group = self.cfg, self.log, self.group
@@ -191,6 +180,7 @@ class Run:
         assert ckpt.schedule is not None
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.schedule.load_state_dict(ckpt.schedule)
+        self.set_length(self.schedule.total_steps)
         if self.scaler is not None and ckpt.scaler:
             self.scaler.load_state_dict(ckpt.scaler)
         mine = ckpt.ranks[g.rank] if g.size > 1 and ckpt.ranks else None  # this rank's streams
@@ -241,6 +231,11 @@ class Run:
             world_size=g.size,
             ranks=ranks,
         )
+
+    def set_length(self, total_steps: int) -> None:
+        """The run's length in steps (a time budget fixes it after the warm-up)."""
+        self.total_steps = self.schedule.total_steps = total_steps
+        self.max_epochs = -(-total_steps // self.steps_per_epoch)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -388,6 +383,7 @@ class Run:
 
     def describe(self) -> str:
         b, place, g = self.bundle, self.place, self.group
+        budget, fixed = self.cfg.run.budget_min, self.schedule.length_fixed
         if g.size > 1:
             batch = f"{g.size} processes × batch {self.cfg.data.batch_size} = {self.global_batch}"
             batch += " (SyncBN)" if self.cfg.run.sync_bn else ""
@@ -399,4 +395,5 @@ class Run:
             f"val {len(b.val):,} ({b.val_note}), test {test:,}; {place.device} {place.precision}"
             f"{' channels_last' if place.channels_last else ''}; {batch}, lr {self.lr:g}; "
             f"{self.steps_per_epoch} steps/epoch, up to {self.max_epochs} epochs"
+            + (f" (until a {budget:g}-min budget fixes it)" if budget and not fixed else "")
         )

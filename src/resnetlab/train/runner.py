@@ -31,6 +31,7 @@ from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_
 from resnetlab.train.report import final_test, write_results
 from resnetlab.train.run import Run
 from resnetlab.train.run_files import check_out_dir, check_resumable, new_run_dir, owned
+from resnetlab.train.time_budget import check_budget, fit_to_budget, fixing_epoch
 
 Log = Callable[[str], None]
 EXIT_CODES = {
@@ -121,6 +122,7 @@ def _silent(_msg: str) -> None:
 def _fit(
     cfg: TrainConfig, group: Group, resume: str | Path | None, log: Log, command: str | None
 ) -> RunResult:
+    check_budget(cfg)
     ckpt: Checkpoint | None = None
     if resume is not None:
         path = checkpoint_file(resume)
@@ -175,7 +177,8 @@ def _epochs(run: Run) -> str:
     """Train epoch after epoch until the run ends; returns how it ended (see RunResult)."""
     cfg, group, log = run.cfg, run.group, run.log
     signals = _Signals()
-    limit_s = cfg.run.time_limit_min * 60 if cfg.run.time_limit_min else None
+    limits = [m * 60 for m in (cfg.run.time_limit_min, cfg.run.budget_min) if m]
+    limit_s = min(limits) if limits else None
 
     def should_stop() -> str:
         if signals.received:
@@ -184,6 +187,7 @@ def _epochs(run: Run) -> str:
             return "time"
         return ""
 
+    budgeted, fix_at = cfg.run.budget_min is not None, fixing_epoch(cfg)
     status = "completed"
     steps = StepLog(run.run_dir) if group.is_main else None
     metrics: AbstractContextManager[MetricsLogger | None] = (
@@ -191,6 +195,7 @@ def _epochs(run: Run) -> str:
     )
     with signals.installed(), metrics as logger:
         while run.pos.epoch < run.max_epochs:
+            epoch_started = time.monotonic()
             out, generator = run.train_epoch(should_stop, steps)
             if out.stopped == "nan":
                 log(
@@ -208,7 +213,13 @@ def _epochs(run: Run) -> str:
                 run.pause(out.stopped, generator)
                 status = out.stopped
                 break
-            if run.close_epoch(out, run.validate(), logger):
+            val_started = time.monotonic()
+            val = run.validate()
+            if budgeted and not run.schedule.length_fixed and run.pos.epoch + 1 >= fix_at:
+                now = time.monotonic()
+                fit_to_budget(run, epoch_s=now - epoch_started, val_s=now - val_started)
+                run.schedule.length_fixed = True
+            if run.close_epoch(out, val, logger):
                 status = "early_stop"
                 break
             if out.stopped == "time":

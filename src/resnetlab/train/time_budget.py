@@ -1,0 +1,81 @@
+"""``run.budget_min`` (``train --minutes``): a schedule sized to end in so many wall minutes.
+
+A one-cycle or cosine schedule needs its length before it starts to decay, and how many
+epochs fit in ten minutes depends on the machine and on what else runs on it. So a budgeted
+run trains its warm-up with the recipe's epoch count standing in for the length (a warm-up's
+learning rate does not depend on it), times the last warm-up epoch (training and validation;
+the build of a compiled step falls in the first epoch, so with two warm-up epochs the second
+is a clean measure), and then fixes the length to the epochs that fit in what is left,
+keeping back the time of the final test evaluation. The budget is also the run's time limit:
+a machine that slows down later stops the run, which is then tested from its best
+checkpoint, rather than overrunning. The budget counts from the first training step (the
+data are decoded before it) and covers the test evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from resnetlab.runtime.config import ConfigError, TrainConfig
+
+if TYPE_CHECKING:
+    from resnetlab.train.run import Run
+
+
+def check_budget(cfg: TrainConfig) -> None:
+    """A budget sizes a schedule that decays to the run's end, after a warm-up to time."""
+    if cfg.run.budget_min is None:
+        return
+    s = cfg.schedule
+    if s.name not in ("onecycle", "cosine") or s.warmup_epochs < 1:
+        raise ConfigError(
+            "run.budget_min (--minutes) sizes a one-cycle or cosine schedule from the time "
+            "of its warm-up: it needs schedule.name onecycle or cosine and "
+            f"schedule.warmup_epochs ≥ 1 (got {s.name}, {s.warmup_epochs:g}); the fast "
+            "recipe has both"
+        )
+    if cfg.run.iterations is not None:
+        raise ConfigError("give run.budget_min (--minutes) or run.iterations, not both")
+
+
+def fixing_epoch(cfg: TrainConfig) -> int:
+    """The epoch (1-based) whose time fixes the run's length: the last of the warm-up."""
+    return max(1, math.ceil(cfg.schedule.warmup_epochs))
+
+
+def epochs_that_fit(
+    *, budget_s: float, elapsed_s: float, epoch_s: float, test_s: float, epochs_done: int
+) -> int:
+    """How many epochs the run has in all: those done, and as many more of ``epoch_s`` as
+    fit before ``budget_s`` with ``test_s`` kept back for the test evaluation."""
+    left = budget_s - elapsed_s - test_s
+    return epochs_done + max(0, math.floor(left / max(epoch_s, 1e-9)))
+
+
+def fit_to_budget(run: Run, *, epoch_s: float, val_s: float) -> None:
+    """Fix ``run``'s length (epochs, steps and the schedule's end) from the time of the
+    epoch it is finishing (``epoch_s``, validation included) and of its validation
+    (``val_s``; the test evaluation is estimated from it by the splits' sizes)."""
+    cfg, bundle = run.cfg, run.bundle
+    assert cfg.run.budget_min is not None
+    test_images = len(bundle.test) if bundle.test is not None and cfg.run.test else 0
+    test_s = val_s * test_images / max(1, len(bundle.val))
+    done = run.pos.epoch + 1  # the epoch being closed
+    elapsed = time.monotonic() - run.started
+    epochs = epochs_that_fit(
+        budget_s=cfg.run.budget_min * 60,
+        elapsed_s=elapsed,
+        epoch_s=epoch_s,
+        test_s=test_s,
+        epochs_done=done,
+    )
+    epochs = run.group.broadcast(epochs)  # under torchrun every rank takes rank 0's count
+    run.set_length(epochs * run.steps_per_epoch)
+    run.log(
+        f"budget {cfg.run.budget_min:g} min: epoch {done} took {epoch_s:.1f} s "
+        f"(validation {val_s:.1f} s), {elapsed / 60:.1f} min used; the schedule now ends "
+        f"after epoch {epochs} ({run.total_steps:,} steps), keeping {test_s:.0f} s for the test"
+        + ("; too short for more than the warm-up" if epochs == done else "")
+    )
