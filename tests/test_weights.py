@@ -29,6 +29,7 @@ from resnetlab.interop.fact_sheet import (
     CIFAR10_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Preprocessing,
     imagenet_classes,
 )
 from resnetlab.interop.weights import (
@@ -64,20 +65,37 @@ def test_catalogue_has_torchvision_v1_v2_and_akamaster() -> None:
     v2 = tv - {"resnet18", "resnet34", "resnext101_64x4d"}  # torchvision published no V2
     assert {f"{a}.tv2_in1k" for a in v2} <= names
     assert {f"resnet{d}.akamaster_cifar10" for d in (20, 32, 44, 56, 110, 1202)} <= names
-    timm = {f"resnet{d}.a1_in1k" for d in (18, 34, 50, 101, 152)}  # torchvision's keys
+    archs = [f"resnet{d}" for d in (18, 34, 50, 101, 152)] + ["resnext50_32x4d"]
+    timm = {f"{a}.{tag}_in1k" for a in archs for tag in ("a1", "a2", "a3")}  # tv's keys
     assert timm <= names
-    assert len(names) == len(list_weights()) == 10 + 7 + 6 + 5  # names are unique
+    chenyaofo = {f"resnet{d}.chenyaofo_{c}" for d in (20, 32, 44, 56) for c in _CIFARS}
+    assert chenyaofo <= names
+    assert len(names) == len(list_weights()) == 10 + 7 + 6 + 18 + 8  # names are unique
+
+
+_CIFARS = ("cifar10", "cifar100")
+# chenyaofo's README (#Params.(M), CIFAR-10 and CIFAR-100 tables): its option-B nets.
+_CHENYAOFO_MILLIONS = {
+    "cifar10": {20: "0.27", 32: "0.47", 44: "0.66", 56: "0.86"},
+    "cifar100": {20: "0.28", 32: "0.47", 44: "0.67", 56: "0.86"},
+}
 
 
 def test_every_entry_fits_its_model_with_the_published_parameter_count() -> None:
     # Table 6 of the paper / akamaster's README round the CIFAR counts.
     cifar_millions = {20: "0.27", 32: "0.46", 44: "0.66", 56: "0.85", 110: "1.7", 1202: "19.4"}
     for w in list_weights():
-        model = meta_model(w.model, num_classes=w.num_classes)
+        model = meta_model(w.model, **w.model_kwargs())
         n = count_params(model)
+        depth = w.model.removeprefix("resnet")
+        published = None
         if w.layout == "akamaster":
-            published = cifar_millions[int(w.model.removeprefix("resnet"))]
+            published = cifar_millions[int(depth)]
+        elif ".chenyaofo_" in w.name:
+            published = _CHENYAOFO_MILLIONS[w.name.split("_", 1)[1]][int(depth)]
+        if published is not None:
             assert f"{n / 1e6:.{len(published.split('.')[1])}f}" == published, w.name
+            assert n == w.num_params, w.name
         else:
             assert n == w.num_params, w.name
         if w.layout == "timm":  # the Hub's files carry no hash in their name or card
@@ -99,19 +117,76 @@ def test_published_facts() -> None:
     assert aka.top1 == 93.39 and aka.classes[0] == "airplane" and "legacy" in aka.file_format
 
 
-def test_timm_a1_facts() -> None:
-    # huggingface.co/timm/<name> config.json and timm's results/results-imagenet.csv.
-    r18, r50 = get_weights("resnet18.a1_in1k"), get_weights("resnet50.a1_in1k")
-    assert (r18.model, r50.model) == ("resnet18", "resnet50_v1_5")  # stride in the 3×3
-    assert (r18.top1, r18.top5, r50.top1, r50.top5) == (73.158, 91.026, 81.214, 95.102)
-    for w in (r18, r50):
+def test_timm_rsb_facts() -> None:
+    # timm's results/results-imagenet.csv (top-1/top-5) and timm/models/resnet.py's
+    # pretrained cfgs (_rcfg for A1/A2: test 288, test_crop_pct 1.0; _r3cfg for A3: trained
+    # at 160, test 224, test_crop_pct 0.95, so timm resizes to floor(224 / 0.95) = 235).
+    figures = {
+        "resnet18.a1_in1k": (73.158, 91.026),
+        "resnet50.a1_in1k": (81.214, 95.102),
+        "resnet18.a2_in1k": (72.372, 90.596),
+        "resnet34.a2_in1k": (77.158, 93.274),
+        "resnet50.a2_in1k": (80.772, 94.988),
+        "resnet101.a2_in1k": (82.236, 95.730),
+        "resnet152.a2_in1k": (82.608, 95.752),
+        "resnext50_32x4d.a2_in1k": (81.304, 95.096),
+        "resnet18.a3_in1k": (68.254, 88.176),
+        "resnet34.a3_in1k": (72.970, 91.108),
+        "resnet50.a3_in1k": (78.048, 93.780),
+        "resnet101.a3_in1k": (79.814, 94.606),
+        "resnet152.a3_in1k": (80.546, 95.000),
+        "resnext50_32x4d.a3_in1k": (79.268, 94.306),
+    }
+    for name, (top1, top5) in figures.items():
+        w = get_weights(name)
+        assert (w.top1, w.top5) == (top1, top5), name
         pp = w.preprocessing
-        assert (pp.crop, pp.resize, pp.interpolation, pp.crop_pct) == (288, 288, "bicubic", 1.0)
+        want = (288, 288) if ".a3_" not in name else (224, 235)
+        assert (pp.crop, pp.resize, pp.interpolation) == (*want, "bicubic"), name
+        assert f"at {want[0]} px" in w.metric_data, name
         assert pp.mean == IMAGENET_MEAN and pp.std == IMAGENET_STD
         assert w.url == f"https://huggingface.co/timm/{w.name}/resolve/main/model.safetensors"
-        assert w.licence.startswith("Apache-2.0") and w.layout == "timm"
+        assert w.licence.startswith("Apache-2.0") and w.layout == "timm" and not w.model_options
+    r18, r50 = get_weights("resnet18.a3_in1k"), get_weights("resnet50.a2_in1k")
+    assert (r18.model, r50.model) == ("resnet18", "resnet50_v1_5")  # stride in the 3×3
+    assert get_weights("resnext50_32x4d.a1_in1k").model == "resnext50_32x4d"
+    assert "trained at 160" in r18.metric_data
     # No published hash must not mean "matches every file".
     assert find_by_sha256("ab" * 32) is None
+
+
+def test_chenyaofo_facts() -> None:
+    # chenyaofo/pytorch-cifar-models: README.md (URLs, top-1/top-5), the training logs
+    # (data.mean/std), pytorch_cifar_models/resnet.py (option-B shortcuts), LICENSE.
+    c10, c100 = (
+        get_weights("resnet56.chenyaofo_cifar10"),
+        get_weights("resnet20.chenyaofo_cifar100"),
+    )
+    assert c10.url == (
+        "https://github.com/chenyaofo/pytorch-cifar-models/releases/download/resnet/"
+        "cifar10_resnet56-187c023a.pt"
+    )
+    assert (c10.top1, c10.top5, c100.top1, c100.top5) == (94.37, 99.83, 68.83, 91.01)
+    assert (c10.sha256, c100.sha256) == ("187c023a", "23dac2f1")
+    assert c10.preprocessing == Preprocessing(
+        32, None, "none", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.201)
+    )  # CIFAR-10's own statistics (the log's), not ImageNet's as akamaster's
+    assert c100.preprocessing.mean == (0.507, 0.4865, 0.4409)
+    assert c100.preprocessing.std == (0.2673, 0.2564, 0.2761)
+    assert (c10.num_classes, c100.num_classes) == (10, 100)
+    assert (
+        c10.classes == CIFAR10_CLASSES and c100.classes == () and "CIFAR-100" in c100.classes_source
+    )
+    assert (c10.eval_data, c100.eval_data) == (("cifar10", "test"), ("cifar100", "test"))
+    for w in (c10, c100):
+        assert w.layout == "torchvision" and w.model_options == (("shortcut", "B"),)
+        assert w.model_kwargs() == {"shortcut": "B", "num_classes": w.num_classes}
+        assert w.licence.startswith("BSD-3-Clause")
+    assert [get_weights(f"resnet{d}.chenyaofo_cifar10").top1 for d in (20, 32, 44)] == [
+        92.60,
+        93.53,
+        94.01,
+    ]
 
 
 def test_imagenet_class_names_come_with_imagenet_weights() -> None:
@@ -121,7 +196,8 @@ def test_imagenet_class_names_come_with_imagenet_weights() -> None:
     # torchvision's list as published: two names repeat (a bird and a machine; two suits).
     assert names[134] == names[517] == "crane" and names[638] == names[639] == "maillot"
     for w in list_weights():
-        want = CIFAR10_CLASSES if w.num_classes == 10 else names
+        # CIFAR-100's names are read from the dataset; the entries name their source only.
+        want = {10: CIFAR10_CLASSES, 100: (), 1000: names}[w.num_classes]
         assert w.class_names() == want, w.name
 
 
@@ -136,6 +212,8 @@ def test_unknown_names_and_patterns() -> None:
         "resnet50.tv_in1k",
         "resnet50.tv2_in1k",
         "resnet50.a1_in1k",
+        "resnet50.a2_in1k",
+        "resnet50.a3_in1k",
     }
 
 
@@ -145,6 +223,10 @@ def test_weights_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "top-1 91.73% on CIFAR-10 test" in out
     code, out, _ = cli(capsys, "weights", "resnet18.a1*")
     assert code == 0 and "sha256:     none published" in out and "at 288 px" in out
+    code, out, _ = cli(capsys, "weights", "resnet44.chenyaofo_cifar100")
+    assert code == 0 and "→  resnet44, shortcut=B (torchvision layout, 100 classes)" in out
+    code, out, _ = cli(capsys, "weights", "resnet44.chenyaofo*", "--format", "json")
+    assert [r["model_options"] for r in json.loads(out)] == [[["shortcut", "B"]]] * 2
     code, out, _ = cli(capsys, "weights", "resnet18.tv*", "--format", "json")
     (row,) = json.loads(out)
     assert row["sha256"] == "f37072fd" and row["preprocessing"]["resize"] == 256
@@ -466,3 +548,164 @@ def test_a_file_put_in_place_by_hand_predicts_imagenet_class_names(
     code, out, err = cli(capsys, "predict", "resnet18.a1_in1k", str(tmp_path / "photo.jpg"))
     assert code == 0, err
     assert "class " not in out and any(f" {name} " in out for name in imagenet_classes()), out
+
+
+# --------------------------------------------------------------------------- chenyaofo's nets
+
+
+class _Block(torch.nn.Module):
+    """chenyaofo's unit as its resnet.py describes it: torchvision's basic block (3×3 conv,
+    BN, ReLU, 3×3 conv, BN, + shortcut, ReLU) whose shortcut, where the stride or the width
+    changes, is ``downsample = Sequential(1×1 conv with the stride, BN)``."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        conv = functools.partial(torch.nn.Conv2d, kernel_size=3, padding=1, bias=False)
+        self.conv1, self.bn1 = conv(cin, cout, stride=stride), torch.nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = conv(cout, cout), torch.nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = torch.nn.Sequential(
+                torch.nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                torch.nn.BatchNorm2d(cout),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.bn1(self.conv1(x)).relu()))
+        return (y + (x if self.downsample is None else self.downsample(x))).relu()
+
+
+class _ChenyaofoNet(torch.nn.Module):
+    """Its CifarResNet: 3×3 conv to 16 + BN + ReLU, three stages of n blocks (16, 32, 64
+    channels, strides 1, 2, 2), global average pool, ``fc``."""
+
+    def __init__(self, n: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        cin = 16
+        for i, (width, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+            blocks = [
+                _Block(cin if b == 0 else width, width, stride if b == 0 else 1) for b in range(n)
+            ]
+            setattr(self, f"layer{i}", torch.nn.Sequential(*blocks))
+            cin = width
+        self.fc = torch.nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x)).relu()
+        x = self.layer3(self.layer2(self.layer1(x)))  # type: ignore[operator]
+        return self.fc(x.mean((2, 3)))
+
+
+def _catalogue_replacing(monkeypatch: pytest.MonkeyPatch, entry: Any) -> None:
+    """The catalogue with ``entry`` in place of the entry of the same name."""
+    new = tuple(entry if w.name == entry.name else w for w in catalogue.WEIGHTS)
+    monkeypatch.setattr(catalogue, "WEIGHTS", new)
+
+
+def _save_chenyaofo(name: str, folder: Path) -> tuple[Path, torch.nn.Module, Any]:
+    """The entry's net in chenyaofo's layout, saved as its hub loader reads it (a bare
+    state dict, ``torch.save``'s zip format: the logs show PyTorch 1.8.1), and the entry
+    with that file's hash."""
+    w = get_weights(name)
+    torch.manual_seed(0)
+    ref = randomize_batchnorm(_ChenyaofoNet((int(w.model[6:]) - 2) // 6, w.num_classes)).eval()
+    path = folder / w.file_name
+    torch.save(ref.state_dict(), path)
+    return path, ref, dataclasses.replace(w, sha256=_sha(path)[:8])
+
+
+@pytest.mark.parametrize(
+    "name", [f"resnet{d}.chenyaofo_{c}" for c in _CIFARS for d in (20, 32, 44, 56)]
+)
+def test_chenyaofo_file_loads_key_for_key_with_its_preprocessing(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, ref, entry = _save_chenyaofo(name, tmp_path)
+    # Key for key, shape for shape, in order: the publisher's net is ours with option B.
+    ours = create_model(entry.model, **entry.model_kwargs()).state_dict()
+    theirs = ref.state_dict()
+    assert [(k, v.shape) for k, v in theirs.items()] == [(k, v.shape) for k, v in ours.items()]
+    # The control: the paper's option-A net of the same name does not take the file.
+    from resnetlab.interop.compat import CheckpointError, load_pretrained
+
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        load_pretrained(path, entry.model, num_classes=entry.num_classes)
+    _catalogue_replacing(monkeypatch, entry)
+    p = Predictor.load(path, device="cpu")  # known by its hash: no --model, no --layout
+    assert p.weights == entry and p.published is not None and not p.published.assumed
+    report = p.published.report
+    assert report.ok and report.matched == tuple(ours)  # every tensor, nothing left over
+    assert p.config.model.options["shortcut"] == "B" and p.config.data.source == entry.eval_data[0]
+    assert len(p.classes) == entry.num_classes
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    applied = eval_transform(x, p.preprocess)
+    pp = entry.preprocessing
+    torch.testing.assert_close(applied, normalize(x, pp.mean, pp.std))
+    # The control: ImageNet's statistics (akamaster's) would feed the net other inputs.
+    assert (applied - normalize(x, IMAGENET_MEAN, IMAGENET_STD)).abs().max() > 0.1
+    with torch.no_grad():
+        want = ref(applied).softmax(1)
+    torch.testing.assert_close(p.probabilities(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_chenyaofo_name_in_eval_summary_and_pretrained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = "resnet20.chenyaofo_cifar10"
+    path, ref, entry = _save_chenyaofo(name, tmp_path)
+    _catalogue_replacing(monkeypatch, entry)
+    code, out, err = cli(capsys, "eval", str(path), "--data", "sample")
+    assert code == 0, err
+    assert f"{name}: resnet20, torchvision layout; preprocessing (the publisher's)" in err
+    assert "published: top-1 92.60%, top-5 99.81% on CIFAR-10 test" in out
+    code, out, err = cli(capsys, "summary", name)  # the net the weights fit
+    assert code == 0, err
+    assert "Total params: 272,474" in out and "Shortcuts: B:" in out
+    # train --pretrained NAME: the run's model gets the entry's shortcut option, so its
+    # config (and every checkpoint) rebuilds the net the weights fit, and all of them load.
+    from resnetlab.runtime.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+    from resnetlab.train.build import build_model, resolve_pretrained_options
+
+    cfg = TrainConfig(
+        recipe="paper-cifar",
+        model=ModelConfig(name="resnet20", pretrained=str(path)),
+        data=DataConfig(source="sample"),
+    )
+    resolved = resolve_pretrained_options(cfg)
+    assert resolved.model.options == {"shortcut": "B"}
+    lines: list[str] = []
+    net = build_model(resolved, 10, 3, lines.append)
+    assert any("tensors loaded, 0 kept fresh" in line for line in lines), lines
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), ref(x))
+    clash = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, options={"shortcut": "A"})
+    )
+    with pytest.raises(ConfigError, match="needs shortcut='B'"):
+        resolve_pretrained_options(clash)
+
+
+def test_timm_a3_weights_evaluate_at_timm_test_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A3 trains at 160 but timm evaluates (and publishes) at 224 with test_crop_pct 0.95:
+    # the shorter side to floor(224 / 0.95) = 235, bicubic, then the centre 224.
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "cache/checkpoints/unverified/resnet18.a3_in1k/model.safetensors"
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    ref = randomize_batchnorm(create_model("resnet18")).eval()
+    save_file(ref.state_dict(), target)
+    p = Predictor.load("resnet18.a3_in1k", device="cpu")
+    assert p.data_size == (3, 235, 235) and p.preprocess.image_size == 224
+    assert p.preprocess.resize_side == 235 and p.published is not None
+    assert p.published.report.ok
+    x = torch.randint(0, 256, (1, 3, 235, 235), dtype=torch.uint8)
+    # (235 - 224) / 2 = 5.5: our crop starts at 5, torchvision's CenterCrop (timm's) at 6.
+    crop = normalize(x[..., 5:229, 5:229], IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(eval_transform(x, p.preprocess), crop)
+    with torch.no_grad():
+        torch.testing.assert_close(p.probabilities(x), ref(crop).softmax(1), rtol=1e-4, atol=1e-5)

@@ -103,7 +103,16 @@ def emit(text: str, output: Path | None) -> None:
 
 
 def meta_model(name: str, overrides: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """A named model on the meta device (analysis needs shapes only) and its spec."""
+    """A named model on the meta device (analysis needs shapes only) and its spec. A
+    ``resnetlab weights`` name stands for the net those weights fit (the entry's model,
+    classes and options, e.g. chenyaofo's option-B shortcuts); ``overrides`` still win."""
+    from resnetlab.interop.published import is_weights_name
+
+    if is_weights_name(name):
+        from resnetlab.interop.weights import get_weights
+
+        w = get_weights(name)
+        name, overrides = w.model, {**w.model_kwargs(), **overrides}
     spec = model_spec(name, **overrides)
     with torch.device("meta"):
         return build(spec), spec

@@ -58,7 +58,9 @@ def _add_counting(sub: Any) -> None:
             "as torchinfo prints it. Nothing is computed: the model runs on the meta device."
         ),
     )
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument(
+        "model", metavar="MODEL", help="a model, or a `resnetlab weights` name (its net)"
+    )
     input_size_arg(p, "--input-size 2 3 224 224")
     p.add_argument("--depth", type=positive_int, default=3, help="nesting depth (default 3)")
     format_arg(p, FORMATS)
@@ -314,8 +316,9 @@ def cmd_weights(args: argparse.Namespace) -> None:
     blocks = []
     for w in entries:
         top = w.published()
+        options = "".join(f", {k}={v}" for k, v in w.model_options)
         blocks.append(
-            f"{w.name}  →  {w.model} ({w.layout} layout, {w.num_classes} classes)\n"
+            f"{w.name}  →  {w.model}{options} ({w.layout} layout, {w.num_classes} classes)\n"
             f"  url:        {w.url}\n"
             f"  sha256:     {w.sha256 + '…' if w.sha256 else 'none published'} ({w.file_format})\n"
             f"  preprocess: {w.preprocessing.describe()}\n"

@@ -175,7 +175,8 @@ class Predictor:
             load_size=pp.resize,
             augment=pre.augment,
         )
-        cfg = TrainConfig(recipe="published", model=ModelConfig(name=loaded.model_name), data=data)
+        model = ModelConfig(name=loaded.model_name, options=dict(loaded.options))
+        cfg = TrainConfig(recipe="published", model=model, data=data)
         place = choose(device, precision)
         loaded.model.to(place.device).eval()
         channels = int(getattr(getattr(loaded.model, "spec", None), "in_channels", 3))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from resnetlab.interop.compat import Layout
 
@@ -99,6 +100,15 @@ class PublishedWeights:
     eval_data: tuple[str, str] | None  # that data as resnetlab names it: (source, split)
     licence: str
     source: str  # where these facts come from
+    # The ``create_model`` options the file needs beyond ``num_classes``, as (name, value)
+    # pairs (hashable): chenyaofo's CIFAR nets are the paper's ResNet-20 … 56 with
+    # projection shortcuts, ``(("shortcut", "B"),)``. Every command that builds the model
+    # for an entry builds it with these (:meth:`model_kwargs`).
+    model_options: tuple[tuple[str, Any], ...] = ()
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What ``create_model(self.model, **…)`` needs to build the net this file fits."""
+        return {**dict(self.model_options), "num_classes": self.num_classes}
 
     @property
     def file_name(self) -> str:

@@ -73,6 +73,9 @@ class LoadedWeights:
     report: ParityReport
     path: Path
     assumed: bool
+    # The create_model options the model was built with beyond its registered spec (the
+    # entry's model_options, num_classes, in_channels): what rebuilds it from a config.
+    options: dict[str, Any]
 
 
 def is_weights_name(text: str) -> bool:
@@ -179,6 +182,8 @@ def load_published(
     resolved = _NAMES[lay].get(name, name)
     get_entry(resolved)  # an unknown model name fails here, with suggestions
     options: dict[str, Any] = {}
+    if entry is not None and resolved == entry.model:
+        options.update(entry.model_kwargs())  # e.g. chenyaofo's option-B shortcuts
     if (classes := _head_classes(state)) is not None:
         options["num_classes"] = classes
     if (stem := state.get("conv1.weight")) is not None and stem.ndim == 4:
@@ -188,4 +193,6 @@ def load_published(
     known = entry.class_names() if entry else ()
     names = known if len(known) == n else tuple(f"class {i}" for i in range(n))
     pre = entry.preprocessing if entry else _assumed_preprocessing(resolved)
-    return LoadedWeights(net, resolved, lay, pre, names, entry, report, path, entry is None)
+    return LoadedWeights(
+        net, resolved, lay, pre, names, entry, report, path, entry is None, options
+    )

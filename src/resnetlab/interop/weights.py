@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 
 from resnetlab.interop.compat import CheckpointError
 from resnetlab.interop.fact_sheet import (
@@ -96,17 +97,88 @@ def _akamaster(depth: int) -> PublishedWeights:
     )
 
 
-def _timm_a1(arch: str, model: str, params: int, top1: float, top5: float) -> PublishedWeights:
-    """timm's "ResNet strikes back" A1 weights (Wightman et al. 2021) on the Hugging Face Hub.
+# chenyaofo/pytorch-cifar-models (README.md model zoo): per depth, for CIFAR-10 then
+# CIFAR-100, the SHA-256 prefix in the file name, the parameter count (our option-B model's
+# exact count; the README rounds: 0.27M …, which the tests check) and the README's top-1/top-5.
+_CHENYAOFO = {
+    20: (("4118986f", 272_474, 92.60, 99.81), ("23dac2f1", 278_324, 68.83, 91.01)),
+    32: (("ef93fc4d", 466_906, 93.53, 99.77), ("84213ce6", 472_756, 70.16, 90.89)),
+    44: (("2a3cabcb", 661_338, 94.01, 99.77), ("ffe32858", 667_188, 71.63, 91.58)),
+    56: (("187c023a", 855_770, 94.37, 99.83), ("f2eff4c8", 861_620, 72.63, 91.94)),
+}
+# The mean/std each training log records (data.mean/std of the run that made the file).
+_CHENYAOFO_NORM = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.201)),
+    "cifar100": ((0.507, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),
+}
 
-    Their keys are torchvision's (timm's ResNet uses the same module names; ResNet-50 and up
-    stride in the 3×3 conv, as torchvision's v1.5). Trained at 224 px; timm's published
-    figures (results-imagenet.csv) are at its test size, 288 px, with ``test_crop_pct`` 1.0
-    (resize the shorter side to 288, centre crop 288), bicubic; that is the preprocessing
-    kept here. timm publishes no SHA-256 of the files outside the Hub's storage metadata,
-    so ``sha256`` is empty (see :attr:`PublishedWeights.sha256`).
+
+def _chenyaofo(depth: int, dataset: str) -> PublishedWeights:
+    """chenyaofo's CIFAR-10/100 net: the paper's 6n+2 ResNet with option-B shortcuts (1×1
+    conv + BN where the shape changes), torchvision's key names (its model is torchvision's
+    ResNet cut down to three 16/32/64 stages), 32×32 inputs, each dataset's own mean/std.
     """
-    name = f"{arch}.a1_in1k"
+    ten = dataset == "cifar10"
+    sha, params, top1, top5 = _CHENYAOFO[depth][0 if ten else 1]
+    file = f"{dataset}_resnet{depth}-{sha}.pt"
+    mean, std = _CHENYAOFO_NORM[dataset]
+    data = "CIFAR-10" if ten else "CIFAR-100"
+    return PublishedWeights(
+        name=f"resnet{depth}.chenyaofo_{dataset}",
+        model=f"resnet{depth}",
+        layout="torchvision",
+        url=f"https://github.com/chenyaofo/pytorch-cifar-models/releases/download/resnet/{file}",
+        sha256=sha,
+        file_format="torch.save .pt (bare state dict, torchvision's key names)",
+        preprocessing=Preprocessing(32, None, "none", mean, std),
+        num_classes=10 if ten else 100,
+        classes=CIFAR10_CLASSES if ten else (),
+        classes_source=(
+            "CIFAR-10 batches.meta (label order of the official distribution)"
+            if ten
+            else "CIFAR-100 meta, fine_label_names (label order of the official distribution; "
+            "resnetlab reads them from the dataset)"
+        ),
+        num_params=params,
+        top1=top1,
+        top5=top5,
+        metric_data=f"{data} test (10,000 images; the best of 200 epochs, as its log shows)",
+        eval_data=(dataset, "test"),
+        licence="BSD-3-Clause (chenyaofo/pytorch-cifar-models LICENSE)",
+        source=(
+            "github.com/chenyaofo/pytorch-cifar-models README.md (model zoo), "
+            f"pytorch_cifar_models/resnet.py, logs/{dataset}/resnet{depth}/default.log"
+        ),
+        model_options=(("shortcut", "B"),),
+    )
+
+
+# timm's "ResNet strikes back" recipes (Wightman et al. 2021), as timm/models/resnet.py's
+# pretrained cfgs give them: training size, then evaluation (test) size and test_crop_pct.
+# timm resizes the shorter side to floor(size / crop_pct) before the centre crop.
+_RSB = {
+    "a1": (224, 288, 1.0),  # _rcfg
+    "a2": (224, 288, 1.0),  # _rcfg
+    "a3": (160, 224, 0.95),  # _r3cfg
+}
+
+
+def _timm_rsb(
+    arch: str, tag: str, model: str, params: int, top1: float, top5: float
+) -> PublishedWeights:
+    """timm's "ResNet strikes back" A1/A2/A3 weights on the Hugging Face Hub.
+
+    Their keys are torchvision's (timm's plain ResNet and ResNeXt use the same module names;
+    ResNet-50 and up stride in the 3×3 conv, as torchvision's v1.5). timm's published
+    figures (results-imagenet.csv) are at its *test* size with its ``test_crop_pct``,
+    bicubic: that is the preprocessing kept here (A1/A2: trained at 224, shorter side 288,
+    centre crop 288; A3: trained at 160, shorter side 235, centre crop 224). timm publishes
+    no SHA-256 of the Hub's files outside its storage metadata, so ``sha256`` is empty (see
+    :attr:`PublishedWeights.sha256`).
+    """
+    train, test, crop_pct = _RSB[tag]
+    name = f"{arch}.{tag}_in1k"
+    resize = math.floor(test / crop_pct)
     return PublishedWeights(
         name=name,
         model=model,
@@ -114,21 +186,42 @@ def _timm_a1(arch: str, model: str, params: int, top1: float, top5: float) -> Pu
         url=f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors",
         sha256="",
         file_format="safetensors (state dict, timm's names = torchvision's)",
-        preprocessing=Preprocessing(288, 288, "bicubic", IMAGENET_MEAN, IMAGENET_STD),
+        preprocessing=Preprocessing(test, resize, "bicubic", IMAGENET_MEAN, IMAGENET_STD),
         num_classes=1000,
         classes=(),
         classes_source=f"{IMAGENET1K_SOURCE}: timm's order, the sorted WordNet ids",
         num_params=params,
         top1=top1,
         top5=top5,
-        metric_data="ImageNet-1k val (50,000 images) at 288 px",
+        metric_data=f"ImageNet-1k val (50,000 images) at {test} px (trained at {train})",
         eval_data=None,
         licence="Apache-2.0 (the Hub model card); trained on ImageNet-1k, whose terms apply",
         source=(
-            f"huggingface.co/timm/{name} (model card, config.json pretrained_cfg); "
-            "timm results/results-imagenet.csv (top-1/top-5)"
+            f"huggingface.co/timm/{name}; timm timm/models/resnet.py default_cfgs "
+            "(test size, test_crop_pct, interpolation); results/results-imagenet.csv "
+            "(top-1/top-5)"
         ),
     )
+
+
+# timm's results/results-imagenet.csv (commit 0173a139): top-1/top-5 at the test size of
+# each recipe (img_size 288, crop_pct 1.000 for A1/A2; 224, 0.950 for A3; all bicubic).
+# Its param_count (11.69, 21.80, 25.56, 44.55, 60.19, 25.03 M) rounds our exact counts.
+# fmt: skip below: one row per architecture, its three recipes side by side.
+_TIMM_RSB: tuple[tuple[str, str, int, dict[str, tuple[float, float]]], ...] = (
+    ("resnet18", "resnet18", 11689512, {
+        "a1": (73.158, 91.026), "a2": (72.372, 90.596), "a3": (68.254, 88.176)}),
+    ("resnet34", "resnet34", 21797672, {
+        "a1": (77.918, 93.766), "a2": (77.158, 93.274), "a3": (72.970, 91.108)}),
+    ("resnet50", "resnet50_v1_5", 25557032, {
+        "a1": (81.214, 95.102), "a2": (80.772, 94.988), "a3": (78.048, 93.780)}),
+    ("resnet101", "resnet101_v1_5", 44549160, {
+        "a1": (82.322, 95.632), "a2": (82.236, 95.730), "a3": (79.814, 94.606)}),
+    ("resnet152", "resnet152_v1_5", 60192808, {
+        "a1": (82.732, 95.720), "a2": (82.608, 95.752), "a3": (80.546, 95.000)}),
+    ("resnext50_32x4d", "resnext50_32x4d", 25028904, {
+        "a1": (81.466, 95.174), "a2": (81.304, 95.096), "a3": (79.268, 94.306)}),
+)  # fmt: skip
 
 
 WEIGHTS: tuple[PublishedWeights, ...] = (
@@ -259,13 +352,13 @@ WEIGHTS: tuple[PublishedWeights, ...] = (
         96.020,
     ),
     *(_akamaster(d) for d in _AKAMASTER),
-    # top-1/top-5 at 288 px from timm's results/results-imagenet.csv (param_count 11.69,
-    # 21.80, 25.56, 44.55, 60.19 M there; the exact counts are our models' own)
-    _timm_a1("resnet18", "resnet18", 11689512, 73.158, 91.026),
-    _timm_a1("resnet34", "resnet34", 21797672, 77.918, 93.766),
-    _timm_a1("resnet50", "resnet50_v1_5", 25557032, 81.214, 95.102),
-    _timm_a1("resnet101", "resnet101_v1_5", 44549160, 82.322, 95.632),
-    _timm_a1("resnet152", "resnet152_v1_5", 60192808, 82.732, 95.720),
+    *(_chenyaofo(d, data) for data in ("cifar10", "cifar100") for d in _CHENYAOFO),
+    *(
+        _timm_rsb(arch, tag, model, params, top1, top5)
+        for tag in _RSB
+        for arch, model, params, figures in _TIMM_RSB
+        for top1, top5 in (figures[tag],)
+    ),
 )
 
 

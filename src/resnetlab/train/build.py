@@ -144,6 +144,25 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     return replace(cfg, data=data), p.describe()
 
 
+def resolve_pretrained_options(cfg: TrainConfig) -> TrainConfig:
+    """``model.pretrained`` naming catalogued weights whose model needs options (chenyaofo's
+    CIFAR nets: ``shortcut: B``) → those options written into ``model.options``, so the run
+    builds the net the weights fit, and its config.yaml and checkpoints rebuild it. Without
+    this, option-A ``resnet20`` would take every tensor it has a name for and silently drop
+    the projections. An option set otherwise is a conflict, not overridden."""
+    w = pretrained_weights(cfg)
+    if w is None or not w.model_options or cfg.model.name != w.model:
+        return cfg
+    options = dict(cfg.model.options)
+    for key, value in w.model_options:
+        if key in options and options[key] != value:
+            raise ConfigError(
+                f"model.options.{key}={options[key]!r}, but {w.name} needs {key}={value!r}"
+            )
+        options[key] = value
+    return replace(cfg, model=replace(cfg.model, options=options))
+
+
 def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
     """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
     from resnetlab.interop.published import is_weights_name, resolve

@@ -24,7 +24,7 @@ from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, save_config
 from resnetlab.runtime.group import Group
 from resnetlab.runtime.run_folder import CONFIG_NAME, checkpoint_file
-from resnetlab.train.build import resolve_pipeline
+from resnetlab.train.build import resolve_pipeline, resolve_pretrained_options
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.distributed import session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
@@ -123,6 +123,7 @@ def _fit(
     cfg: TrainConfig, group: Group, resume: str | Path | None, log: Log, command: str | None
 ) -> RunResult:
     check_budget(cfg)
+    cfg = resolve_pretrained_options(cfg)  # before a resumed run's config is compared
     ckpt: Checkpoint | None = None
     if resume is not None:
         path = checkpoint_file(resume)
