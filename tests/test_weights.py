@@ -704,8 +704,8 @@ def test_timm_a3_weights_evaluate_at_timm_test_size(
     assert p.preprocess.resize_side == 235 and p.published is not None
     assert p.published.report.ok
     x = torch.randint(0, 256, (1, 3, 235, 235), dtype=torch.uint8)
-    # (235 - 224) / 2 = 5.5: our crop starts at 5, torchvision's CenterCrop (timm's) at 6.
-    crop = normalize(x[..., 5:229, 5:229], IMAGENET_MEAN, IMAGENET_STD)
+    # (235 - 224) / 2 = 5.5: the crop starts at 6, as torchvision's CenterCrop (timm's) does.
+    crop = normalize(x[..., 6:230, 6:230], IMAGENET_MEAN, IMAGENET_STD)
     torch.testing.assert_close(eval_transform(x, p.preprocess), crop)
     with torch.no_grad():
         torch.testing.assert_close(p.probabilities(x), ref(crop).softmax(1), rtol=1e-4, atol=1e-5)

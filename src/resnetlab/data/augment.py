@@ -245,7 +245,8 @@ def eval_transform(x: Tensor, pre: Preprocess) -> Tensor:
     if pre.augment == "imagenet" and x.shape[-1] != pre.image_size:
         side = pre.resize_side
         x = resize(x.float(), side) if x.shape[-1] != side else x.float()
-        top = (side - pre.image_size) // 2
+        # torchvision's CenterCrop (torchvision's and timm's weights): an odd margin rounds
+        top = round((side - pre.image_size) / 2)
         x = x[..., top : top + pre.image_size, top : top + pre.image_size]
         return normalize(x, pre.mean, pre.std)
     return resize(normalize(x, pre.mean, pre.std), pre.image_size)
