@@ -162,8 +162,9 @@ class LRSchedule:
         best = state["plateau_best"]
         self.plateau_best = None if best is None else float(best)
         self.plateau_bad = int(state["plateau_bad"])
-        self.total_steps = int(state.get("total_steps", self.total_steps))
         self.length_fixed = bool(state.get("length_fixed", False))
+        if self.length_fixed:  # a time budget's length; otherwise the config's plan stands
+            self.total_steps = int(state["total_steps"])
 
     def lr_at(self, step: int) -> float:
         cfg, base = self.cfg, self.base_lr

@@ -180,7 +180,8 @@ class Run:
         assert ckpt.schedule is not None
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.schedule.load_state_dict(ckpt.schedule)
-        self.set_length(self.schedule.total_steps)
+        if self.schedule.length_fixed:  # a time budget's length; else the config's plan
+            self.set_length(self.schedule.total_steps)
         if self.scaler is not None and ckpt.scaler:
             self.scaler.load_state_dict(ckpt.scaler)
         mine = ckpt.ranks[g.rank] if g.size > 1 and ckpt.ranks else None  # this rank's streams
