@@ -23,6 +23,7 @@ validation split by the runs themselves; the test split is read once per run, at
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -51,9 +52,14 @@ def run_name(model: str, label: str, minutes: float, seed: int) -> str:
 
 
 def train_command(
-    args: argparse.Namespace, model: str, recipe: str, sets: list[str], minutes: float, seed: int
+    args: argparse.Namespace,
+    name: str,
+    model: str,
+    recipe: str,
+    sets: list[str],
+    minutes: float,
+    seed: int,
 ) -> list[str]:
-    name = run_name(model, args.label, minutes, seed)
     argv = ["train", "--recipe", recipe, "--model", model, "--minutes", f"{minutes:g}"]
     argv += ["--seed", str(seed), "--out", str(args.out), "--name", name]
     argv += ["--data", args.data] if args.data else []
@@ -62,9 +68,8 @@ def train_command(
     return argv
 
 
-def run_one(argv: list[str], out: Path) -> dict[str, Any] | None:
+def run_one(name: str, argv: list[str], out: Path) -> dict[str, Any] | None:
     """Train one arm as a subprocess; its ledger row, or None if it did not finish."""
-    name = argv[argv.index("--name") + 1]
     before = os.getloadavg()[0]
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "resnetlab", *argv], check=False)
@@ -99,25 +104,23 @@ def read_ledger(out: Path) -> list[dict[str, Any]]:
 
 def study(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    for arm in args.arm:
-        args.label, recipe, sets = parse_arm(arm)
-        for model in args.model:
-            for minutes in args.minutes:
-                for seed in args.seed:
-                    argv = train_command(args, model, recipe, sets, minutes, seed)
-                    name = argv[argv.index("--name") + 1]
-                    ledger = read_ledger(args.out)
-                    if any(row["name"] == name for row in ledger):
-                        print(f"{name}: in the ledger already")
-                        continue
-                    row = run_one(argv, args.out)
-                    if row is None:
-                        continue
-                    row |= {"model": model, "recipe": args.label, "budget_min": minutes}
-                    row |= {"seed": seed}
-                    ledger = [*read_ledger(args.out), row]
-                    write_text_atomic(args.out / "ledger.json", json.dumps({"runs": ledger}))
-                    print(f"{name}: {row['test_top1']:.2f}% in {row['wall_min']:.1f} min")
+    ledger = read_ledger(args.out)
+    arms = [parse_arm(arm) for arm in args.arm]
+    for (label, recipe, sets), model, minutes, seed in itertools.product(
+        arms, args.model, args.minutes, args.seed
+    ):
+        name = run_name(model, label, minutes, seed)
+        if any(row["name"] == name for row in ledger):
+            print(f"{name}: in the ledger already")
+            continue
+        argv = train_command(args, name, model, recipe, sets, minutes, seed)
+        row = run_one(name, argv, args.out)
+        if row is None:
+            continue
+        row |= {"model": model, "recipe": label, "budget_min": minutes, "seed": seed}
+        ledger.append(row)
+        write_text_atomic(args.out / "ledger.json", json.dumps({"runs": ledger}))
+        print(f"{name}: {row['test_top1']:.2f}% in {row['wall_min']:.1f} min")
 
 
 def report(out: Path, dest: Path) -> None:

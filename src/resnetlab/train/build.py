@@ -35,11 +35,11 @@ def compiled_for_training(
     if wanted == "auto":
         wanted, why = compile_pays(device, steps)
         log(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
-    why_not = compile_unavailable(device) if wanted else ""
+    if not wanted:
+        return net
+    why_not = compile_unavailable(device)
     if why_not:
         log(f"run.compile skipped: {why_not}; training runs eager")
-        return net
-    if not wanted:
         return net
     log(
         f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, smaller "

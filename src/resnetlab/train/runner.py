@@ -219,7 +219,6 @@ def _epochs(run: Run) -> str:
             if budgeted and not run.schedule.length_fixed and run.pos.epoch + 1 >= fix_at:
                 now = time.monotonic()
                 fit_to_budget(run, epoch_s=now - epoch_started, val_s=now - val_started)
-                run.schedule.length_fixed = True
             if run.close_epoch(out, val, logger):
                 status = "early_stop"
                 break

@@ -73,6 +73,7 @@ def fit_to_budget(run: Run, *, epoch_s: float, val_s: float) -> None:
     )
     epochs = run.group.broadcast(epochs)  # under torchrun every rank takes rank 0's count
     run.set_length(epochs * run.steps_per_epoch)
+    run.schedule.length_fixed = True  # kept in the checkpoint: a resume does not refit
     run.log(
         f"budget {cfg.run.budget_min:g} min: epoch {done} took {epoch_s:.1f} s "
         f"(validation {val_s:.1f} s), {elapsed / 60:.1f} min used; the schedule now ends "
