@@ -611,7 +611,7 @@ def test_ema_equals_a_hand_computed_average() -> None:
         total_steps=4,
         model_depth=0,
     )
-    ema = build_ema(model, 0.8)
+    ema = build_ema(model, 0.25)  # the warm-up rate (1+n)/(10+n) is below 0.25 only at n=1
     assert ema is not None
     records = _step_records(model, optimizer)
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(4)]
@@ -627,9 +627,10 @@ def test_ema_equals_a_hand_computed_average() -> None:
     )
     assert len(records) == 4
     want = dict(records[0])  # the first update copies the weights
-    for rec in records[1:]:
+    for n, rec in enumerate(records[1:], start=1):
+        d = 2 / 11 if n == 1 else 0.25  # warm-up, then the configured decay
         want = {
-            k: 0.8 * want[k] + 0.2 * rec[k] if v.is_floating_point() else rec[k]
+            k: d * want[k] + (1 - d) * rec[k] if v.is_floating_point() else rec[k]
             for k, v in want.items()
         }
     got = ema.module.state_dict()

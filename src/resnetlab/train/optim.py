@@ -92,15 +92,25 @@ def _decay_groups(params: list[nn.Parameter], cfg: OptimConfig) -> list[dict[str
     ]
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The decay of the average's update number ``updates + 1``: ``decay``, but no more than
+    ``(1 + updates) / (10 + updates)`` (TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``), so that the first steps' weights, which are nearly the random start, do
+    not linger in the average: at decay 0.998 a fixed rate still keeps 4% of the step-1 weights
+    after 1,600 steps (a 9-epoch run), the warmed-up one about 0.001%."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
 def _ema_update(decay: float) -> Any:
-    """``AveragedModel``'s multi-tensor update: ``ema ← decay·ema + (1-decay)·w`` for float
-    tensors (one foreach lerp), a copy for integer buffers (BN's ``num_batches_tracked``,
-    which torch's own EMA function would average and truncate)."""
+    """``AveragedModel``'s multi-tensor update: ``ema ← d·ema + (1-d)·w`` for float tensors
+    (one foreach lerp), ``d`` = :func:`ema_decay_at` of the updates so far; a copy for
+    integer buffers (BN's ``num_batches_tracked``, which torch's own EMA function would
+    average and truncate)."""
 
     @torch.no_grad()
-    def update(ema: list[Tensor], current: list[Tensor], _n: Tensor) -> None:
+    def update(ema: list[Tensor], current: list[Tensor], n: Tensor) -> None:
         if torch.is_floating_point(ema[0]):
-            torch._foreach_lerp_(ema, current, 1.0 - decay)
+            torch._foreach_lerp_(ema, current, 1.0 - ema_decay_at(decay, int(n)))
         else:
             for e, c in zip(ema, current, strict=True):
                 e.copy_(c)
@@ -112,8 +122,8 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
     """The exponential moving average of ``model``'s weights and buffers (``None`` when
     ``decay`` is 0). ``use_buffers``: the BN running statistics are averaged with the
     weights, so they describe the averaged network rather than the last step's.
-    The first :meth:`~AveragedModel.update_parameters` copies the weights; each later one
-    applies ``ema ← decay·ema + (1-decay)·w``."""
+    The first :meth:`~AveragedModel.update_parameters` copies the weights; the n-th later one
+    applies ``ema ← d·ema + (1-d)·w`` with ``d = min(decay, (1+n)/(10+n))``."""
     if decay <= 0.0:
         return None
     return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
