@@ -9,6 +9,7 @@ import functools
 import hashlib
 import http.server
 import json
+import math
 import shutil
 import socket
 from collections.abc import Iterator
@@ -70,10 +71,13 @@ def test_catalogue_has_torchvision_v1_v2_and_akamaster() -> None:
     assert timm <= names
     chenyaofo = {f"resnet{d}.chenyaofo_{c}" for d in (20, 32, 44, 56) for c in _CIFARS}
     assert chenyaofo <= names
-    assert len(names) == len(list_weights()) == 10 + 7 + 6 + 18 + 8  # names are unique
+    assert set(_TIMM_CSV) <= names  # timm's other tags for these architectures
+    # Unique names; 33 timm tags beyond RSB (their tv/tv2 copies are torchvision's files).
+    assert len(names) == len(list_weights()) == 10 + 7 + 6 + 18 + 8 + 33
 
 
 _CIFARS = ("cifar10", "cifar100")
+_RSB_TAGS = ("a1_in1k", "a2_in1k", "a3_in1k")
 # chenyaofo's README (#Params.(M), CIFAR-10 and CIFAR-100 tables): its option-B nets.
 _CHENYAOFO_MILLIONS = {
     "cifar10": {20: "0.27", 32: "0.47", 44: "0.66", 56: "0.86"},
@@ -155,6 +159,170 @@ def test_timm_rsb_facts() -> None:
     assert find_by_sha256("ab" * 32) is None
 
 
+# timm's results/results-imagenet.csv (commit 0173a139 of huggingface/pytorch-image-models),
+# the rows of the tags beyond RSB's A1/A2/A3: top-1, top-5, img_size, crop_pct,
+# interpolation, transcribed here to check the catalogue's table against.
+_BICUBIC_288 = (288, 1.0, "bicubic")  # _rcfg: test_input_size 288, test_crop_pct 1.0
+_TTCFG = (288, 0.95, "bicubic")  # _ttcfg: test_input_size 288, test_crop_pct 0.95
+_GLUON = (224, 0.875, "bicubic")  # _gcfg: _cfg's 224 and 0.875, bicubic
+_FB = (224, 0.875, "bilinear")  # _cfg as it is
+_TIMM_CSV: dict[str, tuple[float, float, tuple[int, float, str]]] = {
+    "resnet50.a1h_in1k": (80.676, 95.306, (224, 1.0, "bicubic")),
+    "resnet101.a1h_in1k": (82.778, 96.310, _BICUBIC_288),
+    "resnet152.a1h_in1k": (83.450, 96.538, _BICUBIC_288),
+    "resnext50_32x4d.a1h_in1k": (82.014, 95.934, _BICUBIC_288),
+    "resnet50.b1k_in1k": (80.706, 95.432, _BICUBIC_288),
+    "resnet50.b2k_in1k": (80.454, 95.318, _BICUBIC_288),
+    "resnet50.c1_in1k": (80.912, 95.552, _BICUBIC_288),
+    "resnet50.c2_in1k": (80.870, 95.534, _BICUBIC_288),
+    "resnet50.d_in1k": (80.972, 95.430, _BICUBIC_288),
+    "resnext101_64x4d.c1_in1k": (83.156, 96.374, _BICUBIC_288),
+    "resnet50.ram_in1k": (79.976, 95.052, _TTCFG),
+    "resnet50.ra_in1k": (79.836, 94.966, _TTCFG),
+    "resnext50_32x4d.ra_in1k": (80.698, 95.390, _TTCFG),
+    "resnet34.bt_in1k": (76.480, 93.354, _TTCFG),
+    "resnet50.bt_in1k": (79.640, 94.892, _TTCFG),
+    "wide_resnet50_2.racm_in1k": (82.280, 96.064, _TTCFG),
+    "resnet50.am_in1k": (78.998, 94.396, (224, 0.875, "bicubic")),
+    "resnet18.gluon_in1k": (70.838, 89.754, _GLUON),
+    "resnet34.gluon_in1k": (74.578, 91.984, _GLUON),
+    "resnet50.gluon_in1k": (77.580, 93.718, _GLUON),
+    "resnet101.gluon_in1k": (79.310, 94.522, _GLUON),
+    "resnet152.gluon_in1k": (79.694, 94.736, _GLUON),
+    "resnext50_32x4d.gluon_in1k": (79.360, 94.430, _GLUON),
+    "resnext101_64x4d.gluon_in1k": (80.600, 94.992, _GLUON),
+    "resnet18.fb_ssl_yfcc100m_ft_in1k": (72.594, 91.418, _FB),
+    "resnet50.fb_ssl_yfcc100m_ft_in1k": (79.234, 94.826, _FB),
+    "resnext50_32x4d.fb_ssl_yfcc100m_ft_in1k": (80.338, 95.398, _FB),
+    "resnext101_32x8d.fb_ssl_yfcc100m_ft_in1k": (81.606, 96.040, _FB),
+    "resnet18.fb_swsl_ig1b_ft_in1k": (73.282, 91.732, _FB),
+    "resnet50.fb_swsl_ig1b_ft_in1k": (81.182, 95.992, _FB),
+    "resnext50_32x4d.fb_swsl_ig1b_ft_in1k": (82.174, 96.222, _FB),
+    "resnext101_32x8d.fb_swsl_ig1b_ft_in1k": (84.302, 97.176, _FB),
+    "resnext101_32x8d.fb_wsl_ig1b_ft_in1k": (82.698, 96.632, _FB),
+}
+# timm's architecture → the resnetlab model with its keys (and its stride placement: timm's
+# bottlenecks stride in the 3×3, as torchvision's v1.5).
+_TIMM_MODELS = {
+    "resnet50": "resnet50_v1_5",
+    "resnet101": "resnet101_v1_5",
+    "resnet152": "resnet152_v1_5",
+}
+
+
+def _timm_entries() -> list[Any]:
+    return [w for w in list_weights() if w.layout == "timm"]
+
+
+def test_timm_tags_are_the_published_rows() -> None:
+    rsb = {w.name for w in _timm_entries() if w.name.split(".")[1] in _RSB_TAGS}
+    assert {w.name for w in _timm_entries()} - rsb == set(_TIMM_CSV)
+    for name, (top1, top5, (size, crop_pct, interpolation)) in _TIMM_CSV.items():
+        w = get_weights(name)
+        assert (w.top1, w.top5) == (top1, top5), name
+        pp = w.preprocessing  # timm resizes the shorter side to floor(size / crop_pct)
+        assert (pp.crop, pp.resize) == (size, math.floor(size / crop_pct)), name
+        assert pp.interpolation == interpolation, name
+        assert pp.mean == IMAGENET_MEAN and pp.std == IMAGENET_STD, name
+        assert f"at {size} px" in w.metric_data, name
+        assert w.url == f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
+        assert w.sha256 == "" and w.num_classes == 1000 and not w.model_options, name
+
+
+def test_timm_tags_per_tag_facts(capsys: pytest.CaptureFixture[str]) -> None:
+    # resnet50.a1h's cfg overrides _rcfg: trained at 176 (crop_pct 0.9), tested at 224 with
+    # test_crop_pct 1.0, so no resize margin; the other a1h files keep _rcfg's 288.
+    a1h, a1h_101 = get_weights("resnet50.a1h_in1k"), get_weights("resnet101.a1h_in1k")
+    assert (a1h.preprocessing.crop, a1h.preprocessing.resize) == (224, 224)
+    assert a1h.metric_data.endswith("at 224 px (trained at 176)")
+    assert (a1h_101.preprocessing.crop, a1h_101.preprocessing.resize) == (288, 288)
+    assert a1h_101.metric_data.endswith("(trained at 224)")
+    # _ttcfg: 288 at test_crop_pct 0.95, i.e. shorter side floor(303.2) = 303.
+    assert get_weights("resnet50.ram_in1k").preprocessing.resize == 303
+    assert get_weights("resnet50.am_in1k").preprocessing.resize == 256  # _tcfg: 224 / 0.875
+    # Ported weights: the cfg's 224 is no training size, so none is claimed.
+    for name in ("resnet50.gluon_in1k", "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"):
+        assert "trained at" not in get_weights(name).metric_data, name
+    # Facebook's weights carry the cfg's non-commercial licence; the rest Apache-2.0, read
+    # on the Hub's pages except where the entry says it is assumed.
+    fb = {w.name for w in _timm_entries() if ".fb_" in w.name}
+    assert len(fb) == 9  # ssl and swsl for 18, 50, ResNeXt-50 and 101 32x8d; wsl for the last
+    assumed = {w.name for w in _timm_entries() if "assumed" in w.licence}
+    assert assumed == {
+        "resnet50.b2k_in1k",
+        "resnet50.am_in1k",
+        "resnet50.gluon_in1k",
+        "resnet101.gluon_in1k",
+        "resnet152.gluon_in1k",
+        "resnext101_64x4d.c1_in1k",
+        "resnet18.a2_in1k",
+        "resnet34.a2_in1k",
+        "resnet50.a3_in1k",
+        "resnet101.a1_in1k",
+        "resnet101.a3_in1k",
+        "resnet152.a2_in1k",
+        "resnet152.a3_in1k",
+    }
+    for w in _timm_entries():
+        want = "CC-BY-NC-4.0" if w.name in fb else "Apache-2.0"
+        assert w.licence.startswith(want), w.name
+        assert ("non-commercial" in w.licence) == (w.name in fb), w.name
+    code, out, _ = cli(capsys, "weights", "resnet50.a1h*")
+    assert code == 0 and "resize 224 (bicubic), centre crop 224" in out
+    assert "at 224 px (trained at 176)" in out and "→  resnet50_v1_5" in out
+    code, out, _ = cli(capsys, "weights", "resnet18.fb_ssl*")
+    assert code == 0 and "resize 256 (bilinear), centre crop 224" in out
+    assert "CC-BY-NC-4.0" in out
+
+
+def test_timm_tv_copies_are_torchvision_entries() -> None:
+    # timm's tv/tv2 tags re-host torchvision's files: the catalogue has torchvision's own
+    # under those names (one entry each, hash-checked), not a second, unverified copy.
+    for w in list_weights("*.tv*_in1k"):
+        assert w.layout == "torchvision" and w.sha256, w.name
+        assert w.url.startswith("https://download.pytorch.org/models/"), w.name
+    # timm's tv2 cfgs evaluate at 224 with test_crop_pct 0.965: floor(224 / 0.965) = 232,
+    # torchvision's resize_size for its V2 weights.
+    for w in list_weights("*.tv2_in1k"):
+        assert w.preprocessing.resize == math.floor(224 / 0.965) == 232, w.name
+
+
+def test_every_timm_entry_resolves_and_eval_applies_its_preprocessing() -> None:
+    from resnetlab.interop.compat import ParityReport
+    from resnetlab.interop.published import LoadedWeights
+    from resnetlab.models.registry import get_entry
+
+    entries = _timm_entries()
+    assert len(entries) == 18 + 33
+    for w in entries:
+        arch = w.name.split(".")[0]
+        assert w.model == _TIMM_MODELS.get(arch, arch), w.name
+        assert get_entry(w.model).name == w.model  # a registered resnetlab model
+        # What eval and predict build from the entry (Predictor.from_published).
+        loaded = LoadedWeights(
+            torch.nn.Identity(),
+            w.model,
+            "timm",
+            w.preprocessing,
+            w.class_names(),
+            w,
+            ParityReport((), (), (), ()),
+            Path(w.file_name),
+            False,
+            {},
+        )
+        p = Predictor.from_published(loaded, device="cpu")
+        pp, side = w.preprocessing, w.preprocessing.resize
+        assert p.data_size == (3, side, side) and p.preprocess.image_size == pp.crop, w.name
+        assert p.preprocess.resize_side == side and len(p.classes) == 1000, w.name
+        x = torch.randint(0, 256, (1, 3, side, side), dtype=torch.uint8)
+        top = round((side - pp.crop) / 2)  # torchvision's CenterCrop, as timm's
+        crop = x[..., top : top + pp.crop, top : top + pp.crop]
+        torch.testing.assert_close(
+            eval_transform(x, p.preprocess), normalize(crop, IMAGENET_MEAN, IMAGENET_STD)
+        )
+
+
 def test_chenyaofo_facts() -> None:
     # chenyaofo/pytorch-cifar-models: README.md (URLs, top-1/top-5), the training logs
     # (data.mean/std), pytorch_cifar_models/resnet.py (option-B shortcuts), LICENSE.
@@ -207,14 +375,11 @@ def test_unknown_names_and_patterns() -> None:
     assert [w.name for w in list_weights("wide_resnet50*")] == [
         "wide_resnet50_2.tv_in1k",
         "wide_resnet50_2.tv2_in1k",
+        "wide_resnet50_2.racm_in1k",
     ]
-    assert {w.name for w in list_weights("resnet50_v1_5")} == {
-        "resnet50.tv_in1k",
-        "resnet50.tv2_in1k",
-        "resnet50.a1_in1k",
-        "resnet50.a2_in1k",
-        "resnet50.a3_in1k",
-    }
+    tags = ("tv", "tv2", "a1", "a2", "a3", "a1h", "b1k", "b2k", "c1", "c2", "d", "ram", "ra")
+    tags += ("bt", "am", "gluon", "fb_ssl_yfcc100m_ft", "fb_swsl_ig1b_ft")
+    assert {w.name for w in list_weights("resnet50_v1_5")} == {f"resnet50.{t}_in1k" for t in tags}
 
 
 def test_weights_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -706,6 +871,27 @@ def test_timm_a3_weights_evaluate_at_timm_test_size(
     x = torch.randint(0, 256, (1, 3, 235, 235), dtype=torch.uint8)
     # (235 - 224) / 2 = 5.5: the crop starts at 6, as torchvision's CenterCrop (timm's) does.
     crop = normalize(x[..., 6:230, 6:230], IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(eval_transform(x, p.preprocess), crop)
+    with torch.no_grad():
+        torch.testing.assert_close(p.probabilities(x), ref(crop).softmax(1), rtol=1e-4, atol=1e-5)
+
+
+def test_timm_bt_weights_put_in_place_load_and_evaluate_at_303_to_288(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # resnet34.bt_in1k (_ttcfg): tested at 288 with test_crop_pct 0.95, so the shorter side
+    # goes to floor(288 / 0.95) = 303 and the margin (303 - 288) / 2 = 7.5 rounds to 8.
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "cache/checkpoints/unverified/resnet34.bt_in1k/model.safetensors"
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    ref = randomize_batchnorm(create_model("resnet34")).eval()
+    save_file(ref.state_dict(), target)  # timm's keys for its plain ResNet-34 are these
+    p = Predictor.load("resnet34.bt_in1k", device="cpu")
+    assert p.published is not None and p.published.report.ok and not p.published.assumed
+    assert p.data_size == (3, 303, 303) and p.preprocess.image_size == 288
+    x = torch.randint(0, 256, (1, 3, 303, 303), dtype=torch.uint8)
+    crop = normalize(x[..., 8:296, 8:296], IMAGENET_MEAN, IMAGENET_STD)
     torch.testing.assert_close(eval_transform(x, p.preprocess), crop)
     with torch.no_grad():
         torch.testing.assert_close(p.probabilities(x), ref(crop).softmax(1), rtol=1e-4, atol=1e-5)

@@ -8,7 +8,8 @@ under which licence. Nothing here builds a model or reads a file: ``infer.publis
 was verified are in docs/interop.md ("The weights catalogue").
 
 What an entry holds is :mod:`~resnetlab.interop.fact_sheet`'s; this module owns the entries
-and finding one (by name, pattern or SHA-256).
+and finding one (by name, pattern or SHA-256). timm's Hub files are built from their table
+in :mod:`~resnetlab.interop.timm_weights` (their tags' evaluation recipes and figures).
 
 Names follow timm's ``<architecture>.<tag>`` convention (timm calls torchvision's first and
 second ImageNet weights ``resnet50.tv_in1k`` and ``resnet50.tv2_in1k``).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import math
 
 from resnetlab.interop.compat import CheckpointError
 from resnetlab.interop.fact_sheet import (
@@ -29,6 +29,7 @@ from resnetlab.interop.fact_sheet import (
     Preprocessing,
     PublishedWeights,
 )
+from resnetlab.interop.timm_weights import TIMM_WEIGHTS
 
 _TV_SOURCE = "torchvision torchvision/models/resnet.py, *_Weights enums (meta and transforms)"
 _TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms of access apply"
@@ -151,77 +152,6 @@ def _chenyaofo(depth: int, dataset: str) -> PublishedWeights:
         ),
         model_options=(("shortcut", "B"),),
     )
-
-
-# timm's "ResNet strikes back" recipes (Wightman et al. 2021), as timm/models/resnet.py's
-# pretrained cfgs give them: training size, then evaluation (test) size and test_crop_pct.
-# timm resizes the shorter side to floor(size / crop_pct) before the centre crop.
-_RSB = {
-    "a1": (224, 288, 1.0),  # _rcfg
-    "a2": (224, 288, 1.0),  # _rcfg
-    "a3": (160, 224, 0.95),  # _r3cfg
-}
-
-
-def _timm_rsb(
-    arch: str, tag: str, model: str, params: int, top1: float, top5: float
-) -> PublishedWeights:
-    """timm's "ResNet strikes back" A1/A2/A3 weights on the Hugging Face Hub.
-
-    Their keys are torchvision's (timm's plain ResNet and ResNeXt use the same module names;
-    ResNet-50 and up stride in the 3×3 conv, as torchvision's v1.5). timm's published
-    figures (results-imagenet.csv) are at its *test* size with its ``test_crop_pct``,
-    bicubic: that is the preprocessing kept here (A1/A2: trained at 224, shorter side 288,
-    centre crop 288; A3: trained at 160, shorter side 235, centre crop 224). timm publishes
-    no SHA-256 of the Hub's files outside its storage metadata, so ``sha256`` is empty (see
-    :attr:`PublishedWeights.sha256`).
-    """
-    train, test, crop_pct = _RSB[tag]
-    name = f"{arch}.{tag}_in1k"
-    resize = math.floor(test / crop_pct)
-    return PublishedWeights(
-        name=name,
-        model=model,
-        layout="timm",
-        url=f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors",
-        sha256="",
-        file_format="safetensors (state dict, timm's names = torchvision's)",
-        preprocessing=Preprocessing(test, resize, "bicubic", IMAGENET_MEAN, IMAGENET_STD),
-        num_classes=1000,
-        classes=(),
-        classes_source=f"{IMAGENET1K_SOURCE}: timm's order, the sorted WordNet ids",
-        num_params=params,
-        top1=top1,
-        top5=top5,
-        metric_data=f"ImageNet-1k val (50,000 images) at {test} px (trained at {train})",
-        eval_data=None,
-        licence="Apache-2.0 (the Hub model card); trained on ImageNet-1k, whose terms apply",
-        source=(
-            f"huggingface.co/timm/{name}; timm timm/models/resnet.py default_cfgs "
-            "(test size, test_crop_pct, interpolation); results/results-imagenet.csv "
-            "(top-1/top-5)"
-        ),
-    )
-
-
-# timm's results/results-imagenet.csv (commit 0173a139): top-1/top-5 at the test size of
-# each recipe (img_size 288, crop_pct 1.000 for A1/A2; 224, 0.950 for A3; all bicubic).
-# Its param_count (11.69, 21.80, 25.56, 44.55, 60.19, 25.03 M) rounds our exact counts.
-# fmt: skip below: one row per architecture, its three recipes side by side.
-_TIMM_RSB: tuple[tuple[str, str, int, dict[str, tuple[float, float]]], ...] = (
-    ("resnet18", "resnet18", 11689512, {
-        "a1": (73.158, 91.026), "a2": (72.372, 90.596), "a3": (68.254, 88.176)}),
-    ("resnet34", "resnet34", 21797672, {
-        "a1": (77.918, 93.766), "a2": (77.158, 93.274), "a3": (72.970, 91.108)}),
-    ("resnet50", "resnet50_v1_5", 25557032, {
-        "a1": (81.214, 95.102), "a2": (80.772, 94.988), "a3": (78.048, 93.780)}),
-    ("resnet101", "resnet101_v1_5", 44549160, {
-        "a1": (82.322, 95.632), "a2": (82.236, 95.730), "a3": (79.814, 94.606)}),
-    ("resnet152", "resnet152_v1_5", 60192808, {
-        "a1": (82.732, 95.720), "a2": (82.608, 95.752), "a3": (80.546, 95.000)}),
-    ("resnext50_32x4d", "resnext50_32x4d", 25028904, {
-        "a1": (81.466, 95.174), "a2": (81.304, 95.096), "a3": (79.268, 94.306)}),
-)  # fmt: skip
 
 
 WEIGHTS: tuple[PublishedWeights, ...] = (
@@ -353,12 +283,7 @@ WEIGHTS: tuple[PublishedWeights, ...] = (
     ),
     *(_akamaster(d) for d in _AKAMASTER),
     *(_chenyaofo(d, data) for data in ("cifar10", "cifar100") for d in _CHENYAOFO),
-    *(
-        _timm_rsb(arch, tag, model, params, top1, top5)
-        for tag in _RSB
-        for arch, model, params, figures in _TIMM_RSB
-        for top1, top5 in (figures[tag],)
-    ),
+    *TIMM_WEIGHTS,  # timm's Hub files for our architectures (timm_weights.py)
 )
 
 
