@@ -69,6 +69,19 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def tiny_train(
+    *extra: str, per_class: int = 5, batch: int = 10, precision: str = "fp32", test: bool = False
+) -> list[str]:
+    """The argv of ``resnetlab train`` for a paper-cifar ResNet-20 on ``per_class`` images
+    per class of the shipped sample (a real checkpoint in seconds), then ``extra``;
+    ``precision=""`` leaves the recipe's, ``test`` keeps the closing test evaluation."""
+    argv = ["train", "--recipe", "paper-cifar", "--data", "sample"]
+    argv += ["--limit-per-class", str(per_class), "--batch-size", str(batch)]
+    argv += ["--precision", precision] if precision else []
+    argv += [] if test else ["--no-test"]
+    return [*argv, *extra]
+
+
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
     """The model weights a training checkpoint holds."""
     from resnetlab.runtime.checkpoint import load_checkpoint

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import cli, http_server
+from conftest import cli, http_server, tiny_train
 from resnetlab.cli import main
 from resnetlab.interop import weights as catalogue
 from resnetlab.interop.weights import get_weights
@@ -35,20 +35,7 @@ Capture = pytest.CaptureFixture[str]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 # A one-epoch ResNet-20 on 5 images per class of the shipped sample: a real checkpoint.
-TRAIN = (
-    "train",
-    "--recipe",
-    "paper-cifar",
-    "--data",
-    "sample",
-    "--limit-per-class",
-    "5",
-    "--batch-size",
-    "10",
-    "--precision",
-    "fp32",
-    "--no-test",
-)
+TRAIN = tuple(tiny_train())
 
 
 @dataclass(frozen=True)

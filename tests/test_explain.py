@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import cli
+from conftest import cli, tiny_train
 from resnetlab.cli import main
 from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.infer.predict import Predictor
@@ -81,28 +81,7 @@ def test_heatmap_peaks_on_the_planted_patch() -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("explain")
-    code = main(
-        [
-            "train",
-            "--recipe",
-            "paper-cifar",
-            "--data",
-            "sample",
-            "--iterations",
-            "1",
-            "--limit-per-class",
-            "1",
-            "--batch-size",
-            "10",
-            "--precision",
-            "fp32",
-            "--no-test",
-            "--out",
-            str(out),
-            "--name",
-            "tiny",
-        ]
-    )
+    code = main(tiny_train("--iterations", "1", "--out", str(out), "--name", "tiny", per_class=1))
     assert code == 0
     return out / "tiny" / "last.pt"
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, checkpoint_weights, cli
+from conftest import REPO, checkpoint_weights, cli, tiny_train
 from resnetlab.cli import main
 from resnetlab.runtime import checkpoint
 from resnetlab.runtime.checkpoint import (
@@ -30,22 +30,7 @@ from resnetlab.runtime.checkpoint import (
     save_checkpoint,
 )
 
-TRAIN = [
-    "train",
-    "--recipe",
-    "paper-cifar",
-    "--data",
-    "sample",
-    "--limit-per-class",
-    "5",
-    "--batch-size",
-    "10",
-    "--precision",
-    "fp32",
-    "--device",
-    "cpu",
-    "--no-test",
-]
+TRAIN = tiny_train("--device", "cpu")
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC (Linux)
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from conftest import cli
+from conftest import cli, tiny_train
 from resnetlab.cli import main
 from resnetlab.infer.fast import optimize_for_inference
 from resnetlab.infer.folding import randomize_batchnorm
@@ -31,19 +31,7 @@ from resnetlab.runtime.execution import cpu_has_fast_bf16
 
 pytest.importorskip("torchao")
 
-TRAIN = (
-    "train",
-    "--recipe",
-    "paper-cifar",
-    "--data",
-    "sample",
-    "--limit-per-class",
-    "5",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-)
+TRAIN = tuple(tiny_train("--epochs", "1", batch=16, precision="", test=True))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED, checkpoint_weights, cli
+from conftest import SHARED, checkpoint_weights, cli, tiny_train
 from resnetlab.cli import main
 from resnetlab.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from resnetlab.runtime.config import (
@@ -309,25 +309,9 @@ def test_corrupt_checkpoint_is_one_error(tmp_path: Path) -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     code = main(
-        [
-            "train",
-            "--recipe",
-            "paper-cifar",
-            "--data",
-            "sample",
-            "--epochs",
-            "1",
-            "--limit-per-class",
-            "20",
-            "--batch-size",
-            "25",
-            "--precision",
-            "fp32",
-            "--out",
-            str(out),
-            "--name",
-            "tiny",
-        ]
+        tiny_train(
+            "--epochs", "1", "--out", str(out), "--name", "tiny", per_class=20, batch=25, test=True
+        )
     )
     assert code == 0
     return out / "tiny" / "best.pt"
@@ -415,24 +399,7 @@ def test_sigterm_saves_and_exits_zero(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "resnetlab",
-        "train",
-        "--recipe",
-        "paper-cifar",
-        "--data",
-        "sample",
-        "--epochs",
-        "40",
-        "--limit-per-class",
-        "30",
-        "--batch-size",
-        "10",
-        "--precision",
-        "fp32",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "sig",
-        "--no-test",
+        *tiny_train("--epochs", "40", "--out", str(tmp_path), "--name", "sig", per_class=30),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
