@@ -10,6 +10,11 @@ f32/bf16/int8 where installed, else skipped with the reason), for ResNet-50 at 2
 and batch 1) and ResNet-20/56 at 32 (batch 256 and batch 1), with each engine's share of the
 rate of a 2048² matmul in its dtype (fp32, bf16, int8 ``_int_mm``) measured in the same run.
 ``--smoke`` shrinks every size so the script's code runs in a minute (figures meaningless).
+``--engines``, ``--models`` and ``--batches`` narrow the table to a few rows, still
+interleaved, e.g. int8 against compile-bf16 for ResNet-50 at batch 16 in a few minutes:
+
+    .venv/bin/python benchmarks/inference.py --all-engines --engines compile-bf16 int8 \
+        --models resnet50_v1_5 --batches 16 --rounds 5 --seconds 30
 
 The default eager fp32 model is timed first, in a default process; then freed memory is kept
 (``resnetlab.infer.memory``) and every other engine is timed, in interleaved rounds.
@@ -110,6 +115,47 @@ ENGINE_DTYPE = {
 }
 
 
+def selected_engines(args: argparse.Namespace) -> list[str]:
+    """``--engines`` as given (compile engines need no ``--compile`` then), else all."""
+    if args.engines:
+        return list(args.engines)
+    engines = [
+        "eager",
+        "eager-bf16",
+        "int8",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "openvino",
+        "openvino-bf16",
+        "openvino-int8",
+    ]
+    if args.compile:
+        engines[1:1] = ["compile", "compile-bf16"]
+    return engines
+
+
+def selected_suite(
+    args: argparse.Namespace,
+) -> list[tuple[str, int, float, tuple[int, ...]]]:
+    """The suite's rows, narrowed to ``--models`` and ``--batches`` where given."""
+    rows = []
+    for name, side, gflop, batches in SMOKE if args.smoke else SUITE:
+        if args.models and name not in args.models:
+            continue
+        kept = tuple(b for b in batches if not args.batches or b in args.batches)
+        if kept:
+            rows.append((name, side, gflop, kept))
+    if not rows:
+        raise SystemExit("no suite row matches --models/--batches")
+    return rows
+
+
+def print_ratio(ips: dict[str, float], a: str, b: str) -> None:
+    """``a``'s images/s over ``b``'s, where both were timed."""
+    if a in ips and b in ips:
+        print(f"{a} / {b}: {ips[a] / ips[b]:.2f}×")
+
+
 def engine_table(args: argparse.Namespace) -> dict[str, object]:
     """Every engine, per model and batch size, timed in interleaved rounds."""
     from resnetlab.infer.engines import build_runner
@@ -125,20 +171,9 @@ def engine_table(args: argparse.Namespace) -> dict[str, object]:
         + " GFLOP/s (int8: GOP/s)",
         flush=True,
     )
-    engines = [
-        "eager",
-        "eager-bf16",
-        "int8",
-        "onnxruntime",
-        "onnxruntime-int8",
-        "openvino",
-        "openvino-bf16",
-        "openvino-int8",
-    ]
-    if args.compile:
-        engines[1:1] = ["compile", "compile-bf16"]
+    engines = selected_engines(args)
     out: dict[str, object] = {"hardware": hardware(), "matmul_gflops": peaks, "runs": []}
-    for name, side, gflop, batches in SMOKE if args.smoke else SUITE:
+    for name, side, gflop, batches in selected_suite(args):
         base = randomize_batchnorm(create_model(name))
         prepared = prepare(base)
         for batch in batches:
@@ -193,6 +228,7 @@ def engine_table(args: argparse.Namespace) -> dict[str, object]:
                 if ours:
                     best = max(ours, key=lambda r: float(r["images_per_s"]))  # type: ignore[arg-type]
                     print(f"our fastest {dtype}: {best['engine']}")
+            print_ratio(ips, "int8", "compile-bf16")
             out["runs"].append(
                 {
                     "model": name,
@@ -215,6 +251,9 @@ def main() -> None:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--all-engines", action="store_true", help="the engine table (see above)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code runs")
+    ap.add_argument("--engines", nargs="+", help="--all-engines: only these (and the baseline)")
+    ap.add_argument("--models", nargs="+", help="--all-engines: only these suite models")
+    ap.add_argument("--batches", nargs="+", type=int, help="--all-engines: only these batches")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.all_engines:

@@ -256,3 +256,27 @@ def test_a_program_quantized_on_one_image_takes_any_batch() -> None:
     assert out.shape == (4, 10)
     assert _rel_err(out, ref) < 0.5  # int8 rounding with one calibration image, not garbage
     assert program.module()(one).shape == (1, 10)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_fused_conv_add_kernel_still_copies_its_result() -> None:
+    """docs/speed.md, where int8 loses time: the compiled int8 ResNet fuses each residual add
+    into ``onednn::qconv2d_pointwise.binary`` (oneDNN's ``sum``), which writes conv + shortcut
+    into the shortcut's buffer in place and then returns a copy of it that nobody reads
+    (torch ≥ 2.12: a custom op may not return an alias of an input). Nothing in resnetlab
+    avoids that copy; when torch drops it this fails: re-time int8 and update the note."""
+    torch.manual_seed(0)
+    nhwc = torch.channels_last
+    x = torch.randint(0, 256, (2, 8, 4, 4), dtype=torch.uint8).contiguous(memory_format=nhwc)
+    w = torch.randint(-127, 128, (8, 8, 1, 1), dtype=torch.int8)
+    w_scale, w_zp = torch.full((8,), 0.01), torch.zeros(8, dtype=torch.int32)
+    packed = torch.ops.onednn.qconv_prepack(w, w_scale, 0.02, 0, [1, 1], [0, 0], [1, 1], 1)
+    accum = torch.randint(0, 256, (2, 8, 4, 4), dtype=torch.uint8).contiguous(memory_format=nhwc)
+    before = accum.clone()
+    out = torch.ops.onednn.qconv2d_pointwise.binary(
+        x, 0.02, 0, packed, w_scale, w_zp, accum, None, [1, 1], [0, 0], [1, 1], 1,
+        0.05, 0, torch.uint8, 0.03, 0, "sum", 1.0, "relu", [], None,
+    )  # fmt: skip
+    assert not torch.equal(accum, before)  # the result is written into the shortcut...
+    assert torch.equal(out, accum)  # ...and returned again as a copy with its own memory:
+    assert out.untyped_storage().data_ptr() != accum.untyped_storage().data_ptr()
