@@ -5,10 +5,11 @@ or OpenVINO IR, each carrying the model name, classes and preprocessing, so that
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from resnetlab.errors import InvalidValueError
 from resnetlab.infer.predict import Predictor, refuse_onnx
@@ -40,6 +41,36 @@ def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
     return fmt
 
 
+@dataclass(frozen=True)
+class _Graph:
+    """What the graph exports (ONNX, OpenVINO) share: the model as loaded for export, BN
+    folded, an example input at the model's input size, and the metadata that lets
+    :mod:`resnetlab.infer.exported` and a reader rebuild the preprocessing (JSON strings)."""
+
+    net: nn.Module
+    example: Tensor
+    meta: dict[str, str]
+
+
+def _graph_source(
+    ckpt: str | os.PathLike[str], *, model: str | None, layout: Layout | None
+) -> _Graph:
+    import json
+
+    from resnetlab.infer.folding import fold_batchnorm
+
+    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
+    c, side = p.data_size[0], p.preprocess.image_size
+    meta = {
+        "model": p.config.model.name,
+        "classes": json.dumps(p.classes),
+        "preprocess": json.dumps(asdict(p.preprocess)),
+        "data_size": json.dumps(list(p.data_size)),
+        "config": json.dumps(plain(p.config.to_dict())),
+    }
+    return _Graph(fold_batchnorm(p.model), torch.zeros(1, c, side, side), meta)
+
+
 def export_onnx_file(
     ckpt: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -49,25 +80,14 @@ def export_onnx_file(
 ) -> Path:
     """The checkpoint's model, BN folded, as ONNX with a dynamic batch; the input is the
     normalised image batch at the model's input size (the preprocessing, classes and model
-    name are in the file's metadata)."""
-    import json
-
+    name are in the file's metadata, each key prefixed ``resnetlab.``)."""
     from resnetlab.fileio import check_writable
     from resnetlab.infer.engines import export_onnx
-    from resnetlab.infer.folding import fold_batchnorm
 
     target = check_writable(out)
-    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
-    c, side = p.data_size[0], p.preprocess.image_size
-    example = torch.zeros(1, c, side, side)
-    meta = {
-        "resnetlab.model": p.config.model.name,
-        "resnetlab.classes": json.dumps(p.classes),
-        "resnetlab.preprocess": json.dumps(asdict(p.preprocess)),
-        "resnetlab.data_size": json.dumps(list(p.data_size)),
-        "resnetlab.config": json.dumps(plain(p.config.to_dict())),
-    }
-    export_onnx(fold_batchnorm(p.model), example, str(target), metadata=meta)
+    g = _graph_source(ckpt, model=model, layout=layout)
+    meta = {f"resnetlab.{key}": value for key, value in g.meta.items()}
+    export_onnx(g.net, g.example, str(target), metadata=meta)
     return target
 
 
@@ -81,24 +101,16 @@ def export_openvino_file(
     """The checkpoint's model, BN folded, as OpenVINO IR: ``out`` (``.xml``, the graph) and
     the ``.bin`` of its weights beside it, with the model name, classes and preprocessing in
     the IR's ``rt_info`` under ``resnetlab``. The batch is dynamic."""
-    import json
-
     from resnetlab.fileio import check_writable
     from resnetlab.infer.engines import _openvino, openvino_model
-    from resnetlab.infer.folding import fold_batchnorm
 
     ov = _openvino()
     target = check_writable(out)
     check_writable(target.with_suffix(".bin"))
-    p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
-    c, side = p.data_size[0], p.preprocess.image_size
-    converted = openvino_model(fold_batchnorm(p.model), torch.zeros(1, c, side, side))
-    converted.reshape({0: ov.PartialShape([-1, c, side, side])})
-    for key, value in {
-        "model": p.config.model.name,
-        "classes": json.dumps(p.classes),
-        "preprocess": json.dumps(asdict(p.preprocess)),
-    }.items():
+    g = _graph_source(ckpt, model=model, layout=layout)
+    converted = openvino_model(g.net, g.example)
+    converted.reshape({0: ov.PartialShape([-1, *g.example.shape[1:]])})
+    for key, value in g.meta.items():
         converted.set_rt_info(value, ["resnetlab", key])
     ov.save_model(converted, str(target), compress_to_fp16=False)
     return target
