@@ -158,13 +158,24 @@ def report(out: Path, dest: Path) -> None:
         lines.append(
             f"| {r['model']} | {r['recipe']} | {r['budget_min']:g} | {r['wall_min']:.1f} "
             f"| {r['test_top1']:.2f}% | {r['best_val_top1']:.2f}% | {r['epochs']} "
-            f"| {r['seed']} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
+            f"| {r['seed']} | {_load(r)} |"
         )
     lines += ["", "![test top-1 against wall minutes](time-to-accuracy.png)", ""]
     lines += ["## Commands and machines", ""]
-    lines += [f"- `{r['command']}` on {r['cpu']}" for r in runs]
+    lines += [
+        f"- `{r['command']}` on {r['cpu']}" + (f" ({r['note']})" if r.get("note") else "")
+        for r in runs
+    ]
     write_text_atomic(dest / "report.md", "\n".join(lines) + "\n")
     print(f"report: {dest / 'report.md'}")
+
+
+def _load(row: dict[str, Any]) -> str:
+    """The load averages of a row, or a dash where they were not kept (a row transcribed
+    from an earlier session's records carries a ``note`` saying so)."""
+    if row.get("load_before") is None:
+        return "—"
+    return f"{row['load_before']:.1f} / {row['load_after']:.1f}"
 
 
 def _minutes(row: dict[str, Any]) -> float:

@@ -464,6 +464,8 @@ CASES = [
          "--minutes", "5", "--out", "{out}", needle="sizes a one-cycle or cosine schedule"),
     case("train-minutes-negative", "a negative time budget", *TRAIN, "--minutes", "-1",
          needle="run.budget_min must be a positive"),
+    case("train-interpolation", "an unknown resize filter", *TRAIN,
+         "--set", "data.interpolation=nearest", needle="data.interpolation must be one of"),
 ]  # fmt: skip
 
 

@@ -12,7 +12,9 @@ from PIL import Image
 
 from conftest import cli
 from resnetlab.data.folders import index_folder, load_split
+from resnetlab.data.images import decode_square
 from resnetlab.data.pipeline import choose_pipeline
+from resnetlab.infer.predict import Predictor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,6 +49,15 @@ def _photo_folder(root: Path) -> Path:
     return root
 
 
+def _wide_red_blue(path: Path) -> Path:
+    """A 200×100 photo: outer quarters red, middle half blue."""
+    arr = np.zeros((100, 200, 3), dtype=np.uint8)
+    arr[:, :50, 0] = arr[:, 150:, 0] = 255
+    arr[:, 50:150, 2] = 255
+    Image.fromarray(arr).save(path)
+    return path
+
+
 def test_pipeline_follows_the_image_size(tmp_path: Path) -> None:
     photos = _photo_folder(tmp_path / "photos")
     p = choose_pipeline(str(photos), image_size=None, load_size=None)
@@ -63,14 +74,46 @@ def test_stored_photos_keep_their_proportions(tmp_path: Path) -> None:
     a square would keep red at the edges)."""
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()
-        arr = np.zeros((100, 200, 3), dtype=np.uint8)
-        arr[:, :50, 0] = arr[:, 150:, 0] = 255
-        arr[:, 50:150, 2] = 255
-        Image.fromarray(arr).save(tmp_path / cls / "wide.png")
+        _wide_red_blue(tmp_path / cls / "wide.png")
     data = load_split(index_folder(tmp_path), "all", size=(40, 40), crop=True)
     assert data.images.shape == (2, 3, 40, 40)
     corners = data.images[0, :, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert corners[0].max() < 64 and corners[2].min() > 190  # blue (edge blur), no red
+
+
+def test_square_storage_follows_torchvision_arithmetic(tmp_path: Path) -> None:
+    """A 500×333 photo stored at 256: the shorter side to 256, the longer truncated as
+    torchvision's Resize(256) does (int(256·500/333) = 384), the centre 256 cut at
+    round(128/2) = 64; with the named filter, bilinear and bicubic differing."""
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (333, 500, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "p.png")
+    data = (tmp_path / "p.png").read_bytes()
+    for name, filt in (
+        ("bilinear", Image.Resampling.BILINEAR),
+        ("bicubic", Image.Resampling.BICUBIC),
+    ):
+        ref = np.asarray(Image.fromarray(arr).resize((384, 256), filt))[:, 64 : 64 + 256]
+        got = decode_square(data, "p.png", 256, interpolation=name)
+        assert got.shape == (3, 256, 256)
+        assert np.array_equal(got.permute(1, 2, 0).numpy(), ref), name
+    bilinear = decode_square(data, "p.png", 256)
+    assert not np.array_equal(bilinear, decode_square(data, "p.png", 256, interpolation="bicubic"))
+
+
+def test_stored_photos_use_the_configured_interpolation(tmp_path: Path) -> None:
+    """``data.interpolation`` reaches the stored images: a folder loaded with bicubic holds
+    exactly Pillow's bicubic resize of each photo, not the bilinear default."""
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        _photo(tmp_path / cls / "x.png", (90, 60), "RGB", seed=ord(cls))
+    index = index_folder(tmp_path)
+    bicubic = load_split(index, "all", size=(40, 40), crop=True, interpolation="bicubic")
+    bilinear = load_split(index, "all", size=(40, 40), crop=True)
+    source = Image.open(tmp_path / "a" / "x.png")  # 90×60 → 60×40, centre 40 from x = 10
+    ref = np.asarray(source.resize((60, 40), Image.Resampling.BICUBIC))[:, 10:50]
+    assert np.array_equal(bicubic.images[0].permute(1, 2, 0).numpy(), ref)
+    assert not np.array_equal(bicubic.images.numpy(), bilinear.images.numpy())
 
 
 def test_finetune_trains_on_a_folder_of_mixed_photos(
@@ -113,3 +156,10 @@ def test_finetune_trains_on_a_folder_of_mixed_photos(
     code, stdout, err = cli(capsys, "eval", str(out / "ft" / "best.pt"), "--split", "val")
     assert code == 0, err
     assert "on val (12 images)" in stdout
+    # predict reads a photo as training stored it: the shorter side to 73 and the centre
+    # square (blue, the border column of the resize's blend aside), where squashing the wide
+    # photo into a square kept its outer quarters red, 18 columns on each side.
+    predictor = Predictor.load(out / "ft" / "best.pt", device="cpu")
+    seen = predictor.read_images([str(_wide_red_blue(tmp_path / "wide.png"))])
+    assert seen.shape == (1, 3, 73, 73)
+    assert seen[0, 0, :, 1:-1].max() < 64 and seen[0, 2, :, 1:-1].min() > 190

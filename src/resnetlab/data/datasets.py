@@ -57,7 +57,7 @@ class DataBundle:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:
+def _file_splits(index: FolderIndex, size: int, interpolation: str) -> dict[str, FileSplit]:
     label_of = {c: i for i, c in enumerate(index.classes)}
     return {
         split: FileSplit(
@@ -66,6 +66,7 @@ def _file_splits(index: FolderIndex, size: int) -> dict[str, FileSplit]:
             torch.tensor([label_of[c] for _, c in items], dtype=torch.int64),
             index.classes,
             size,
+            interpolation,
         )
         for split, items in index.splits.items()
     }
@@ -85,6 +86,7 @@ def load_data(
     val_fraction: float = 0.1,
     seed: int = 0,
     load_size: int | None = None,
+    interpolation: str = "bilinear",
     on_error: str = "skip",
     cache: bool = True,
     limit: int | None = None,
@@ -97,7 +99,8 @@ def load_data(
     out with ``seed`` (the same images on every run with that seed). ``limit`` caps the
     training images per class (after the validation split is cut). A folder whose decoded
     images would exceed :data:`MEMORY_BUDGET_BYTES` (or ``in_memory=False``) is streamed
-    from disk by ``DataLoader`` workers at ``load_size`` (default 256) instead.
+    from disk by ``DataLoader`` workers at ``load_size`` (default 256) instead. Resizing
+    uses the ``interpolation`` filter (``"bilinear"`` or ``"bicubic"``).
     """
     skipped: list[tuple[str, str]] = []
     if source in CIFAR_NAMES:
@@ -106,6 +109,7 @@ def load_data(
         splits, label, skipped = _image_splits(
             source,
             load_size=load_size,
+            interpolation=interpolation,
             on_error=on_error,
             cache=cache,
             in_memory=in_memory,
@@ -141,6 +145,7 @@ def _image_splits(
     source: str,
     *,
     load_size: int | None,
+    interpolation: str,
     on_error: str,
     cache: bool,
     in_memory: bool | None,
@@ -170,13 +175,14 @@ def _image_splits(
         )
     if stream:
         streamed: dict[str, Split] = dict(
-            _file_splits(index or index_folder(path), load_size or STREAM_SIZE)
+            _file_splits(index or index_folder(path), load_size or STREAM_SIZE, interpolation)
         )
         return streamed, label + " (streamed from disk)", []
     decoded, skipped = load_folder(
         path,
         index=index,
         load_size=load_size,
+        interpolation=interpolation,
         on_error=on_error,
         cache=cache,
         progress=progress,

@@ -35,7 +35,9 @@ def _fingerprint(path: Path, extra: str) -> str:
 
 
 # The decoded cache's layout and meaning; an entry written by another version is rebuilt.
-CACHE_VERSION = 3
+# 4: resized photos keep torchvision's arithmetic (longer side truncated, centre margin
+# rounded) and the key names the resize filter.
+CACHE_VERSION = 4
 MANIFEST = "manifest.json"
 
 
@@ -121,10 +123,13 @@ def load_folder(
     on_error: str,
     cache: bool,
     progress: Callable[[str], None] | None,
+    interpolation: str = "bilinear",
 ) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]]:
-    """Every split of the folder or archive ``path`` decoded (at ``load_size``, if given),
-    from the cache where it holds a verified entry, and the files skipped."""
-    key = _fingerprint(path, f"{load_size}|{on_error}|v{CACHE_VERSION}")
+    """Every split of the folder or archive ``path`` decoded (at ``load_size``, if given,
+    resized with ``interpolation``), from the cache where it holds a verified entry, and the
+    files skipped."""
+    resize = f"{load_size}/{interpolation}" if load_size else "None"
+    key = _fingerprint(path, f"{resize}|{on_error}|v{CACHE_VERSION}")
     cached = cache_root() / "decoded" / key if cache else Path()
     if cache and cached.is_dir():
         hit = _read_cache(cached)
@@ -143,7 +148,13 @@ def load_folder(
         if progress is not None:
             progress(f"decoding {len(index.splits[split]):,} {split} images from {path}")
         splits[split] = load_split(
-            index, split, size=size, crop=True, on_error=on_error, report=report
+            index,
+            split,
+            size=size,
+            crop=True,
+            interpolation=interpolation,
+            on_error=on_error,
+            report=report,
         )
     if cache:  # a read-only or full cache folder only costs the next run its decoding time
         _write_cache(cached, splits, report.skipped)

@@ -16,8 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image
-from resnetlab.data.streaming import decode_square
+from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image, decode_square
 from resnetlab.data.tensors import DataError, ImageTensors, Split, shuffled_per_class
 from resnetlab.errors import InvalidValueError, first_line
 
@@ -195,6 +194,7 @@ def load_split(
     *,
     size: tuple[int, int] | None = None,
     crop: bool = False,
+    interpolation: str = "bilinear",
     on_error: str = "skip",
     report: LoadReport | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -203,7 +203,8 @@ def load_split(
 
     ``size=(H, W)`` resizes every image (``crop=True`` with a square size: the shorter
     side to it and the centre square, so photos of any aspect keep their proportions, as
-    streamed folders do); without it all images must share one size.
+    streamed folders do); without it all images must share one size. ``interpolation``
+    (``"bilinear"`` or ``"bicubic"``) is the resize filter.
     ``on_error="skip"`` reports unusable files in ``report`` and goes on;
     ``on_error="fail"`` raises :class:`DataError` naming the first one.
     """
@@ -222,9 +223,9 @@ def load_split(
             if data is None:
                 raise ImageError(f"{name}: {error}")
             if crop and size is not None and size[0] == size[1]:
-                img = decode_square(data, name, size[0])
+                img = decode_square(data, name, size[0], interpolation=interpolation)
             else:
-                img = decode_image(data, name, size=size)
+                img = decode_image(data, name, size=size, interpolation=interpolation)
             if shape is None:
                 shape = tuple(img.shape)
             elif tuple(img.shape) != shape:

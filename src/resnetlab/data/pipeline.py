@@ -59,12 +59,12 @@ class Pipeline:
     load_size: int | None
     probed_side: int | None  # the larger side of the first image (None: a CIFAR name)
 
-    def describe(self) -> str:
+    def describe(self, interpolation: str = "bilinear") -> str:
         seen = f"first image {self.probed_side} px" if self.probed_side else "CIFAR"
         if self.augment == "imagenet":
             return (
                 f"data pipeline: photos ({seen}) → ImageNet pipeline: stored at shorter side "
-                f"{self.load_size} (centre square); train random-resized crop "
+                f"{self.load_size} ({interpolation}, centre square); train random-resized crop "
                 f"{self.image_size} + flip; eval centre crop {self.image_size}"
             )
         size = f", resized to {self.image_size}" if self.image_size else ""

@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from resnetlab.data.augment import Preprocess, eval_transform, train_batch
-from resnetlab.data.images import ImageError, decode_image
+from resnetlab.data.images import ImageError, decode_square
 from resnetlab.data.loaders import epoch_generator, shard_generator, shard_order
 from resnetlab.data.tensors import DataError
 
@@ -36,6 +34,7 @@ class FileSplit:
     labels: Tensor  # int64 (N,)
     classes: tuple[str, ...]
     size: int  # side of the square each image is decoded to
+    interpolation: str = "bilinear"  # the resize filter (data.images.resample_filter)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,7 +45,9 @@ class FileSplit:
 
     def subset(self, index: Tensor) -> FileSplit:
         files = tuple(self.files[int(i)] for i in index)
-        return FileSplit(self.root, files, self.labels[index], self.classes, self.size)
+        return FileSplit(
+            self.root, files, self.labels[index], self.classes, self.size, self.interpolation
+        )
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
@@ -89,18 +90,6 @@ class FileSplit:
         return stream_eval_batches(self, pre, batch_size=batch_size, device=device)
 
 
-def decode_square(data: bytes, name: str, size: int) -> Tensor:
-    """Decode, resize the shorter side to ``size`` and cut the centre ``size``×``size``."""
-    full = decode_image(data, name)
-    h, w = full.shape[1:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    im = Image.fromarray(full.permute(1, 2, 0).numpy()).resize((nw, nh), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, top : top + size, left : left + size].contiguous()
-
-
 class _Files(Dataset[Any]):
     """Item ``i`` of ``order``: the decoded image and its label, or None if unusable."""
 
@@ -115,7 +104,10 @@ class _Files(Dataset[Any]):
         name = self.split.files[j]
         try:
             data = (self.split.root / name).read_bytes()
-            return decode_square(data, name, self.split.size), int(self.split.labels[j])
+            image = decode_square(
+                data, name, self.split.size, interpolation=self.split.interpolation
+            )
+            return image, int(self.split.labels[j])
         except (OSError, ImageError):
             return None  # skipped: a long run must not die on one bad file
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.data.datasets import eval_split_batches
-from resnetlab.data.images import ImageError, decode_image
+from resnetlab.data.images import ImageError, decode_image, decode_square
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.errors import InvalidValueError
 from resnetlab.infer.exported import OnnxModel, is_own_export, read_exported
@@ -173,6 +173,7 @@ class Predictor:
             source=w.eval_data[0] if w and w.eval_data else "",
             image_size=pp.crop,
             load_size=pp.resize,
+            interpolation="bicubic" if pp.interpolation == "bicubic" else "bilinear",
             augment=pre.augment,
         )
         model = ModelConfig(name=loaded.model_name, options=dict(loaded.options))
@@ -190,16 +191,22 @@ class Predictor:
         return logits.softmax(dim=1).cpu()
 
     def read_images(self, paths: list[str]) -> Tensor:
-        """Image files → uint8 ``(N, C, H, W)`` at the stored size, decoded as in training;
-        an unreadable file raises ``ImageError``."""
+        """Image files → uint8 ``(N, C, H, W)`` at the stored size, decoded as in training
+        (a square size: the shorter side resized to it and the centre square cut, with the
+        config's interpolation, so a photo keeps its proportions); an unreadable file raises
+        ``ImageError``."""
         c, h, w = self.data_size
+        filt = self.config.data.interpolation
         images = []
         for p in paths:
             try:
                 data = Path(p).read_bytes()
             except OSError as err:
                 raise ImageError(f"{p}: cannot read ({err.strerror or err})") from err
-            images.append(decode_image(data, p, size=(h, w), channels=c))
+            if h == w:
+                images.append(decode_square(data, p, h, interpolation=filt, channels=c))
+            else:
+                images.append(decode_image(data, p, size=(h, w), channels=c, interpolation=filt))
         return torch.stack(images)
 
     def predict_files(self, paths: list[str], *, top_k: int = 5) -> list[Prediction]:

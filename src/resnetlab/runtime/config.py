@@ -48,6 +48,9 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of train when the data has no val split (paper: 5k/50k)
     image_size: int | None = None  # model input side; None: the images' own size
     load_size: int | None = None  # resize stored images to this side when loading
+    # The resize filter when storing photos (and in predict): torchvision's weights were
+    # evaluated with bilinear, most of timm's with bicubic (data.images.resample_filter).
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.pipeline);
     # cifar: pad-crop + flip; imagenet: random-resized crop + flip; trivialaugment,
     # randaugment, autoaugment: one of those (see data.augment.policy_base) + the policy

@@ -22,6 +22,7 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
         val_fraction=d.val_fraction,
         seed=cfg.run.seed,
         load_size=d.load_size,
+        interpolation=d.interpolation,
         on_error=d.on_error,
         cache=d.cache,
         in_memory=d.in_memory,

@@ -141,7 +141,7 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
     p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
     data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)
-    return replace(cfg, data=data), p.describe()
+    return replace(cfg, data=data), p.describe(d.interpolation)
 
 
 def resolve_pretrained_options(cfg: TrainConfig) -> TrainConfig:
