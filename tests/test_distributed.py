@@ -154,6 +154,10 @@ def _float64_models() -> None:
     run.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
 
 
+# A weight EMA rides along: the average each rank keeps must be the single process's too.
+EMA = {"optim.ema_decay": 0.5}
+
+
 def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
     """One of two ranks: train until the time limit stops it at the first log point (mid-
     epoch), then resume to the end."""
@@ -166,10 +170,10 @@ def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
     )
     torch.set_num_threads(1)
     _float64_models()
-    first = runner.fit(tiny(Path(out), "ddp", **{"run.time_limit_min": 1e-6}), log=quiet)
+    first = runner.fit(tiny(Path(out), "ddp", **EMA, **{"run.time_limit_min": 1e-6}), log=quiet)
     assert first.status == "time", first.status
     os.environ["MASTER_PORT"] = str(ports[1])
-    runner.fit(tiny(Path(out), "ddp"), resume=first.run_dir, log=quiet)
+    runner.fit(tiny(Path(out), "ddp", **EMA), resume=first.run_dir, log=quiet)
 
 
 @pytest.mark.slow
@@ -177,7 +181,7 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """2 ranks × batch 8 with SyncBN (paused and resumed mid-epoch) = 1 process × batch 16,
-    after 6 SGD steps."""
+    after 6 SGD steps: the weights that train and their EMA alike."""
     procs = torch.multiprocessing.start_processes(
         _rank,
         args=((free_port(), free_port()), str(tmp_path)),
@@ -198,12 +202,16 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
 
     monkeypatch.setattr(run, "build_model", run.build_model)  # undone after the test
     _float64_models()
-    single = runner.fit(tiny(tmp_path, "single", **{"data.batch_size": 16}), log=quiet)
-    a, b = paused_then_resumed["model"], load_checkpoint(single.run_dir / "last.pt")["model"]
-    assert a.keys() == b.keys()
-    diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-    print(f"max abs weight difference: {diff:.3g}")
-    assert diff < 1e-5, diff
+    single = runner.fit(tiny(tmp_path, "single", **EMA, **{"data.batch_size": 16}), log=quiet)
+    alone = load_checkpoint(single.run_dir / "last.pt")
+    assert paused_then_resumed["ema_updates"] == alone["ema_updates"] == 6
+    for part in ("model", "train_model"):  # the average, and the weights that train
+        a, b = paused_then_resumed[part], alone[part]
+        assert a.keys() == b.keys()
+        diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+        print(f"{part}: max abs weight difference {diff:.3g}")
+        assert diff < 1e-5, (part, diff)
+    assert not torch.equal(alone["model"]["net.fc.weight"], alone["train_model"]["net.fc.weight"])
     rows = [json.loads(r) for r in (single.run_dir / "metrics.jsonl").read_text().splitlines()]
     ddp_rows = [
         json.loads(r) for r in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
@@ -272,3 +280,49 @@ def test_torchrun_cli_runs_writes_one_folder_and_resumes(tmp_path: Path) -> None
     assert len(lines) == 2  # the header and epoch 1, written once (by rank 0)
     assert (tmp_path / "run" / "results.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_the_fast_recipe_with_every_modern_option(tmp_path: Path) -> None:
+    """The modern options (EMA, mixup/CutMix, TrivialAugment, random erasing, stochastic
+    depth, TTA) under two processes, through the command line as a user runs them."""
+    done = torchrun(
+        "--recipe",
+        "fast",
+        "--data",
+        "sample",
+        "--limit-per-class",
+        "20",
+        "--batch-size",
+        "8",
+        "--iterations",
+        "6",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "modern",
+        *("--set", "model.options.layers=[1,1,1]"),
+        *("--set", "model.options.drop_path=0.1"),
+        *("--set", "data.augment=trivialaugment"),
+        *("--set", "data.random_erasing=0.25"),
+        *("--set", "data.mixup_alpha=0.2"),
+        *("--set", "data.cutmix_alpha=1.0"),
+        *("--set", "optim.ema_decay=0.9"),
+        *("--set", "run.tta=flip-shift"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("run folder:") == 1
+    assert "2 processes × batch 8 = 16" in done.stdout
+    results = json.loads((tmp_path / "modern" / "results.json").read_text())
+    assert results["tta"] == "flip-shift" and results["ema_decay"] == 0.9
+    assert results["test"]["top1"] is not None
+    state = load_checkpoint(tmp_path / "modern" / "last.pt")
+    assert state["step"] == 6 and state["ema_updates"] == 6 and state["world_size"] == 2
+    assert (state["preprocess"]["augment"], state["preprocess"]["policy"]) == (
+        "cifar",
+        "trivialaugment",
+    )

@@ -15,6 +15,7 @@ from resnetlab.data.folders import index_folder, load_split
 from resnetlab.data.images import decode_square
 from resnetlab.data.pipeline import choose_pipeline
 from resnetlab.infer.predict import Predictor
+from resnetlab.runtime.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,3 +164,65 @@ def test_finetune_trains_on_a_folder_of_mixed_photos(
     seen = predictor.read_images([str(_wide_red_blue(tmp_path / "wide.png"))])
     assert seen.shape == (1, 3, 73, 73)
     assert seen[0, 0, :, 1:-1].max() < 64 and seen[0, 2, :, 1:-1].min() > 190
+
+
+def test_fast_recipe_trains_photos_with_every_modern_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The modern options on the ImageNet pipeline: TrivialAugment and random erasing on the
+    random-resized crops, mixup/CutMix, stochastic depth, the EMA and TTA; the stored size is
+    chosen with a policy as with ``auto``, the policy is saved with the pipeline, and
+    evaluating the result gives what validation measured (the average, with the run's TTA)."""
+    photos = _photo_folder(tmp_path / "photos")
+    out = tmp_path / "runs"
+    modern = (
+        "model.options.drop_path=0.1",
+        "data.augment=trivialaugment",
+        "data.random_erasing=0.25",
+        "data.mixup_alpha=0.2",
+        "data.cutmix_alpha=1.0",
+        "optim.ema_decay=0.9",
+        "run.tta=flip-shift",
+    )
+    code, stdout, err = cli(
+        capsys,
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        str(photos),
+        "--recipe",
+        "fast",
+        "--image-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--precision",
+        "fp32",
+        "--no-test",
+        "--out",
+        str(out),
+        "--name",
+        "modern",
+        *(a for kv in modern for a in ("--set", kv)),
+    )
+    assert code == 0, err  # it stopped with "images differ in size": a policy skipped sizing
+    assert "ImageNet pipeline: stored at shorter side 73" in stdout
+    assert "eval centre crop 64; policy trivialaugment" in stdout
+    state = yaml.safe_load((out / "modern" / "config.yaml").read_text())
+    assert (state["data"]["augment"], state["model"]["options"]["drop_path"]) == (
+        "trivialaugment",
+        0.1,
+    )
+    best = load_checkpoint(out / "modern" / "best.pt")
+    assert (best["preprocess"]["augment"], best["preprocess"]["policy"]) == (
+        "imagenet",
+        "trivialaugment",
+    )
+    assert best["ema_updates"] > 0
+    # What was validated (the average, with the run's TTA) is what evaluating the file gives.
+    predictor = Predictor.load(out / "modern" / "best.pt", device="cpu")
+    metrics, _ = predictor.evaluate(predictor.split("val"))
+    assert metrics["top1"] == pytest.approx(best["best_val_top1"])

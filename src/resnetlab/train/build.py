@@ -133,15 +133,23 @@ def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
 def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     """``data.augment: auto`` → the pipeline the data's first image calls for (photos: the
     ImageNet one, with the stored and input sizes; small images: pad-and-crop), written
-    into the config so the run's config.yaml and checkpoints say what was done."""
+    into the config so the run's config.yaml and checkpoints say what was done. With
+    ``imagenet`` or a policy (``trivialaugment``…) the augmentation is the user's, and the
+    sizes are still chosen from the first image: photos of mixed sizes need a stored size."""
+    from resnetlab.data.policies import POLICIES
+
     d = cfg.data
-    if d.augment != "auto":
+    if d.augment not in ("auto", "imagenet", *POLICIES):
         return cfg, ""
     from resnetlab.data.pipeline import choose_pipeline
 
     p = choose_pipeline(d.source, image_size=d.image_size, load_size=d.load_size)
-    data = replace(d, augment=p.augment, image_size=p.image_size, load_size=p.load_size)
-    return replace(cfg, data=data), p.describe(d.interpolation)
+    if d.augment == "imagenet" and p.augment != "imagenet":
+        return cfg, ""  # the user's pipeline on small images: nothing to size
+    augment = p.augment if d.augment == "auto" else d.augment
+    data = replace(d, augment=augment, image_size=p.image_size, load_size=p.load_size)
+    policy = f"; policy {d.augment}" if d.augment in POLICIES else ""
+    return replace(cfg, data=data), p.describe(d.interpolation) + policy
 
 
 def resolve_pretrained_options(cfg: TrainConfig) -> TrainConfig:
