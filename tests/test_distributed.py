@@ -237,23 +237,20 @@ def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
+# A 6-step run on 20 images a class of the shipped sample, batch 8 a rank: what the
+# torchrun tests train.
+TINY_RUN = (
+    *("--data", "sample", "--limit-per-class", "20", "--batch-size", "8"),
+    *("--iterations", "6", "--precision", "fp32", "--device", "cpu"),
+)
+
+
 @pytest.mark.slow
 def test_torchrun_cli_runs_writes_one_folder_and_resumes(tmp_path: Path) -> None:
     first = torchrun(
         "--recipe",
         "paper-cifar",
-        "--data",
-        "sample",
-        "--limit-per-class",
-        "20",
-        "--batch-size",
-        "8",
-        "--iterations",
-        "6",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
+        *TINY_RUN,
         "--out",
         str(tmp_path),
         "--name",
@@ -289,18 +286,7 @@ def test_torchrun_trains_the_fast_recipe_with_every_modern_option(tmp_path: Path
     done = torchrun(
         "--recipe",
         "fast",
-        "--data",
-        "sample",
-        "--limit-per-class",
-        "20",
-        "--batch-size",
-        "8",
-        "--iterations",
-        "6",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
+        *TINY_RUN,
         "--out",
         str(tmp_path),
         "--name",

@@ -59,6 +59,20 @@ def _wide_red_blue(path: Path) -> Path:
     return path
 
 
+def _train_photos(
+    capsys: pytest.CaptureFixture[str], photos: Path, out: Path, name: str, *args: str
+) -> tuple[int, str, str]:
+    """``resnetlab train`` of ResNet-18 on ``photos`` at 64 px, batch 4, fp32, no test."""
+    return cli(
+        capsys,
+        "train",
+        *("--model", "resnet18", "--data", str(photos), "--image-size", "64"),
+        *("--batch-size", "4", "--precision", "fp32", "--no-test"),
+        *("--out", str(out), "--name", name),
+        *args,
+    )
+
+
 def test_pipeline_follows_the_image_size(tmp_path: Path) -> None:
     photos = _photo_folder(tmp_path / "photos")
     p = choose_pipeline(str(photos), image_size=None, load_size=None)
@@ -125,28 +139,8 @@ def test_finetune_trains_on_a_folder_of_mixed_photos(
     pipeline chosen, printed and saved."""
     photos = _photo_folder(tmp_path / "photos")
     out = tmp_path / "runs"
-    code, stdout, err = cli(
-        capsys,
-        "train",
-        "--model",
-        "resnet18",
-        "--data",
-        str(photos),
-        "--recipe",
-        "finetune",
-        "--image-size",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--precision",
-        "fp32",
-        "--no-test",
-        "--out",
-        str(out),
-        "--name",
-        "ft",
+    code, stdout, err = _train_photos(
+        capsys, photos, out, "ft", "--recipe", "finetune", "--epochs", "1"
     )
     assert code == 0, err
     assert "images differ in size" not in err
@@ -184,28 +178,12 @@ def test_fast_recipe_trains_photos_with_every_modern_option(
         "optim.ema_decay=0.9",
         "run.tta=flip-shift",
     )
-    code, stdout, err = cli(
+    code, stdout, err = _train_photos(
         capsys,
-        "train",
-        "--model",
-        "resnet18",
-        "--data",
-        str(photos),
-        "--recipe",
-        "fast",
-        "--image-size",
-        "64",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--precision",
-        "fp32",
-        "--no-test",
-        "--out",
-        str(out),
-        "--name",
+        photos,
+        out,
         "modern",
+        *("--recipe", "fast", "--epochs", "2"),
         *(a for kv in modern for a in ("--set", kv)),
     )
     assert code == 0, err  # it stopped with "images differ in size": a policy skipped sizing
