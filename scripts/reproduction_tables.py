@@ -92,6 +92,9 @@ def block() -> str:
     parts = {
         "Degradation (Fig. 6), CPU budget protocol": degradation(),
         "CIFAR-10 table (Table 6), CPU budget protocol": cifar_table(),
+        "CIFAR-10 table (Table 6), CPU budget protocol at 20 epochs (7,020 iterations)": (
+            cifar_table("cifar-table-20-epochs")
+        ),
         "The paper's full schedule (64k iterations, batch 128)": cifar_table("cifar-table-paper"),
         "The paper's step schedule at the same 3,510 iterations": cifar_table("step-schedule"),
         "Layer responses (Fig. 7)": responses(),
