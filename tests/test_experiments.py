@@ -467,6 +467,8 @@ def test_earlier_report_runs_fold_into_a_new_report(
         json.loads((fresh / "cifar-table" / "results.json").read_text())["models"]
         == (after["models"])
     )
+    # Nor their epochs: the protocol line then names none, rather than "0 epochs".
+    assert "(0 epochs)" not in (fresh / "cifar-table" / "report.md").read_text()
 
     # The store's own run wins over the earlier report's (it has its curves and weights).
     doctored = json.loads(earlier.read_text())

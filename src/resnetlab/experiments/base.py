@@ -218,8 +218,10 @@ def _step_protocol(b: Budget, records: list[RunRecord], same: str) -> str:
         else f"**Protocol: the paper's step schedule cut to {n:,} iterations "
         f"({100 * n / PAPER_ITERATIONS:.1f}% of its 64k).**"
     )
+    # Runs read back from an older report may not know their epochs: then say none.
+    span = f" ({epochs} epoch{'s' * (epochs != 1)})" if epochs else ""
     return (
-        f"{which} {n:,} iterations ({epochs} epochs); learning "
+        f"{which} {n:,} iterations{span}; learning "
         f"rate {b.peak_lr}, divided by 10 at {n // 2:,} and {3 * n // 4:,} iterations; SGD "
         f"momentum 0.9, weight decay 1e-4; {_precisions(records)} arithmetic; {same}."
     )
