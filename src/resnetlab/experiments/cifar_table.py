@@ -108,7 +108,7 @@ def findings(numbers: dict[str, Any]) -> str:
     if falling:
         return (
             f"Mean test error by depth: {text}. Deeper is better at every step, as in the "
-            "paper (up to 110 layers)."
+            "paper (where the error falls with depth up to 110 layers, and rises at 1202)."
         )
     shallow, deep = models[0], models[-1]
     overall = means[-1] - means[0]
