@@ -467,8 +467,11 @@ def test_earlier_report_runs_fold_into_a_new_report(
         json.loads((fresh / "cifar-table" / "results.json").read_text())["models"]
         == (after["models"])
     )
-    # Nor their epochs: the protocol line then names none, rather than "0 epochs".
-    assert "(0 epochs)" not in (fresh / "cifar-table" / "report.md").read_text()
+    # Nor their epochs: the protocol line then names none, rather than "0 epochs"; nor their
+    # speed: the speed line says so rather than leaving the models out.
+    md = (fresh / "cifar-table" / "report.md").read_text()
+    assert "(0 epochs)" not in md
+    assert "ResNet-20, ResNet-32: not recorded (by the earlier report its runs came from)." in md
 
     # The store's own run wins over the earlier report's (it has its curves and weights).
     doctored = json.loads(earlier.read_text())
@@ -514,6 +517,10 @@ def test_table6_findings_name_the_step_that_does_not_fall() -> None:
 
     falling = table_findings({"resnet20": entry(16.5), "resnet56": entry(15.3)})
     assert "at every step, as in the paper" in falling
+    # Two depths: the one step is the whole span, said once.
+    rising = table_findings({"resnet20": entry(20.5), "resnet56": entry(23.0)})
+    assert "ResNet-56 is 2.50 points above ResNet-20." in rising
+    assert "From ResNet-20" not in rising
     tie = table_findings(
         {
             "resnet20": entry(16.6, 16.4),

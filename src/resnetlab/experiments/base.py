@@ -245,7 +245,10 @@ def _speeds(records: list[RunRecord]) -> str:
             by_cpu.setdefault(cpu, {}).setdefault(r.model, []).append(r.images_per_s)
             found = re.search(r"(\d+) threads?", str(r.results.get("hardware", "")))
             threads.setdefault((cpu, r.model), set()).add(found.group(1) if found else "?")
-    if not by_cpu:
+    # Models none of whose runs has a speed: runs of an earlier report that did not keep it.
+    known = {m for speeds in by_cpu.values() for m in speeds}
+    unknown = sorted({r.model for r in records} - known, key=lambda m: (depth(m), m))
+    if not records:
         return ""
     groups = []
     for cpu, speeds in by_cpu.items():
@@ -255,6 +258,11 @@ def _speeds(records: list[RunRecord]) -> str:
             for m, v in sorted(speeds.items(), key=lambda kv: (depth(kv[0]), kv[0]))
         )
         groups.append(f"{parts}; CPU: {cpu}")
+    if unknown:
+        names = ", ".join(label(m) for m in unknown)
+        earlier = all(r.earlier for r in records if r.model in unknown)
+        why = " (by the earlier report its runs came from)" if earlier else ""
+        groups.append(f"{names}: not recorded{why}")
     return (
         "Training speed (images/s, median over epochs; measured while training, beside "
         f"other work on the machine): {'. '.join(groups)}."

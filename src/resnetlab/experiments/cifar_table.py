@@ -123,12 +123,17 @@ def findings(numbers: dict[str, Any]) -> str:
         if len(numbers[m]["test_error"]) > 1
     ]
     spread = f" (the largest std between seeds of one depth is {max(stds):.2f})" if stds else ""
+    # With two depths the one step is the whole span: said once.
+    span = (
+        f" From ResNet-{depth(shallow)} to ResNet-{depth(deep)} the error "
+        f"{'falls' if overall < 0 else 'rises'} by {abs(overall):.2f} points."
+        if len(models) > 2
+        else ""
+    )
     return (
         f"Mean test error by depth: {text}. Deeper is NOT better at every step at this "
         f"budget, unlike the paper (whose gains between neighbouring depths are 0.2–1.2 points "
-        f"after 64k iterations): {'; '.join(rises)}{spread}. From ResNet-{depth(shallow)} to "
-        f"ResNet-{depth(deep)} the error {'falls' if overall < 0 else 'rises'} by "
-        f"{abs(overall):.2f} points."
+        f"after 64k iterations): {'; '.join(rises)}{spread}.{span}"
     )
 
 

@@ -62,7 +62,8 @@ def hardware() -> str:
     except OSError:
         pass
     isa = " ".join(f for f in ISA_FLAGS if f in flags)
-    text = f"{cpu}{f' ({isa})' if isa else ''}, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    text = f"{cpu}{f' ({isa})' if isa else ''}, {n} thread{'s' * (n != 1)}"
     text += f", torch {torch.__version__}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
