@@ -482,6 +482,27 @@ def test_earlier_report_runs_fold_into_a_new_report(
     assert mine["models"]["resnet20"]["test_error"] != [99.0]
 
 
+def test_report_names_the_code_its_runs_were_trained_with(store: Path, tmp_path: Path) -> None:
+    """Each run records the code it was trained with; a report written later by other code
+    (``--report-only`` after a commit) says both, rather than passing its own off as theirs."""
+    table = ["cifar-table", "--depths", "20", "--seeds", "0"]
+    assert _reproduce(store, *table) == 0
+    [run] = [p for p in (store / "runs").iterdir() if p.name.startswith("resnet20-s0")]
+    results = json.loads((run / "results.json").read_text())
+    assert results["code"].startswith("resnetlab ")
+    md = (store / "cifar-table" / "report.md").read_text()
+    assert "trained with" not in md  # the same code wrote the report
+    copy = tmp_path / "store"
+    shutil.copytree(store / "runs", copy / "runs")
+    results["code"] = "resnetlab 0.0.9 (git 1234567)"
+    (copy / "runs" / run.name / "results.json").write_text(json.dumps(results))
+    assert _reproduce(copy, *table, "--report-only") == 0
+    md = (copy / "cifar-table" / "report.md").read_text()
+    assert "(this report); its runs were trained with resnetlab 0.0.9 (git 1234567)" in md
+    numbers = json.loads((copy / "cifar-table" / "results.json").read_text())
+    assert numbers["provenance"]["runs"][0]["code"] == "resnetlab 0.0.9 (git 1234567)"
+
+
 def test_earlier_report_must_match(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

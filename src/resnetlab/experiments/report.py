@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 
 from resnetlab.experiments.runs import RunRecord
 from resnetlab.fileio import pyplot, save_figure, write_text_atomic
+from resnetlab.runtime.execution import code_version
 from resnetlab.runtime.run_folder import RunFolder
 
 Cell = str | int | float
@@ -170,25 +170,6 @@ _CSS = (
 
 
 # ---------------------------------------------------------------------- provenance
-def code_version() -> str:
-    """resnetlab's version, plus the git commit when running from a checkout."""
-    from resnetlab.version import __version__
-
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"resnetlab {__version__}" + (f" (git {commit})" if commit else "")
-
-
 def data_rendition(source: str) -> str:
     """The data a run used: the source, and the file's size and SHA-256 when it is a file."""
     path = Path(source).expanduser()
@@ -229,7 +210,13 @@ def _provenance_lines(
     """The command, the code, the hardware, device and data of the first run made here, the
     runs from earlier reports, the seeds and the total training time: one bullet each."""
     first = own[0] if own else (records[0] if records else None)
-    lines = [f"- command: `{command or 'library call'}`", f"- code: {code}"]
+    # The runs' own code, where they recorded it (runs trained before they did, not).
+    trained = sorted({str(r.results["code"]) for r in own if r.results.get("code")} - {code})
+    with_code = f"{code} (this report); its runs were trained with {', '.join(trained)}"
+    lines = [
+        f"- command: `{command or 'library call'}`",
+        f"- code: {with_code if trained else code}",
+    ]
     if first is not None:
         res = first.results
         lines += [
@@ -295,6 +282,8 @@ def _run_entry(r: RunRecord) -> dict[str, Any]:
     }
     if r.earlier:
         entry |= {"earlier_report": r.earlier, "code": r.results.get("code")}
+    elif r.results.get("code"):
+        entry["code"] = r.results["code"]  # the code it was trained with
     return entry
 
 

@@ -5,6 +5,7 @@ hardware facts that choice and the speed reports rest on."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,30 @@ def to_input(x: Tensor, place: Execution) -> Tensor:
 # The CPU features that decide which training and inference paths run fast, as /proc/cpuinfo
 # names them (AMX: Intel's matrix tiles; AVX-512 BF16/VNNI: bf16 and int8 dot products).
 ISA_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+
+
+def code_version() -> str:
+    """resnetlab's version, plus the git commit when running from a checkout."""
+    from pathlib import Path
+
+    from resnetlab.version import __version__
+
+    here = Path(__file__).resolve().parent
+    if not (here.parents[2] / "pyproject.toml").is_file():  # src/resnetlab/runtime
+        # Installed, not a checkout: a git repository around site-packages is someone else's.
+        return f"resnetlab {__version__}"
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"resnetlab {__version__}" + (f" (git {commit})" if commit else "")
 
 
 def hardware() -> str:

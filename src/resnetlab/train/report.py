@@ -16,7 +16,7 @@ from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
-from resnetlab.runtime.execution import Execution, hardware
+from resnetlab.runtime.execution import Execution, code_version, hardware
 
 Log = Callable[[str], None]
 
@@ -92,6 +92,7 @@ def write_results(
         "channels_last": place.channels_last,
         "hardware": hardware(),
         "resnetlab": __version__,
+        "code": code_version(),  # with the git commit when trained from a checkout
         "command": command,
     }
     write_text_atomic(run_dir / "results.json", json_text(results) + "\n")
