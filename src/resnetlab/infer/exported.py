@@ -144,6 +144,34 @@ class OnnxModel(nn.Module):
         return torch.from_numpy(out)
 
 
+def _refuse_external_data(path: Path) -> None:
+    """An ONNX model may keep tensors in other files it names ("external data"); a crafted one
+    names ``../../secret`` to read any file into a tensor. Our exports keep their weights
+    inside, so a model naming any such file is refused before ONNX Runtime opens it (newer
+    ONNX Runtimes also refuse paths leaving the model's folder; older ones did not)."""
+    try:
+        import onnx
+    except ImportError:
+        return  # onnxruntime alone: its own check is all there is
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # not parseable: ONNX Runtime says why, below
+        return
+    graphs, tensors = [model.graph], []
+    while graphs:
+        graph = graphs.pop()
+        tensors += [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
+        for node in graph.node:
+            for attr in node.attribute:
+                tensors += [attr.t, *attr.tensors] if attr.HasField("t") else [*attr.tensors]
+                graphs += [*([attr.g] if attr.HasField("g") else []), *attr.graphs]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise ExportedFileError(
+            f"{path}: an ONNX model whose tensors live in other files (external data); "
+            "resnetlab's exports hold their weights inside, and it reads no other file"
+        )
+
+
 def _read_onnx(path: Path) -> Exported:
     try:
         import onnxruntime as ort
@@ -153,6 +181,7 @@ def _read_onnx(path: Path) -> Exported:
         ) from err
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
+    _refuse_external_data(path)
     try:
         session = ort.InferenceSession(
             str(path), sess_options=opts, providers=["CPUExecutionProvider"]

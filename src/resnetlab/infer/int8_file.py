@@ -1,8 +1,12 @@
 """The int8 file (``.pt2``): :func:`torch.export.save`'s archive of a quantized program,
-which :func:`torch.export.load` reads back without unpickling anything, plus one JSON entry,
+plus one JSON entry,
 ``resnetlab.json`` (:data:`FORMAT`, model name, classes, preprocessing, training config, the
 per-layer report). This module owns writing it, reading it back (anything else is one
 :class:`QuantizedFileError` line) and telling such a file by its name.
+
+:func:`torch.export.load` unpickles, evals and execs parts of an archive (see
+:mod:`~resnetlab.infer.int8_archive`), so the file is read once into memory, checked entry by
+entry, and only then are the same bytes handed to torch.
 
 :mod:`~resnetlab.infer.quantize` makes the program; :mod:`~resnetlab.infer.int8_checkpoint`
 writes a checkpoint's.
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 
 from resnetlab.fileio import write_bytes_atomic
+from resnetlab.infer.int8_archive import ArchiveRefusedError, check_archive
 from resnetlab.runtime.checkpoint import CheckpointError
 
 FORMAT = "resnetlab-int8/1"
@@ -48,10 +53,17 @@ def load_quantized(
     from resnetlab.infer.quantize import torchao_pt2e
 
     torchao_pt2e()  # registers the quantize/dequantize ops the program calls
+    data = _read(path)
     extra = {META_ENTRY: ""}
     try:
-        program = torch.export.load(path, extra_files=extra)
+        check_archive(data)  # before torch sees a byte of it: nothing in the file runs
+        program = torch.export.load(io.BytesIO(data), extra_files=extra)
         meta = json.loads(extra[META_ENTRY] or "{}")
+    except ArchiveRefusedError as err:
+        raise QuantizedFileError(
+            f"{path}: refused, not loaded: {err}; resnetlab reads only the int8 programs "
+            "`resnetlab quantize` writes"
+        ) from None
     except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
         raise QuantizedFileError(f"{path}: not a readable int8 program ({err})") from err
     except Exception as err:  # torch.export's deserializer has no one error type
@@ -66,6 +78,14 @@ def load_quantized(
     if found != FORMAT:
         raise QuantizedFileError(f"{path}: a .pt2 program, but not a resnetlab int8 file")
     return program, meta
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as f:  # OSError (missing, unreadable): the CLI's one line
+        data = f.read()
+    if not data.startswith(b"PK\x03\x04"):
+        raise QuantizedFileError(f"{path}: not a readable int8 program (not a zip archive)")
+    return data
 
 
 def is_quantized_file(path: str | os.PathLike[str]) -> bool:
