@@ -312,3 +312,33 @@ def test_torchrun_trains_the_fast_recipe_with_every_modern_option(tmp_path: Path
         "cifar",
         "trivialaugment",
     )
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_stale_torchrun_variables_fail_in_bounded_time(tmp_path: Path, rank: str) -> None:
+    """WORLD_SIZE/RANK/MASTER_* left in a shell from an earlier launch, no peer: one line and
+    exit 2 after $RESNETLAB_JOIN_TIMEOUT seconds, not torch's silent 30-minute wait."""
+    env = {
+        **os.environ,
+        "WORLD_SIZE": "2",
+        "RANK": rank,
+        "LOCAL_RANK": rank,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "RESNETLAB_JOIN_TIMEOUT": "3",
+        "RESNETLAB_CACHE": str(tmp_path / "cache"),
+    }
+    argv = ["train", "--recipe", "paper-cifar", *TINY_RUN, "--out", str(tmp_path), "--no-test"]
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "resnetlab", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"rank {rank} of 2 could not join the others" in done.stderr
+    assert "within 3 s" in done.stderr and "stale variables" in done.stderr
+    assert time.monotonic() - start < 60

@@ -13,14 +13,21 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.rendezvous import rendezvous
 
+from resnetlab.errors import InvalidValueError
 from resnetlab.runtime.group import Group
 
+# How long a rank waits for the others to join: torch's own default is its 30-minute collective
+# timeout, so a shell with stale torchrun variables (WORLD_SIZE=2, no peer) hung silently.
+JOIN_TIMEOUT_S = 120.0
+JOIN_TIMEOUT_ENV = "RESNETLAB_JOIN_TIMEOUT"
 STOP_REASONS = ("time", "sigterm", "sigint")  # when ranks disagree, the last one named wins
 
 
@@ -55,15 +62,65 @@ def session(device: str = "auto") -> Iterator[Group]:
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device != "cpu" and torch.cuda.is_available()
+    store = _join(rank, size)
     if cuda:
         torch.cuda.set_device(local)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        dist.init_process_group(
+            "nccl", store=store, rank=rank, world_size=size, device_id=torch.device("cuda", local)
+        )
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
     try:
         yield Group(rank, size, local)
     finally:
         dist.destroy_process_group()
+
+
+def _join(rank: int, size: int) -> Any:
+    """The ``env://`` rendezvous store, with the wait for the other ranks bounded by
+    ``$RESNETLAB_JOIN_TIMEOUT`` seconds (default :data:`JOIN_TIMEOUT_S`); the store then gets
+    torch's usual timeout back, so a long evaluation on one rank does not break the others."""
+    raw = os.environ.get(JOIN_TIMEOUT_ENV, str(JOIN_TIMEOUT_S))
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 < wait < 1e7:
+        raise InvalidValueError(f"{JOIN_TIMEOUT_ENV} must be a number of seconds, got {raw!r}")
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        with _cpp_log_held_back():  # c10d logs each retry with a C++ stack to stderr
+            handshake = rendezvous("env://", rank, size, timeout=timedelta(seconds=wait))
+            store, _, _ = next(handshake)
+    except (RuntimeError, ValueError) as err:  # DistNetworkError, DistStoreError: a timeout
+        raise InvalidValueError(
+            f"rank {rank} of {size} could not join the others at {where} within {wait:g} s "
+            f"({type(err).__name__}); WORLD_SIZE/RANK/MASTER_ADDR/MASTER_PORT are set but no "
+            "peer came: stale variables from another launch? Unset them, or start with "
+            f"torchrun (${JOIN_TIMEOUT_ENV} sets the wait)"
+        ) from None
+    store.set_timeout(timedelta(minutes=30))
+    return store
+
+
+@contextmanager
+def _cpp_log_held_back() -> Iterator[None]:
+    """Hold back what C++ code writes to stderr (file descriptor 2) in the block: replayed
+    if the block succeeds, dropped if it raises (its one-line error says it all)."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def scaled_lr(
