@@ -17,9 +17,7 @@ to count any model instantly without allocating weights or doing arithmetic.
 
 from __future__ import annotations
 
-import copy
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -209,60 +207,3 @@ def totals(model: nn.Module, input_size: tuple[int, ...], calls: list[LayerCall]
         activation_bytes=sum(2 * c.output_bytes for c in leaves if c.params > 0),
         param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
     )
-
-
-def memory_needed(model: nn.Module, input_size: tuple[int, ...], *, training: bool) -> int:
-    """Bytes one fp32 step on ``input_size`` needs, estimated on a meta-device copy of
-    ``model`` (nothing is allocated): the input, the weights, and for training torchinfo's
-    forward/backward activations plus gradients and two optimiser buffers; for inference
-    the three largest layer outputs (a residual block holds its input for the shortcut, a
-    conv's output and the next layer's). Raises :class:`ShapeError` if the input
-    does not fit the model. For a check before allocating, not an exact peak."""
-    meta = model if model_device(model).type == "meta" else copy.deepcopy(model).to("meta")
-    calls = trace_calls(meta, input_size)
-    t = totals(meta, input_size, calls)
-    if training:
-        return t.input_bytes + t.activation_bytes + 4 * t.param_bytes
-    outputs = sorted((c.output_bytes for c in calls if c.is_leaf), reverse=True)
-    return t.input_bytes + t.param_bytes + sum(outputs[:3])
-
-
-def free_memory_bytes(device: torch.device | str = "cpu") -> int | None:
-    """Memory free for a new allocation: MemAvailable (Linux) or the physical memory for
-    the CPU, the free device memory for CUDA; None where it cannot be told."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(
-    model: nn.Module,
-    input_size: tuple[int, ...],
-    *,
-    training: bool,
-    device: torch.device | str = "cpu",
-    hint: str = "use a smaller batch or image size",
-) -> int:
-    """Refuse (one-line ``ValueError`` with the estimate) a step that would not fit in free
-    memory, before anything is allocated: ``--image-size 100000`` once asked for 1.2 TB
-    and died in the allocator. Returns the estimate in bytes."""
-    need = memory_needed(model, input_size, training=training)
-    free = free_memory_bytes(device)
-    if free is not None and need > free:
-        raise InvalidValueError(
-            f"{'training' if training else 'inference'} on a batch of "
-            f"{'×'.join(map(str, input_size))} needs about {need / 2**30:,.1f} GiB; "
-            f"{torch.device(device).type} has {free / 2**30:,.1f} GiB free ({hint})"
-        )
-    return need

@@ -288,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from resnetlab.analysis.compare import default_input_size
-    from resnetlab.analysis.counting import check_memory
+    from resnetlab.analysis.memory_estimate import check_memory
     from resnetlab.infer.engines import ENGINES
     from resnetlab.infer.fast import optimize_for_inference
     from resnetlab.models.registry import get_entry

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnetlab.analysis.counting import check_memory
+from resnetlab.analysis.memory_estimate import check_memory
 from resnetlab.data.datasets import eval_split_batches, on_device, train_batches
 from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
