@@ -1,14 +1,11 @@
-"""The memory estimate against measured peaks, and the limits it is checked against.
-
-Each measurement runs in a fresh process (peak RSS is a high-water mark: only a fresh process
-measures one step), fp32, one thread, freed memory kept as the commands keep it."""
+"""The memory estimate against measured peaks (benchmarks/memory_peaks.py's measurement: a
+fresh process each, as peak RSS is a high-water mark), and the limits it is checked against."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,33 +13,18 @@ import torch
 from resnetlab.analysis.memory_estimate import free_memory_bytes, memory_needed
 from resnetlab.models import create_model
 
-PEAK = textwrap.dedent(
-    """
-    import json, resource, sys, torch
-    from resnetlab.infer.memory import keep_freed_memory
-    from resnetlab.models import create_model
-    name, n, side, training = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-    torch.set_num_threads(1)
-    keep_freed_memory()
-    model = create_model(name).train(training)
-    def rss():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    base = rss()
-    x = torch.randn(n, 3, side, side)
-    if training:
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        for _ in range(2):
-            torch.nn.functional.cross_entropy(model(x), torch.zeros(n, dtype=torch.long)).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    else:
-        with torch.no_grad():
-            model(x)
-    print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base))
-    """
-)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measured_peak(name: str, n: int, side: int, training: bool) -> int:
+    """The benchmark's measurement: a fresh process's peak RSS growth over one step."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from memory_peaks import measured_peak as measure
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return int(measure(name, n, side, training))
+
 
 CASES = [  # (model, batch, side, training): CIFAR and ImageNet shapes, both modes
     ("resnet20", 1000, 32, False),
@@ -55,9 +37,7 @@ CASES = [  # (model, batch, side, training): CIFAR and ImageNet shapes, both mod
 def test_the_estimate_is_within_1_5x_of_the_measured_peak(
     name: str, n: int, side: int, training: bool
 ) -> None:
-    argv = [sys.executable, "-c", PEAK, name, str(n), str(side), str(int(training))]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured = measured_peak(name, n, side, training)
     with torch.device("meta"):
         model = create_model(name)
     estimate = memory_needed(model, (n, 3, side, side), training=training)
