@@ -205,6 +205,9 @@ def _resolve(
     return label, module, tuple(int(v) for v in size_opt)
 
 
+resolve_item = _resolve  # (label, module, input size) of one item; diagrams take the same items
+
+
 def compare(
     *items: Item, input_size: Sequence[int] | None = None, title: str = "Comparison"
 ) -> Comparison:
