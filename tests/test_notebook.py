@@ -3,9 +3,16 @@ notebook (docs/tutorial.ipynb) runs top to bottom in a real kernel with its key 
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -89,3 +96,78 @@ def test_diagram_weights_and_evaluation_reprs() -> None:
 def test_html_is_escaped() -> None:
     s = summarize(meta_model("resnet20"), (1, 3, 32, 32), title="<script>x</script>")
     assert "<script>" not in s._repr_html_()
+
+
+# ---------------------------------------------------------------------- the tutorial notebook
+NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "tutorial.ipynb"
+
+
+def _text(cell: Any) -> str:
+    """Everything a code cell showed: streams, plain text, HTML and SVG."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out["text"])
+        for kind in ("text/plain", "text/html", "image/svg+xml"):
+            value = out.get("data", {}).get(kind)
+            if value:
+                parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)
+
+
+def _has_png(cell: Any) -> bool:
+    return any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+
+
+def check_outputs(nb: Any) -> None:
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    shown = [_text(c) for c in code]
+    everything = "\n".join(shown)
+    assert "25,557,032 parameters, 7.72 G mult-adds" in everything
+    for number in ("260,160", "9,472", "73,856", "45,248", "57,728"):
+        assert number in everything, number
+    fig3 = next(t for t in shown if "vgg19 | plain34 | resnet34" in t)
+    assert "3×3 conv, 128, /2" in fig3 and "<svg" in fig3
+    assert "plain56   training error  47.48%" in everything  # from docs/results/degradation
+    assert sum(_has_png(c) for c in code) >= 2  # the committed curves and the depth chart
+    assert "in_features=200, out_features=10" in everything  # the custom head
+    assert re.search(r"test top-1 \d+\.\d% on 300 images", everything)
+    assert "of 300 samples" in everything  # the confusion matrix of the evaluation
+
+
+def test_committed_notebook_has_its_outputs() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+    check_outputs(nb)
+
+
+def test_notebook_runs_top_to_bottom_in_a_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    # A kernel of this very interpreter (the venv), registered for this test only.
+    spec = tmp_path / "kernels" / "resnetlab-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "t", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=240,
+        kernel_name="resnetlab-test",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    check_outputs(nb)
+    assert elapsed < 120, f"the tutorial took {elapsed:.0f} s; it must stay under two minutes"
