@@ -32,6 +32,7 @@ def add_parsers(sub: Any) -> None:
     _add_models(sub)
     _add_counting(sub)
     _add_catalogue(sub)
+    pictures.add_parser(sub)
 
 
 def _add_models(sub: Any) -> None:

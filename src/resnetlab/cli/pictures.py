@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from resnetlab.analysis.compare import default_input_size
 from resnetlab.analysis.diagram import BLOCKS, block_diagram, diagram
 from resnetlab.cli.common import (
     UsageError,
+    input_size_arg,
     meta_model,
+    model_options,
     model_overrides,
 )
 from resnetlab.fileio import check_writable
@@ -67,3 +70,36 @@ def cmd_diagram(args: argparse.Namespace) -> None:
     for note in d.notes:
         print(f"folded: {note}")
     print(f"wrote {args.output}")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "explore",
+        help="one HTML page to explore a model (or two side by side)",
+        description=(
+            "Write one self-contained HTML page (no network): the architecture diagram beside "
+            "the layer tree folded by stage and block, with output shapes, parameters, "
+            "mult-adds and the formula of every count; click a box to open its rows. A "
+            "second MODEL is shown beside the first, with the differences marked."
+        ),
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one model, or two to compare")
+    p.add_argument("-o", "--output", type=Path, default=None, help="the page (default: MODEL.html)")
+    input_size_arg(p, "--input-size 1 3 224 224")
+    model_options(p)
+    p.set_defaults(func=cmd_explore)
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    from resnetlab.analysis.explorer import explore_page
+    from resnetlab.fileio import write_text_atomic
+
+    if len(args.models) > 2:
+        raise UsageError("explore shows one model or two side by side; give one or two")
+    out = args.output or Path(f"{args.models[0]}.html")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"the page must end in .html: {out}")
+    check_writable(out)
+    page = explore_page(*_models(args))
+    write_text_atomic(out, page)
+    print(f"wrote {out}")
