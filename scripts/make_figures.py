@@ -1,7 +1,7 @@
 """Regenerate docs/figures/ (the paper's architecture figures, drawn from the models) and,
 with --notebook, the stored outputs of docs/tutorial.ipynb.
 
-    python scripts/make_figures.py              # docs/figures/*.svg and *.png
+    python scripts/make_figures.py              # docs/figures/*.svg
     python scripts/make_figures.py --notebook   # also run docs/tutorial.ipynb in place
 
 Each figure is the `resnetlab plot … --diagram` command printed beside it.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,8 +21,7 @@ FIGURES = ROOT / "docs" / "figures"
 # (file stem, arguments of `resnetlab plot`): the paper's Fig. 2, 3 and 5, and the variants.
 FIGURE_COMMANDS: list[tuple[str, list[str]]] = [
     ("fig3-vgg19-plain34-resnet34", ["vgg19", "plain34", "resnet34", "--diagram"]),
-    ("fig2-basic-block", ["--block", "basic"]),
-    ("fig5-left-basic-block", ["--block", "basic"]),
+    ("fig2-fig5-left-basic-block", ["--block", "basic"]),
     ("fig5-right-bottleneck", ["--block", "bottleneck"]),
     ("cifar-plain20-resnet20", ["plain20", "resnet20", "--diagram"]),
     (
@@ -35,13 +33,14 @@ FIGURE_COMMANDS: list[tuple[str, list[str]]] = [
 
 
 def make_figures() -> None:
+    from resnetlab.cli import main
+
     FIGURES.mkdir(parents=True, exist_ok=True)
     for stem, args in FIGURE_COMMANDS:
-        for suffix in (".svg", ".png"):
-            out = FIGURES / f"{stem}{suffix}"
-            cmd = [sys.executable, "-m", "resnetlab", "plot", *args, "-o", str(out)]
-            print("resnetlab plot", " ".join(args), "-o", out.relative_to(ROOT))
-            subprocess.run(cmd, check=True, cwd=ROOT)
+        out = FIGURES / f"{stem}.svg"  # text stays text; `-o NAME.png` draws the same as PNG
+        print("$ resnetlab plot", " ".join(args), "-o", out.relative_to(ROOT))
+        if main(["plot", *args, "-o", str(out)]) != 0:
+            raise SystemExit(f"failed: resnetlab plot {' '.join(args)}")
 
 
 def run_notebook() -> None:

@@ -18,6 +18,8 @@ from resnetlab.analysis.formulas import formulas
 from resnetlab.models import ResNet, model_spec
 
 NS = "{http://www.w3.org/2000/svg}"
+ROOT = Path(__file__).resolve().parent.parent
+FIG3 = "docs/figures/fig3-vgg19-plain34-resnet34.svg"
 
 
 def read_svg(text: str) -> ET.Element:
@@ -93,6 +95,10 @@ def test_fig3_triple_vgg_plain_residual(tmp_path: Path) -> None:
         if e.get("data-name") == "layer2.0.conv1"
     }
     assert y["plain34"] == y["resnet34"]
+    # The committed picture the README embeds is this drawing (scripts/make_figures.py).
+    assert (ROOT / FIG3).read_text(encoding="utf-8") == d.to_svg()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"]({FIG3})" in readme and "plot vgg19 plain34 resnet34 --diagram" in readme
 
 
 def test_cifar_resnext_and_preact_columns() -> None:
