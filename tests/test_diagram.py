@@ -193,3 +193,12 @@ def test_a_module_without_stages_is_refused() -> None:
         diagram(("mlp", nn.Sequential(nn.Linear(4, 2)), (1, 4)))
     with pytest.raises(ValueError, match="unknown block"):
         block_diagram("triple")
+
+
+def test_a_built_model_draws_at_its_native_size() -> None:
+    from resnetlab.models import create_model
+
+    d = diagram(("mine", create_model("resnet20", num_classes=7)))
+    assert d.columns[0].input_size == (1, 3, 32, 32)
+    labels = [t.text for t in read_svg(d.to_svg()).iter(NS + "text")]
+    assert "fc 7" in labels and "8×8" in labels

@@ -16,10 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnetlab.analysis.compare import Item, resolve_item
+from torch import nn
+
+from resnetlab.analysis.compare import Item, default_input_size, resolve_item
 from resnetlab.analysis.diagram.block import BLOCKS, draw_block
 from resnetlab.analysis.diagram.draw import draw_columns
-from resnetlab.analysis.diagram.layout import FOLD_ABOVE, Band, Column, Layer, Unit, column
+from resnetlab.analysis.diagram.layout import (
+    FOLD_ABOVE,
+    Band,
+    Column,
+    Layer,
+    Unit,
+    check_drawable,
+    column,
+)
 from resnetlab.analysis.diagram.scene import Scene, save, to_svg
 from resnetlab.errors import InvalidValueError
 
@@ -62,10 +72,25 @@ def diagram(
         raise InvalidValueError("nothing to draw: give at least one model")
     cols = []
     for item in items:
-        label, module, size = resolve_item(item, input_size)
+        label, module, size = resolve_item(_with_size(item, input_size), input_size)
         cols.append(column(module, size, title=label, fold=fold))
     title = " | ".join(c.title for c in cols)
     return Diagram(title, draw_columns(cols), tuple(cols))
+
+
+def _with_size(item: Item, input_size: Sequence[int] | None) -> Item:
+    """A bare module: refused at once if it cannot be drawn; a resnetlab model without an
+    input size gets its native one (one 224×224 image, 32×32 for CIFAR nets)."""
+    module = item if isinstance(item, nn.Module) else None
+    if isinstance(item, tuple) and len(item) == 2:
+        module = item[1]
+    if module is None:
+        return item
+    check_drawable(module)
+    if input_size is not None or (isinstance(item, tuple) and len(item) == 3):
+        return item
+    label = item[0] if isinstance(item, tuple) else type(module).__name__
+    return (label, module, default_input_size(module.spec))
 
 
 def block_diagram(kind: str) -> Diagram:

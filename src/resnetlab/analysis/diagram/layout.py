@@ -136,28 +136,32 @@ def _shortcut(block: nn.Module) -> str | None:
     return "projection"
 
 
+def _block_of(name: str, blocks: set[str]) -> str | None:
+    """The block (``layer2.0``) a layer's dotted path lies in, if any (blocks are depth 2)."""
+    head = ".".join(name.split(".")[:2])
+    return head if head in blocks and name != head else None
+
+
 def _entries(model: nn.Module, calls: list[LayerCall], blocks: set[str]) -> list[Entry]:
     modules = dict(model.named_modules())
+    # One pass: each block's main-path layers (its shortcut is drawn as the arc instead).
+    inner: dict[str, list[Layer]] = {b: [] for b in blocks}
+    for c in calls:
+        block = _block_of(c.name, blocks)
+        if block and c.is_leaf and "downsample" not in c.name.split(".")[2:]:
+            layer = _layer(c, modules[c.name])
+            if layer is not None and layer.kind == "conv":
+                inner[block].append(layer)
     out: list[Entry] = []
     last_size: tuple[int, int] | None = None
-    for i, call in enumerate(calls):
+    for call in calls:
         if call.name in blocks:
-            prefix = call.name + "."
-            inner = [
-                c
-                for c in calls[i + 1 :]
-                if c.name.startswith(prefix)
-                and c.is_leaf
-                and "downsample" not in c.name[len(prefix) :].split(".")
-            ]
-            layers = [_layer(c, modules[c.name]) for c in inner]
-            convs = tuple(x for x in layers if x is not None and x.kind == "conv")
             shape = call.output_shape or ()
-            block = modules[call.name]
-            out.append(Unit((call.name,), convs, _shortcut(block), shape, call.params))
+            shortcut = _shortcut(modules[call.name])
+            out.append(Unit((call.name,), tuple(inner[call.name]), shortcut, shape, call.params))
             last_size = _spatial(shape)
             continue
-        if not call.is_leaf or any(call.name.startswith(b + ".") for b in blocks):
+        if not call.is_leaf or _block_of(call.name, blocks):
             continue
         layer = _layer(call, modules[call.name])
         if layer is None:
@@ -194,6 +198,15 @@ def fold_band(band: Band) -> Band:
     return Band(band.size, tuple(out))
 
 
+def check_drawable(model: nn.Module) -> None:
+    """A ``ValueError`` unless ``model`` is a resnetlab ``ResNet`` or ``VGG``."""
+    if not isinstance(model, ResNet | VGG):
+        raise InvalidValueError(
+            f"cannot draw a {type(model).__name__}: a diagram needs a resnetlab ResNet or VGG "
+            "(a model built from a spec, with stages); use summarize() for any module"
+        )
+
+
 def column(
     model: nn.Module,
     input_size: tuple[int, ...],
@@ -207,11 +220,7 @@ def column(
     (default) folds when the column would have more than :data:`FOLD_ABOVE` conv boxes.
     Raises a ``ValueError`` for any other module: a diagram needs the stages of a spec.
     """
-    if not isinstance(model, ResNet | VGG):
-        raise InvalidValueError(
-            f"cannot draw a {type(model).__name__}: a diagram needs a resnetlab ResNet or VGG "
-            "(a model built from a spec, with stages); use summarize() for any module"
-        )
+    check_drawable(model)
     blocks: set[str] = set()
     if isinstance(model, ResNet):
         blocks = {f"{s}.{i}" for s in model.stage_names for i in range(len(getattr(model, s)))}

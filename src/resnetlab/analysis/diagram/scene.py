@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 
 from resnetlab.errors import InvalidValueError
-from resnetlab.fileio import check_writable, pyplot, save_figure, write_text_atomic
+from resnetlab.fileio import check_writable, save_figure, write_text_atomic
 
 SUFFIXES = (".svg", ".png")
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
@@ -189,16 +189,14 @@ def save(scene: Scene, path: str | os.PathLike[str], *, title: str) -> Path:
     check_writable(p)
     if p.suffix.lower() == ".svg":
         return write_text_atomic(p, to_svg(scene, title=title))
-    plt = pyplot()
-    fig = plt.figure(figsize=(scene.width / 100, scene.height / 100), dpi=100)
+    # A bare Figure, not pyplot: saving a PNG in a notebook leaves its plotting backend alone.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(scene.width / 100, scene.height / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, scene.width)
     ax.set_ylim(scene.height, 0)
     ax.axis("off")
     for s in scene.shapes:
         _draw_matplotlib(ax, s)
-    try:
-        save_figure(fig, p, dpi=150)
-    finally:
-        plt.close(fig)
-    return p
+    return save_figure(fig, p, dpi=150)
