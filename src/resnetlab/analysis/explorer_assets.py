@@ -14,7 +14,7 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .model { flex: 1 1 0; min-width: 0; border-top: 3px solid #4c72b0; padding-top: 6px; }
 .model h2 { font-size: 16px; margin: 4px 0; }
 .notes { color: #555; font-size: 11px; margin: 0 0 6px; padding-left: 16px; }
-.pane { display: flex; gap: 12px; align-items: flex-start; }
+.pane { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 .diagram { flex: 0 0 auto; max-height: 88vh; overflow: auto; border: 1px solid #ddd; }
 .diagram svg rect[data-name], .diagram svg rect[data-block] { cursor: pointer; }
 .diagram svg rect.selected { stroke: #d62728; stroke-width: 3; }
