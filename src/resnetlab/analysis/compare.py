@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from resnetlab.analysis.counting import LayerCall, totals, trace_calls
 from resnetlab.analysis.formulas import total_formula
+from resnetlab.analysis.html import html_table
 from resnetlab.analysis.summary import MACS_CONVENTION, Format
 from resnetlab.errors import InvalidValueError
 from resnetlab.models.registry import build, model_spec
@@ -105,6 +107,13 @@ class Comparison:
         if notes:
             lines += ["", DEPTH_NOTE + " " + MACS_CONVENTION]
         return "\n".join(lines) + "\n"
+
+    def _repr_html_(self) -> str:
+        """The table in a notebook, each count's formula under it where it was written."""
+        head, body = self._cells()
+        out = html_table(head, body, caption=self.title, numeric=range(2, len(head)))
+        sums = [f"<li>{escape(r.label)}: {escape(r.formula)}</li>" for r in self.rows if r.formula]
+        return out + (f"<ul>{''.join(sums)}</ul>" if sums else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -203,6 +212,9 @@ def _resolve(
     if not size_opt:
         raise InvalidValueError(f"give an input size for {label!r} (it is not a named model)")
     return label, module, tuple(int(v) for v in size_opt)
+
+
+resolve_item = _resolve  # (label, module, input size) of one item; diagrams take the same items
 
 
 def compare(

@@ -2,6 +2,8 @@
 ``conv_params = in_ch × out_ch × k_w × k_h (+ out_ch for a bias)``.
 
 >>> from torch import nn
+
+from resnetlab.analysis.html import html_table
 >>> param_formula("conv1", nn.Conv2d(3, 64, 7, bias=False)).text
 '3×64×7×7 = 9,408'
 >>> param_formula("stem", nn.Conv2d(3, 64, 7)).text
@@ -14,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 from torch import nn
+
+from resnetlab.analysis.html import html_table
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,23 @@ class ParamFormula:
     @property
     def text(self) -> str:
         return f"{self.expression} = {self.count:,}"
+
+    def _repr_html_(self) -> str:
+        return FormulaTable([self])._repr_html_()
+
+
+class FormulaTable(list[ParamFormula]):
+    """The list :func:`~resnetlab.analysis.formulas.formulas` returns, shown as a table
+    (layer, type, formula, parameters, and the total) in a notebook."""
+
+    @property
+    def total(self) -> int:
+        return sum(f.count for f in self)
+
+    def _repr_html_(self) -> str:
+        rows = [[f.name, f.type, f.expression, f"{f.count:,}"] for f in self]
+        rows.append(["total", "", "", f"{self.total:,}"])
+        return html_table(("Layer", "Type", "Formula", "Params"), rows, numeric=(3,))
 
 
 def _dims(*values: int) -> str:
@@ -67,9 +88,10 @@ def param_formula(name: str, module: nn.Module) -> ParamFormula | None:
     return ParamFormula(name, type(module).__name__, tuple(terms), count)
 
 
-def formulas(model: nn.Module) -> list[ParamFormula]:
-    """One formula for every module that owns parameters, in registration order."""
-    out = []
+def formulas(model: nn.Module) -> FormulaTable:
+    """One formula for every module that owns parameters, in registration order (a list
+    that shows itself as a table in a notebook)."""
+    out = FormulaTable()
     for name, module in model.named_modules():
         f = param_formula(name, module)
         if f is not None:

@@ -13,12 +13,14 @@ import io
 import json
 import textwrap
 from dataclasses import dataclass
+from html import escape
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from resnetlab.analysis.counting import LayerCall, Totals, totals, trace_calls
+from resnetlab.analysis.html import html_table
 from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.models.vgg import VGG
@@ -183,6 +185,28 @@ class Summary:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def _repr_html_(self) -> str:
+        """The table in a notebook: layers indented by nesting, then the totals."""
+        rows = self.rows
+        body = [
+            [
+                r.name,
+                r.type,
+                _shape(r.output_shape),
+                _num(r.params, r.trainable),
+                _num(r.macs, True),
+            ]
+            for r in rows
+        ]
+        head = ("Layer", "Type", "Output shape", "Params", "Mult-adds")
+        caption = f"{self.title}, input {_shape(self.input_size)}"
+        layers = html_table(
+            head, body, caption=caption, numeric=(3, 4), indent=[r.depth - 1 for r in rows]
+        )
+        footer = html_table(("Total", ""), self._footer(), numeric=(1,))
+        notes = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
+        return f"{layers}{footer}<ul>{notes}</ul><p>{escape(MACS_CONVENTION)}</p>"
 
     def to_csv(self) -> str:
         buf = io.StringIO()

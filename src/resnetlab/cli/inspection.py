@@ -13,6 +13,7 @@ from resnetlab.analysis.compare import compare, default_input_size
 from resnetlab.analysis.formulas import formulas
 from resnetlab.analysis.summary import FORMATS, summarize
 from resnetlab.analysis.tour import tour
+from resnetlab.cli import pictures
 from resnetlab.cli.common import (
     UsageError,
     emit,
@@ -31,6 +32,7 @@ def add_parsers(sub: Any) -> None:
     _add_models(sub)
     _add_counting(sub)
     _add_catalogue(sub)
+    pictures.add_parser(sub)
 
 
 def _add_models(sub: Any) -> None:
@@ -93,15 +95,18 @@ def _add_counting(sub: Any) -> None:
 
     p = sub.add_parser(
         "plot",
-        help="charts: cost per stage, or a depth sweep",
+        help="charts: cost per stage, a depth sweep; --diagram: the architecture (Fig. 3)",
         description=(
             "One model: parameters and MACs per stage. Several models (or --kind sweep): "
-            "parameters and MACs against depth. PNG or SVG by the file's suffix."
+            "parameters and MACs against depth. --diagram: the architecture as the paper's "
+            "Fig. 3 draws it (several models side by side; --block KIND: one block, Fig. 5). "
+            "PNG or SVG by the file's suffix."
         ),
     )
-    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("models", nargs="*", metavar="MODEL")
     p.add_argument("-o", "--output", type=Path, required=True, help="chart file (.png or .svg)")
     p.add_argument("--kind", choices=("stages", "sweep"), help="default: by number of models")
+    pictures.diagram_args(p)
     input_size_arg(p, "--input-size 1 3 224 224")
     model_options(p)
     p.set_defaults(func=cmd_plot)
@@ -283,6 +288,11 @@ def cmd_params(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    if args.diagram or args.block:
+        pictures.cmd_diagram(args)
+        return
+    if not args.models:
+        raise UsageError("give at least one MODEL (or --diagram --block KIND)")
     check_chart_path(args.output)
     kind = args.kind or ("stages" if len(args.models) == 1 else "sweep")
     if kind == "stages":

@@ -6,6 +6,7 @@ callers turn them into percentages at the end.
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from collections.abc import Sequence
@@ -142,6 +143,10 @@ class ConfusionMatrix:
         overall = "-" if math.isnan(total) else f"{100 * total:.2f}%"
         lines.append(f"overall accuracy {overall} of {int(self.matrix.sum())} samples")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: :meth:`to_text` as a preformatted block (escaped)."""
+        return f"<pre>{html.escape(self.to_text())}</pre>"
 
     def plot(
         self,
