@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from resnetlab.data.augment import Preprocess, eval_transform
@@ -246,15 +247,24 @@ class Predictor:
     def explain_files(
         self, paths: list[str], out_dir: str | os.PathLike[str]
     ) -> list[tuple[Path, Explanation]]:
-        """Write ``DIR/<stem>.gradcam.png`` per image file: the top class's Grad-CAM over
-        the image the model saw; returns each PNG with its explanation."""
-        from resnetlab.infer.explain import heatmap_paths, overlay
+        """Write ``DIR/<stem>.gradcam.png`` per image file: the original (the part the model
+        saw boxed) beside the top class's Grad-CAM over the model's view, titled with the
+        class and its probability (:func:`~resnetlab.infer.explain.figure`); returns each
+        PNG with its explanation."""
+        from resnetlab.infer.explain import figure, heatmap_paths, overlay, save_figure, seen_box
 
         found = self.explain(self.read_images(paths))
         targets = heatmap_paths(out_dir, paths)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        for target, e in zip(targets, found, strict=True):
-            overlay(e.image, e.heatmap).save(target)
+        _, h, w = self.data_size
+        pre = self.preprocess
+        inner = pre.image_size / h if pre.augment == "imagenet" and h != pre.image_size else 1.0
+        for path, target, e in zip(paths, targets, found, strict=True):
+            with Image.open(path) as im:
+                original = im.convert("RGB")
+            box = seen_box(original.size, inner) if h == w else None
+            title = f"{e.label} {e.probability:.1%}"
+            save_figure(figure(original, overlay(e.image, e.heatmap), title, box), title, target)
         return list(zip(targets, found, strict=True))
 
     def split(self, split: str, source: str | None = None) -> Split:
