@@ -4,7 +4,9 @@ becomes the model's input, and a callable that applies it to a PIL image.
 It is what ``resnetlab predict`` does, written with PIL and numpy only, so another runtime
 can repeat it to the last bit (docs/interop.md, "The preprocessing block"):
 
-1. decode; convert to RGB (``channels`` 1: then to L);
+1. decode; convert to RGB (``channels`` 1: then to L): 16/32-bit and float images scaled
+   from their own min-max range to 0-255 first, palette images through RGB(A), any alpha
+   composited on white;
 2. resize the **shorter** side to ``load_side`` with Pillow's ``interpolation`` filter
    (antialiased), the longer side ``int(load_side * long / short)`` (truncated, as
    torchvision's ``Resize``), unless the shorter side is ``load_side`` already;
@@ -45,7 +47,7 @@ class EvalTransform:
 
     def __call__(self, image: Image.Image) -> Tensor:
         """A PIL image → float32 ``(channels, crop, crop)``, normalised."""
-        im = image.convert("RGB")
+        im = to_rgb(image)
         if self.channels == 1:
             im = im.convert("L")
         im = centre_square(im, self.load_side, _FILTERS[self.interpolation])
@@ -64,12 +66,14 @@ class EvalTransform:
             "version": PREPROCESSING_VERSION,
             "channels": self.channels,
             "resize": {"side": "shorter", "size": self.load_side, "long_side": "truncate"},
+            "convert": "RGB (16/32-bit and float: min-max scaled to 0-255; alpha: on white)"
+            + (", then L" if self.channels == 1 else ""),
             "interpolation": self.interpolation,
             "centre_square": "round-half-even offsets",
             "crop": self.crop,
             "mean": list(self.mean),
             "std": list(self.std),
-            "scale": "x / 255 then (x - mean) / std, float32, (N, C, H, W)",
+            "normalise": "(x / 255 - mean) / std, float32, (N, C, H, W)",
             "classes": list(classes),
         }
 
@@ -107,3 +111,19 @@ def centre_square(im: Image.Image, side: int, resample: Image.Resampling) -> Ima
         im = im.resize((w, h), resample)
     left, top = round((w - side) / 2), round((h - side) / 2)
     return im.crop((left, top, left + side, top + side))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Step 1: any mode Pillow reads → 8-bit RGB, as ``predict`` decodes files."""
+    im = image
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        im = Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), mode="L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert("RGB")
