@@ -298,7 +298,7 @@ class Predictor:
                 )
         data = splits.get(split)
         if data is None:
-            others = [k for k, v in splits.items() if v is not None and k != split]
+            others = [k for k in ("test", "val", "train") if splits[k] is not None and k != split]
             raise DataError(
                 f"{source or d.source} has no {split!r} split; it has "
                 f"{', '.join(others) or 'none'} (--split {others[0] if others else 'train'})"
