@@ -339,11 +339,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model, channels = p.model, p.data_size[0]
         side = args.image_size or p.preprocess.image_size
         label = f"{args.model} ({p.config.model.name})"
+        from resnetlab.infer.fast import val_check
+
+        check, why = val_check(p, side)
     else:
         from resnetlab.models.registry import create_model
 
         _, channels, native, _ = default_input_size(get_entry(args.model).spec)
         model, side, label = create_model(args.model), args.image_size or native, args.model
+        check, why = None, "a bare model name has no data (give a checkpoint)"
     size = (args.batch_size, channels, side, side)
     check_memory(model, size, training=False)  # before the batch exists; a bad shape too
     x = torch.randn(*size)
@@ -352,7 +356,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "(torch.compile builds first, which takes a while)…",
         flush=True,
     )
-    fast = optimize_for_inference(model, x, engines=args.engines, min_seconds=args.seconds)
+    print(f"int8 accuracy check: {check.source if check else 'not possible: ' + why}", flush=True)
+    fast = optimize_for_inference(
+        model, x, engines=args.engines, min_seconds=args.seconds, check=check
+    )
     print(fast.report())
     print(f"picked: {fast.engine}")
     return 0
