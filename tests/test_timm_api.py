@@ -146,3 +146,15 @@ def test_the_weights_transform_is_predicts_preprocessing() -> None:
     assert torch.equal(x, torch.from_numpy(want.transpose(2, 0, 1).copy()))
     model = resnetlab.create_model("resnet50.tv2_in1k")
     assert transform_of(model) == t
+
+
+def test_vgg_has_the_same_interface() -> None:
+    model = resnetlab.create_model("vgg11", num_classes=4, in_chans=1, drop_rate=0.1).eval()
+    assert model.num_classes == 4 and model.num_features == 4096
+    assert model.pretrained_cfg["input_size"] == (1, 224, 224)
+    x = torch.randn(1, 1, 32, 32)
+    feats = model.forward_features(x)
+    pooled = model.forward_head(feats, pre_logits=True)
+    assert pooled.shape == (1, 4096) and torch.allclose(model.forward_head(feats), model(x))
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and torch.allclose(model(x), pooled)

@@ -270,7 +270,9 @@ class VGGSpec:
             raise InvalidValueError(
                 f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth!r}"
             )
-        _check_positive("num_classes", self.num_classes)
+        n = self.num_classes  # 0 as in timm: no last linear layer
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise InvalidValueError(f"num_classes must be a positive integer (or 0), got {n!r}")
         _check_positive("in_channels", self.in_channels)
         _check_fraction("dropout", self.dropout)
 
