@@ -154,3 +154,15 @@ def test_an_export_without_the_block_is_still_read(tmp_path: Path) -> None:
     a, b = (Predictor.load(f, device="cpu") for f in (new, old))
     x = a.read_images([str(image)])
     assert torch.equal(a.probabilities(x), b.probabilities(x))
+
+
+def test_a_float_resize_is_marked_inexact() -> None:
+    from resnetlab.data.augment import Preprocess
+    from resnetlab.infer.export import preprocessing_block
+
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    upsized = preprocessing_block(Preprocess(mean, std, 128), (3, 32, 32), "bilinear", ())
+    assert upsized["exact"] is False and "128×128" in str(upsized["note"])
+    photos = Preprocess(mean, std, 96, augment="imagenet")  # stored at 110 = 96 / 0.875
+    assert preprocessing_block(photos, (3, 110, 110), "bicubic", ())["exact"] is True
+    assert preprocessing_block(photos, (3, 120, 120), "bicubic", ())["exact"] is False

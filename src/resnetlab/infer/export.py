@@ -60,20 +60,24 @@ def preprocessing_block(
     classes: tuple[str, ...] | list[str],
 ) -> dict[str, object]:
     """The portable block of a model: ``predict``'s evaluation steps as data. ``exact`` is
-    false (with a ``note``) for the one path it cannot state with PIL and numpy: a model
-    whose input side differs from the stored side without an ImageNet-style crop (the
-    finetune recipe's 32 → 128), which ``predict`` resizes in float with torch."""
+    false (with a ``note``) where ``predict`` resizes in float with torch, which PIL and
+    numpy cannot repeat bit for bit: an input side other than the stored side without an
+    ImageNet-style crop (the finetune recipe's 32 → 128), or a stored side other than the
+    crop's resize side."""
     c, h, w = data_size
     crop = pre.image_size if pre.augment == "imagenet" and h != pre.image_size else h
     block = EvalTransform(
         load_side=h, crop=crop, interpolation=interpolation, mean=pre.mean, std=pre.std, channels=c
     ).block(classes)
-    exact = h == w and (crop == pre.image_size)
+    # predict resizes in float (torch) where the stored side is not the crop's resize side
+    crop_path = pre.augment == "imagenet" and h != pre.image_size
+    exact = h == w and crop == pre.image_size and (not crop_path or h == pre.resize_side)
     block["exact"] = exact
     if not exact:
         block["note"] = (
-            f"then resize the normalised {crop}×{crop} float image to {pre.image_size}×"
-            f"{pre.image_size} (bilinear, antialiased; torch.nn.functional.interpolate)"
+            f"predict also resizes in float with torch (bilinear, antialiased) to the "
+            f"{pre.image_size}×{pre.image_size} input, which PIL cannot repeat bit for bit "
+            "(resnetlab.data.augment.eval_transform)"
         )
     return block
 
