@@ -89,3 +89,28 @@ print(type(model).__name__, resnetlab.__file__)
     assert out.returncode == 0, out.stderr
     kind, path = out.stdout.split()
     assert kind == "ResNet" and Path(path).is_relative_to(REPO / "src")
+
+
+def test_hub_pretrained_catalogue_name_loads_the_published_file() -> None:
+    import shutil
+
+    from conftest import SHARED
+    from resnetlab.interop import get_weights
+    from resnetlab.interop.foreign_files import cache_path
+
+    src = SHARED / "weights" / "resnet32-d509ac18.th"
+    if not src.is_file():
+        pytest.skip(f"{src} not present (it lives in ../shared, beside the repository)")
+    w = get_weights("resnet32.akamaster_cifar10")
+    target, _ = cache_path(w.url, sha256=w.sha256)  # as if downloaded once (no network)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, target)
+    model = torch.hub.load(str(REPO), "resnet32.akamaster_cifar10", source="local", pretrained=True)
+    ref = create_model("resnet32", num_classes=10)
+    from resnetlab.interop import load_pretrained
+
+    ref = load_pretrained(src, ref, layout="akamaster")[0]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=True)
+    )
