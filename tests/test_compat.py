@@ -29,7 +29,7 @@ from resnetlab.interop import (
     read_state_dict,
     resnetlab_name,
 )
-from resnetlab.interop.compat import TORCHVISION_NAMES, from_akamaster
+from resnetlab.interop.compat import TORCHVISION_NAMES, architectures_of, from_akamaster
 from resnetlab.models import create_model
 
 
@@ -90,9 +90,9 @@ def test_wrong_model_gives_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"does not fit resnet18: .*2 shape mismatches") as e:
         load_torchvision_checkpoint(path, "resnet18", num_classes=10)
     assert "checkpoint head has 1000 classes, model has 10" in _one_line(e)
-    with pytest.raises(CheckpointError, match="missing keys") as e:
+    with pytest.raises(CheckpointError, match="holds a resnet18 .*not a resnet34") as e:
         load_torchvision_checkpoint(path, "resnet34")
-    assert "parity_report()" in _one_line(e)
+    assert "use --model resnet18" in _one_line(e)
 
 
 def test_corrupt_and_missing_files(tmp_path: Path) -> None:
@@ -191,9 +191,25 @@ def test_non_strict_load_keeps_a_fresh_head(tmp_path: Path) -> None:
     for key in report.matched:
         assert torch.equal(mine[key], theirs[key]), key
     assert mine["fc.weight"].shape == (10, 512)
-    with pytest.raises(CheckpointError, match="0 tensors match") as e:
+    with pytest.raises(CheckpointError, match="holds a resnet18 .*not a vgg11: only 0 of") as e:
         load_pretrained(path, "vgg11", strict=False)
     _one_line(e)
+
+
+def test_another_architecture_is_named_with_the_model_to_use(tmp_path: Path) -> None:
+    # A ResNet-18 file given for a ResNet-50: both names, the counts, and the --model fix.
+    path = _save(create_model("resnet18", num_classes=7).state_dict(), tmp_path / "best.pth")
+    for strict in (True, False):
+        with pytest.raises(CheckpointError) as e:
+            load_pretrained(path, create_model("resnet50"), strict=strict)
+        msg = _one_line(e)
+        assert "holds a resnet18 (7 classes), not a resnet50: only " in msg
+        assert "use --model resnet18" in msg and " of 320 tensors match" in msg
+    # Same tensors, different stride placement: both names are given.
+    path50 = _save(create_model("resnet50").state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(CheckpointError, match="holds a resnet50 or resnet50_v1_5 .*not a resnet18"):
+        load_pretrained(path50, "resnet18")
+    assert architectures_of(torch.load(path50))[0][:2] == ["resnet50", "resnet50_v1_5"]
 
 
 # --------------------------------------------------------------------------- timm, safetensors
@@ -300,7 +316,7 @@ def test_akamaster_checkpoint_computes_the_same(tmp_path: Path, name: str, n: in
 def test_akamaster_file_into_a_torchvision_net_is_named(tmp_path: Path) -> None:
     state = {f"module.{k}": v for k, v in _AkaResNet(3).state_dict().items()}
     path = _save({"state_dict": state}, tmp_path / "a.th")
-    with pytest.raises(CheckpointError, match="missing keys.*unexpected keys") as e:
+    with pytest.raises(CheckpointError, match="holds a resnet20 or plain20 .*not a resnet18") as e:
         load_pretrained(path, "resnet18", layout="akamaster")
     _one_line(e)
 

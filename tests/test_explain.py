@@ -4,9 +4,11 @@ one PNG per image; without captum, one line saying what to install."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -126,3 +128,40 @@ def test_predict_explain_without_captum_is_one_line(
     assert err.strip().count("\n") == 0
     assert "explanations need captum: pip install 'resnetlab[explain]'" in err
     assert not (tmp_path / "cams").exists()
+
+
+def test_a_gradcam_picture_has_its_title_and_both_panels(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, tmp_path: Path
+) -> None:
+    """A wide 80×60 photo into a 32×32 model: the original beside the overlay, under the
+    class and its probability, the centre square the model saw boxed on the original."""
+    arr = np.zeros((60, 80, 3), np.uint8)
+    arr[:, :40] = (200, 30, 30)  # left half red, right half blue
+    arr[:, 40:] = (30, 30, 200)
+    path = tmp_path / "wide.png"
+    Image.fromarray(arr).save(path)
+    out_dir = tmp_path / "cams"
+    code, out, err = cli(capsys, "predict", str(checkpoint), str(path), "--explain", str(out_dir))
+    assert code == 0, err
+    with Image.open(out_dir / "wide.gradcam.png") as im:
+        im.load()
+        title, panels = im.text["Title"], json.loads(im.text["Panels"])
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    label, prob = title.rsplit(" ", 1)
+    assert prob.endswith("%") and 0 < float(prob[:-1]) <= 100
+    assert f"{label}" in out  # the class predict printed first
+    x0, y0, x1, y1 = panels["original"]
+    ox0, oy0, ox1, oy1 = panels["overlay"]
+    assert y1 - y0 >= 256 and oy1 - oy0 == y1 - y0 and ox0 > x1  # side by side, same height
+    assert (x1 - x0) / (y1 - y0) == pytest.approx(80 / 60, abs=0.02)  # the whole original
+    assert (pixels[:y0] < 100).all(axis=2).any()  # the title is drawn (dark text on white)
+    # The original panel shows the photo: red on its far left, blue on its far right.
+    assert tuple(pixels[(y0 + y1) // 2, x0 + 2]) == pytest.approx((200, 30, 30), abs=12)
+    assert tuple(pixels[(y0 + y1) // 2, x1 - 3]) == pytest.approx((30, 30, 200), abs=12)
+    # The centre 60×60 square the model saw is boxed in gold on it.
+    scale = (y1 - y0) / 60
+    gold = (pixels[y0:y1, x0:x1] == (255, 215, 0)).all(axis=2)
+    assert gold[:, round(10 * scale)].sum() > (y1 - y0) // 2
+    assert not gold[:, : round(10 * scale) - 2].any()
+    # The overlay panel is the model's view with heat on it, not a copy of the original.
+    assert not np.array_equal(pixels[oy0:oy1, ox0 : ox0 + 20], pixels[y0:y1, x0 : x0 + 20])

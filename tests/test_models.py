@@ -115,7 +115,7 @@ def test_unknown_override_is_rejected_with_the_options() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": -1}, "num_classes"),
         ({"in_channels": -1}, "in_channels"),
         ({"kernel_size": 4}, "odd"),
         ({"shortcut": "D"}, "shortcut"),

@@ -204,3 +204,28 @@ def test_fast_recipe_trains_photos_with_every_modern_option(
     predictor = Predictor.load(out / "modern" / "best.pt", device="cpu")
     metrics, _ = predictor.evaluate(predictor.split("val"))
     assert metrics["top1"] == pytest.approx(best["best_val_top1"])
+
+
+def test_eval_without_split_uses_test_else_val_and_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The PyTorch transfer-learning tutorial's train/val folder: ``eval`` with no --split
+    measures val and says that val chose the checkpoint; a folder with a test split gets test."""
+    photos = _photo_folder(tmp_path / "photos")
+    code, _, err = _train_photos(capsys, photos, tmp_path / "runs", "tv", "--iterations", "1")
+    assert code == 0, err
+    ckpt = tmp_path / "runs" / "tv" / "last.pt"
+    code, out, err = cli(capsys, "eval", str(ckpt), "--out", str(tmp_path / "ev"))
+    assert code == 0, err
+    assert "evaluating on val, which chose the checkpoint" in err and " on val (" in out
+    assert (tmp_path / "ev" / "eval-val.json").is_file()
+    for cls in ("cats", "dogs"):  # now with a test split: it is the default
+        (photos / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            _photo(photos / "test" / cls / f"{i}.jpg", (300, 200), "RGB", seed=7 + i)
+    code, out, err = cli(capsys, "eval", str(ckpt))
+    assert code == 0, err
+    assert " on test (4 images)" in out and "val" not in err
+    code, out, _ = cli(capsys, "eval", "--help")
+    help_text = " ".join(out.split())
+    assert "default: the data's test split, else its val split" in help_text

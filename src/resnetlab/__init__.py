@@ -5,8 +5,10 @@ paper's experiments. Start with :func:`create_model` and :func:`summarize`.
 """
 
 from resnetlab.analysis import compare, summarize
-from resnetlab.interop import load_torchvision_checkpoint
-from resnetlab.models import create_model, list_models
+
+# timm's create_model: model names, catalogue names and pretrained=True (resnetlab.interop).
+from resnetlab.interop import create_model, load_torchvision_checkpoint
+from resnetlab.models import list_models
 from resnetlab.version import __version__
 
 __all__ = [

@@ -7,10 +7,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnetlab.cli.common import UsageError, add_published_options, positive_int, say_published
 from resnetlab.fileio import check_folder, check_writable, json_text, write_text_atomic
+
+if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command that runs
+    from resnetlab.data.tensors import Split
+    from resnetlab.infer.predict import Predictor
 
 
 def add_parsers(sub: Any) -> None:
@@ -30,7 +34,13 @@ def _add_eval(sub: Any) -> None:
     )
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument(
+        "--split",
+        choices=("test", "val", "train"),
+        default=None,
+        help="default: the data's test split, else its val split (said when used: val "
+        "chose the checkpoint, so its accuracy is optimistic)",
+    )
     p.add_argument(
         "--out", type=Path, help="folder for eval-<split>.json and confusion-<split>.png"
     )
@@ -150,15 +160,33 @@ def _add_bench(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _eval_split(args: argparse.Namespace, predictor: Predictor) -> Split:
+    """The split ``eval`` measures: ``--split``, else test, else val (said, with why val's
+    number is optimistic); ``args.split`` is set to the one chosen."""
+    if args.split is not None:
+        return predictor.split(args.split, args.data)
+    args.split, data = predictor.default_split(args.data)
+    if args.split == "val":
+        print(
+            "no --split and the data has no test split: evaluating on val, which chose the "
+            "checkpoint in training (so this accuracy is optimistic)",
+            file=sys.stderr,
+        )
+    if args.out is not None:
+        check_writable(args.out / f"eval-{args.split}.json")
+    return data
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_folder(args.out)
         args.out.mkdir(parents=True, exist_ok=True)
-        check_writable(args.out / f"eval-{args.split}.json")
+        if args.split is not None:
+            check_writable(args.out / f"eval-{args.split}.json")
     predictor = _load_for_eval(args)
     say_published(predictor)
-    data = predictor.split(args.split, args.data)
+    data = _eval_split(args, predictor)
     metrics, cm = predictor.evaluate(data, batch_size=args.batch_size)
     per_class = dict(zip(predictor.classes, cm.per_class_accuracy(), strict=True))
     result = {
@@ -311,11 +339,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model, channels = p.model, p.data_size[0]
         side = args.image_size or p.preprocess.image_size
         label = f"{args.model} ({p.config.model.name})"
+        from resnetlab.infer.fast import val_check
+
+        check, why = val_check(p, side)
     else:
         from resnetlab.models.registry import create_model
 
         _, channels, native, _ = default_input_size(get_entry(args.model).spec)
         model, side, label = create_model(args.model), args.image_size or native, args.model
+        check, why = None, "a bare model name has no data (give a checkpoint)"
     size = (args.batch_size, channels, side, side)
     check_memory(model, size, training=False)  # before the batch exists; a bad shape too
     x = torch.randn(*size)
@@ -324,7 +356,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "(torch.compile builds first, which takes a while)…",
         flush=True,
     )
-    fast = optimize_for_inference(model, x, engines=args.engines, min_seconds=args.seconds)
+    print(f"int8 accuracy check: {check.source if check else 'not possible: ' + why}", flush=True)
+    fast = optimize_for_inference(
+        model, x, engines=args.engines, min_seconds=args.seconds, check=check
+    )
     print(fast.report())
     print(f"picked: {fast.engine}")
     return 0

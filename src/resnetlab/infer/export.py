@@ -1,6 +1,12 @@
 """``resnetlab export``: a checkpoint (ours or a published one) written as ONNX, safetensors
 or OpenVINO IR, each carrying the model name, classes and preprocessing, so that
-:mod:`resnetlab.infer.exported` (and ``eval``/``predict``) can read the first two back."""
+:mod:`resnetlab.infer.exported` (and ``eval``/``predict``) can read the first two back.
+
+Every export carries one portable ``preprocessing`` block (the same JSON under the same key
+in ONNX metadata, safetensors metadata and OpenVINO ``rt_info``): versioned, evaluation
+only, exactly what ``predict`` does to an image file (:mod:`resnetlab.interop.transforms`,
+docs/interop.md "The preprocessing block"). The ``resnetlab.*`` keys beside it (training
+preprocessing, the config) are resnetlab's own, for rebuilding and resuming."""
 
 from __future__ import annotations
 
@@ -11,9 +17,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from resnetlab.data.augment import Preprocess
 from resnetlab.errors import InvalidValueError
 from resnetlab.infer.predict import Predictor, refuse_onnx
 from resnetlab.interop.compat import Layout
+from resnetlab.interop.transforms import EvalTransform
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError
 from resnetlab.runtime.config import plain
 
@@ -41,6 +49,39 @@ def export_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
     return fmt
 
 
+# The key of the portable block, the same in every format.
+PREPROCESSING_KEY = "preprocessing"
+
+
+def preprocessing_block(
+    pre: Preprocess,
+    data_size: tuple[int, ...],
+    interpolation: str,
+    classes: tuple[str, ...] | list[str],
+) -> dict[str, object]:
+    """The portable block of a model: ``predict``'s evaluation steps as data. ``exact`` is
+    false (with a ``note``) where ``predict`` resizes in float with torch, which PIL and
+    numpy cannot repeat bit for bit: an input side other than the stored side without an
+    ImageNet-style crop (the finetune recipe's 32 → 128), or a stored side other than the
+    crop's resize side."""
+    c, h, w = data_size
+    crop = pre.image_size if pre.augment == "imagenet" and h != pre.image_size else h
+    block = EvalTransform(
+        load_side=h, crop=crop, interpolation=interpolation, mean=pre.mean, std=pre.std, channels=c
+    ).block(classes)
+    # predict resizes in float (torch) where the stored side is not the crop's resize side
+    crop_path = pre.augment == "imagenet" and h != pre.image_size
+    exact = h == w and crop == pre.image_size and (not crop_path or h == pre.resize_side)
+    block["exact"] = exact
+    if not exact:
+        block["note"] = (
+            f"predict also resizes in float with torch (bilinear, antialiased) to the "
+            f"{pre.image_size}×{pre.image_size} input, which PIL cannot repeat bit for bit "
+            "(resnetlab.data.augment.eval_transform)"
+        )
+    return block
+
+
 @dataclass(frozen=True)
 class _Graph:
     """What the graph exports (ONNX, OpenVINO) share: the model as loaded for export, BN
@@ -61,7 +102,9 @@ def _graph_source(
 
     p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
     c, side = p.data_size[0], p.preprocess.image_size
+    block = preprocessing_block(p.preprocess, p.data_size, p.config.data.interpolation, p.classes)
     meta = {
+        PREPROCESSING_KEY: json.dumps(block),
         "model": p.config.model.name,
         "classes": json.dumps(p.classes),
         "preprocess": json.dumps(asdict(p.preprocess)),
@@ -86,7 +129,10 @@ def export_onnx_file(
 
     target = check_writable(out)
     g = _graph_source(ckpt, model=model, layout=layout)
-    meta = {f"resnetlab.{key}": value for key, value in g.meta.items()}
+    meta = {
+        key if key == PREPROCESSING_KEY else f"resnetlab.{key}": value
+        for key, value in g.meta.items()
+    }
     export_onnx(g.net, g.example, str(target), metadata=meta)
     return target
 
@@ -111,7 +157,7 @@ def export_openvino_file(
     converted = openvino_model(g.net, g.example)
     converted.reshape({0: ov.PartialShape([-1, *g.example.shape[1:]])})
     for key, value in g.meta.items():
-        converted.set_rt_info(value, ["resnetlab", key])
+        converted.set_rt_info(value, [key] if key == PREPROCESSING_KEY else ["resnetlab", key])
     ov.save_model(converted, str(target), compress_to_fp16=False)
     return target
 
@@ -146,7 +192,9 @@ def export_safetensors(
             model_name=p.config.model.name,
         )
     tensors = {k: v.contiguous() for k, v in c.weights.items()}
+    block = preprocessing_block(c.pipeline, c.data_size, c.config.data.interpolation, c.classes)
     meta = {
+        PREPROCESSING_KEY: json.dumps(block),
         "format": "resnetlab",
         "model": c.model_name,
         "model_options": json.dumps(plain(c.config.model.options)),

@@ -48,8 +48,21 @@ class Exported:
     config: TrainConfig | None  # the training config, where the file carries it
 
 
+_RUN_LENGTHS = ("epochs", "iterations", "time_limit_min", "budget_min")
+
+
 def _config(text: str | None) -> TrainConfig | None:
-    return config_from_dict(json.loads(text)) if text else None
+    if not text:
+        return None
+    d = json.loads(text)
+    run = d.get("run")
+    # An export of a published file carries the stand-in config its predictor made: its
+    # data settings (interpolation, sizes) matter, its run was never trained, so it has no
+    # length. Give it one so it reads back (it exported, but did not read).
+    published = d.get("recipe") == "published" and isinstance(run, dict)
+    if published and not any(run.get(k) for k in _RUN_LENGTHS):
+        run["epochs"] = 1
+    return config_from_dict(d)
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:

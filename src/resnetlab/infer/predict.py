@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from resnetlab.data.augment import Preprocess, eval_transform
@@ -246,19 +247,36 @@ class Predictor:
     def explain_files(
         self, paths: list[str], out_dir: str | os.PathLike[str]
     ) -> list[tuple[Path, Explanation]]:
-        """Write ``DIR/<stem>.gradcam.png`` per image file: the top class's Grad-CAM over
-        the image the model saw; returns each PNG with its explanation."""
-        from resnetlab.infer.explain import heatmap_paths, overlay
+        """Write ``DIR/<stem>.gradcam.png`` per image file: the original (the part the model
+        saw boxed) beside the top class's Grad-CAM over the model's view, titled with the
+        class and its probability (:func:`~resnetlab.infer.explain.figure`); returns each
+        PNG with its explanation."""
+        from resnetlab.infer.explain import figure, heatmap_paths, overlay, save_figure, seen_box
 
         found = self.explain(self.read_images(paths))
         targets = heatmap_paths(out_dir, paths)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        for target, e in zip(targets, found, strict=True):
-            overlay(e.image, e.heatmap).save(target)
+        _, h, w = self.data_size
+        pre = self.preprocess
+        inner = pre.image_size / h if pre.augment == "imagenet" and h != pre.image_size else 1.0
+        for path, target, e in zip(paths, targets, found, strict=True):
+            with Image.open(path) as im:
+                original = im.convert("RGB")
+            box = seen_box(original.size, inner) if h == w else None
+            title = f"{e.label} {e.probability:.1%}"
+            save_figure(figure(original, overlay(e.image, e.heatmap), title, box), title, target)
         return list(zip(targets, found, strict=True))
 
     def split(self, split: str, source: str | None = None) -> Split:
         """A split of the training data (the same val split as in training), or of ``source``."""
+        return self._pick(split, source)[1]
+
+    def default_split(self, source: str | None = None) -> tuple[str, Split]:
+        """``eval`` without ``--split``: the data's test split, else its val split (a
+        train/val folder, the PyTorch transfer-learning tutorial's layout); with its name."""
+        return self._pick(None, source)
+
+    def _pick(self, split: str | None, source: str | None) -> tuple[str, Split]:
         from resnetlab.runtime.rundata import load_run_data
 
         d = self.config.data
@@ -271,9 +289,20 @@ class Predictor:
         # each split, nothing downloaded, and optionally another source with the same classes.
         data_cfg = replace(d, source=source or d.source, download=False, limit_per_class=None)
         bundle = load_run_data(replace(self.config, data=data_cfg), log=lambda _m: None)
-        data = {"train": bundle.train, "val": bundle.val, "test": bundle.test}.get(split)
+        splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
+        if split is None:
+            split = "test" if bundle.test is not None else "val"
+            if bundle.val is None and bundle.test is None:
+                raise DataError(
+                    f"{source or d.source} has neither a test nor a val split; give --split train"
+                )
+        data = splits.get(split)
         if data is None:
-            raise DataError(f"{source or d.source} has no {split!r} split")
+            others = [k for k in ("test", "val", "train") if splits[k] is not None and k != split]
+            raise DataError(
+                f"{source or d.source} has no {split!r} split; it has "
+                f"{', '.join(others) or 'none'} (--split {others[0] if others else 'train'})"
+            )
         if self._unnamed_classes() and len(data.classes) == len(self.classes):
             # The file numbers its classes only (torchvision's ImageNet weights): a folder
             # of ImageNet's synset ids, sorted, is in the same order, so take its names.
@@ -288,7 +317,7 @@ class Predictor:
                 f"the data's images are {data.image_size}, the model was trained on "
                 f"{self.data_size}"
             )
-        return data
+        return split, data
 
     def _unnamed_classes(self) -> bool:
         # Or named after ImageNet-1k's list: a folder of synset ids is that list, in order.

@@ -14,14 +14,18 @@ from resnetlab.interop.compat import (
     parity_report,
     resnetlab_name,
 )
+from resnetlab.interop.create import create_model, transform_of
 from resnetlab.interop.fact_sheet import PublishedWeights
 from resnetlab.interop.foreign_files import download_checkpoint, read_state_dict
+from resnetlab.interop.transforms import EvalTransform
 from resnetlab.interop.weights import get_weights, list_weights
 
 __all__ = [
     "CheckpointError",
+    "EvalTransform",
     "ParityReport",
     "PublishedWeights",
+    "create_model",
     "download_checkpoint",
     "from_akamaster",
     "get_weights",
@@ -31,4 +35,5 @@ __all__ = [
     "parity_report",
     "read_state_dict",
     "resnetlab_name",
+    "transform_of",
 ]

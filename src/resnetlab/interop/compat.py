@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from resnetlab.errors import CheckpointError as CheckpointError
 from resnetlab.errors import InvalidValueError
 from resnetlab.interop.foreign_files import load_reason, read_state_dict
-from resnetlab.models.registry import create_model
+from resnetlab.models.registry import build, create_model, model_entries
 
 # torchvision builder name → resnetlab model name.
 TORCHVISION_NAMES: dict[str, str] = {
@@ -161,6 +161,83 @@ def parity_report(state: Mapping[str, Tensor], model: nn.Module) -> ParityReport
     )
 
 
+# --------------------------------------------------------------------------- naming
+
+
+def model_name_of(model: nn.Module) -> str:
+    """The registered name a built model is (its spec up to classes, channels and
+    regularisation), else its class name."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return type(model).__name__
+    for e in model_entries():
+        if type(e.spec) is not type(spec):
+            continue
+        same: dict[str, Any] = {"num_classes": spec.num_classes, "in_channels": spec.in_channels}
+        if hasattr(spec, "drop_path"):
+            same |= {"dropout": spec.dropout, "drop_path": spec.drop_path}
+        if replace(e.spec, **same) == spec:
+            return e.name
+    return type(model).__name__
+
+
+def _stage_blocks(state: Mapping[str, Tensor]) -> tuple[int, ...]:
+    """Blocks per residual stage, read from the keys (``layer2.3.…`` → stage 2 has ≥ 4)."""
+    found: dict[int, set[int]] = {}
+    for key in state:
+        head, _, rest = key.partition(".")
+        if head.startswith("layer") and head[5:].isdigit():
+            block = rest.partition(".")[0]
+            if block.isdigit():
+                found.setdefault(int(head[5:]), set()).add(int(block))
+    return tuple(len(found[i]) for i in sorted(found))
+
+
+def architectures_of(state: Mapping[str, Tensor]) -> tuple[list[str], dict[str, Any]]:
+    """The registered models whose every tensor a state dict (our key names) fits, and the
+    ``num_classes``/``in_channels`` it was built with. Several names can fit one file
+    (``resnet50`` and ``resnet50_v1_5`` have the same tensors; the stride differs)."""
+    opts: dict[str, Any] = {}
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    if matrices:
+        opts["num_classes"] = int(matrices[-1].shape[0])
+    first = next((v for v in state.values() if v.ndim == 4), None)
+    if first is not None:
+        opts["in_channels"] = int(first.shape[1])
+    blocks = _stage_blocks(state)
+    names = []
+    for e in model_entries():
+        if getattr(e.spec, "layers", ()) != blocks:
+            continue  # VGG: blocks == () and layers absent; ResNets: same stages only
+        try:
+            with torch.device("meta"):
+                net = build(replace(e.spec, **opts))
+        except InvalidValueError:
+            continue
+        if parity_report(state, net).ok:
+            names.append(e.name)
+    return names, opts
+
+
+def mismatch_message(
+    source: str | os.PathLike[str], state: Mapping[str, Tensor], model: nn.Module
+) -> str | None:
+    """One line for a checkpoint that is another registered architecture than ``model``:
+    both names, how many tensors match, and the ``--model`` (or ``create_model`` name) that
+    fits the file; ``None`` when no registered model fits it either."""
+    fits, opts = architectures_of(state)
+    own = model_name_of(model)
+    if not fits or own in fits:
+        return None
+    matched = len(parity_report(state, model).matched)
+    n = opts.get("num_classes")
+    held = " or ".join(fits[:3]) + (f" ({n} classes)" if n else "")
+    return (
+        f"{source} holds a {held}, not a {own}: only {matched} of {len(model.state_dict())} "
+        f"tensors match; use --model {fits[0]} (create_model({fits[0]!r}))"
+    )
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -249,13 +326,17 @@ def load_pretrained(
             state[key] = torch.zeros((), dtype=torch.long)
     report = parity_report(state, model)
     what = f"{source} does not fit {label}"
+    head_swap = report.head_classes and len(report.mismatched) == 2
+    head_swap = head_swap and not report.missing and not report.unexpected
+    # Not a head swap: where the file is another registered architecture, name both and
+    # the model that fits.
+    if not report.ok and not head_swap and (other := mismatch_message(source, state, model)):
+        raise CheckpointError(other)
     if strict and not report.ok:
         raise CheckpointError(
             f"{what}: {report.summary()} (strict=False loads what fits; parity_report() "
             "lists every tensor)"
         )
-    if not report.matched:
-        raise CheckpointError(f"{what}: {report.summary()}")
     model.load_state_dict({k: state[k] for k in report.matched}, strict=report.ok)
     return model, report
 

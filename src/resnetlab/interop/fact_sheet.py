@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from resnetlab.interop.compat import Layout
+from resnetlab.interop.transforms import EvalTransform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,6 +68,18 @@ class Preprocessing:
         """The crop's share of the resized side (timm's ``crop_pct``; 224/256 = 0.875)."""
         return self.crop / self.resize if self.resize else 1.0
 
+    def transforms(self, *, channels: int = 3) -> EvalTransform:
+        """The evaluation transform as a callable on a PIL image (torchvision's
+        ``weights.transforms()``): exactly what ``resnetlab predict`` feeds the model."""
+        return EvalTransform(
+            load_side=self.resize or self.crop,
+            crop=self.crop,
+            interpolation="bicubic" if self.interpolation == "bicubic" else "bilinear",
+            mean=self.mean,
+            std=self.std,
+            channels=channels,
+        )
+
     def describe(self) -> str:
         size = f"resize {self.resize} ({self.interpolation}), " if self.resize else "no resize, "
         mean = ", ".join(f"{m:g}" for m in self.mean)
@@ -105,6 +118,11 @@ class PublishedWeights:
     # projection shortcuts, ``(("shortcut", "B"),)``. Every command that builds the model
     # for an entry builds it with these (:meth:`model_kwargs`).
     model_options: tuple[tuple[str, Any], ...] = ()
+
+    def transforms(self) -> EvalTransform:
+        """The publisher's evaluation transform, a callable on a PIL image (as torchvision's
+        ``weights.transforms()``; timm's ``resolve_data_config`` + ``create_transform``)."""
+        return self.preprocessing.transforms()
 
     def model_kwargs(self) -> dict[str, Any]:
         """What ``create_model(self.model, **…)`` needs to build the net this file fits."""

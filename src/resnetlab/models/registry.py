@@ -57,6 +57,11 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def _unknown_message(name: str) -> str:
+    if "." in name and name.split(".", 1)[0] in _REGISTRY:
+        return (
+            f"{name!r} is a catalogue name (published weights): resnetlab.create_model "
+            f"takes it; resnetlab.models.create_model takes model names ({name.split('.')[0]!r})"
+        )
     close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown model {name!r}{hint} (`resnetlab models` lists them all)"
@@ -82,14 +87,49 @@ def build(spec: Spec) -> nn.Module:
     return ResNet(spec)
 
 
+# timm's keyword → our spec field, so code written for timm.create_model runs unchanged.
+TIMM_KEYWORDS: dict[str, str] = {
+    "in_chans": "in_channels",
+    "drop_rate": "dropout",  # timm: dropout before the classifier
+    "drop_path_rate": "drop_path",
+}
+
+
+def timm_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with timm's keywords (``in_chans``, ``drop_rate``, ``drop_path_rate``,
+    ``global_pool``) renamed to our spec's fields; both spellings at once raise."""
+    out = dict(overrides)
+    for timm_name, ours in TIMM_KEYWORDS.items():
+        if timm_name in out:
+            if ours in out:
+                raise InvalidValueError(f"give {timm_name} or {ours}, not both")
+            out[ours] = out.pop(timm_name)
+    if out.get("global_pool") == "":
+        # timm's '' (no pooling) only makes sense with its unpooled head; say what we have.
+        raise InvalidValueError(
+            "global_pool '' (no pooling) is not built; use model.forward_features(x) for the "
+            "unpooled feature map, or global_pool 'avg' | 'max'"
+        )
+    if isinstance(get_entry(name).spec, VGGSpec) and out.get("global_pool") == "avg":
+        del out["global_pool"]  # VGG's pooling is its 7×7 adaptive average, already
+    return out
+
+
 def create_model(
     name: str,
     *,
+    pretrained: bool = False,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model, e.g. ``create_model("resnet50", num_classes=10)``.
+
+    timm's keywords are accepted as they are: ``in_chans``, ``drop_rate``,
+    ``drop_path_rate``, ``global_pool`` (``"avg"``/``"max"``), ``num_classes=0`` (pooled
+    features out). This builds fresh weights: ``pretrained=True`` and catalogue names
+    (``"resnet50.tv2_in1k"``) are :func:`resnetlab.create_model`'s (which loads published
+    files through :mod:`resnetlab.interop`, a layer above this one).
 
     Overrides are fields of the model's spec (:class:`~resnetlab.models.spec.ResNetSpec` or
     :class:`~resnetlab.models.spec.VGGSpec`): ``num_classes``, ``in_channels``,
@@ -101,9 +141,14 @@ def create_model(
     the levels ``out_indices`` chooses (default: all), its ``feature_info`` their channels
     and reductions.
     """
+    if pretrained:
+        raise InvalidValueError(
+            f"resnetlab.models.create_model builds fresh weights; for published ones use "
+            f"resnetlab.create_model({name!r}, pretrained=True) (docs/interop.md)"
+        )
     if out_indices is not None and not features_only:
         raise InvalidValueError("out_indices chooses feature levels: give features_only=True too")
-    model = build(model_spec(name, **overrides))
+    model = build(model_spec(name, **timm_overrides(name, overrides)))
     if not features_only:
         return model
     from resnetlab.models.features import FeatureNet

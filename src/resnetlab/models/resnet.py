@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import replace
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -37,6 +38,24 @@ class MLPHead(nn.Sequential):
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
+
+
+def default_cfg(spec: ResNetSpec) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` for a freshly built net: the usual input of its family
+    (CIFAR nets 32×32 as they are; ImageNet nets 224 crops of 256, bilinear), ImageNet's
+    mean/std, no weights (``tag`` None)."""
+    cifar = spec.stem == "cifar"
+    return {
+        "tag": None,
+        "input_size": (spec.in_channels, 32, 32) if cifar else (spec.in_channels, 224, 224),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0 if cifar else 0.875,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "num_classes": spec.num_classes,
+        "first_conv": "conv1",
+        "classifier": "fc",
+    }
 
 
 class ResNet(nn.Module):
@@ -75,7 +94,10 @@ class ResNet(nn.Module):
         # Pre-activation nets end their last unit without BN-ReLU; add it before pooling.
         self.final_norm = nn.BatchNorm2d(in_ch) if spec.preact else None
         self.final_relu = nn.ReLU(inplace=True) if spec.preact else None
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        # The attribute keeps torchvision's name whichever pooling timm's global_pool picks.
+        self.avgpool: nn.Module = (
+            nn.AdaptiveMaxPool2d((1, 1)) if spec.global_pool == "max" else nn.AdaptiveAvgPool2d(1)
+        )
         self.flatten = nn.Flatten(1)
         self.fc: nn.Module
         if spec.head == "mlp":
@@ -83,9 +105,17 @@ class ResNet(nn.Module):
             self.fc = MLPHead(in_ch, spec.head_hidden, spec.num_classes, spec.head_dropout)
         else:
             self.drop = nn.Dropout(spec.head_dropout) if spec.head_dropout > 0 else None
-            self.fc = nn.Linear(in_ch, spec.num_classes)
+            self.fc = nn.Linear(in_ch, spec.num_classes) if spec.num_classes else nn.Identity()
         self._init_weights()
         self._set_drop_path(spec.drop_path)
+        # timm's description of the input a model expects; a catalogue entry's
+        # (resnetlab.create_model("resnet50.tv2_in1k")) replaces this default.
+        self.pretrained_cfg: dict[str, Any] = default_cfg(spec)
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the classifier; 0 after ``reset_classifier(0)`` (pooled features)."""
+        return self.spec.num_classes
 
     def _set_drop_path(self, rate: float) -> None:
         """Huang et al. 2016's linear decay rule: block l of L drops with ``rate``·l/L, so
@@ -155,19 +185,31 @@ class ResNet(nn.Module):
         """Every residual unit in order."""
         return [block for stage in self.stages() for block in stage]  # type: ignore[misc]
 
-    def get_classifier(self) -> nn.Linear:
-        """The last linear layer (the one :meth:`reset_classifier` replaces)."""
-        last = self.fc[-1] if isinstance(self.fc, MLPHead) else self.fc
-        assert isinstance(last, nn.Linear)
+    def get_classifier(self) -> nn.Module:
+        """The last linear layer (the one :meth:`reset_classifier` replaces); an
+        ``nn.Identity`` when the model has none (``num_classes`` 0, as in timm)."""
+        last: nn.Module = self.fc[-1] if isinstance(self.fc, MLPHead) else self.fc
         return last
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final linear layer with a freshly initialised one of ``num_classes``
-        outputs (for fine-tuning); everything else, the custom head included, is kept."""
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise InvalidValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        outputs (for fine-tuning); everything else, the custom head included, is kept.
+
+        ``num_classes=0`` removes the classifier as timm does: the whole head (a custom one
+        included) becomes ``nn.Identity`` and the model outputs the pooled features
+        ``(N, num_features)``."""
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise InvalidValueError(
+                f"num_classes must be a positive integer (or 0: features), got {num_classes!r}"
+            )
+        ref = next(self.parameters())
+        if num_classes == 0:
+            self.fc = nn.Identity()
+            self.spec = replace(self.spec, num_classes=0, head="linear")
+            return
         old = self.get_classifier()
-        new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        width = old.in_features if isinstance(old, nn.Linear) else self.num_features
+        new = nn.Linear(width, num_classes).to(ref.device, ref.dtype)
         if isinstance(self.fc, MLPHead):
             self.fc[-1] = new
         else:
@@ -208,10 +250,14 @@ class ResNet(nn.Module):
             x = self.final_relu(self.final_norm(x))
         return x
 
-    def forward_head(self, x: Tensor) -> Tensor:
+    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """Pool the feature map ``(N, C, h, w)`` → ``(N, C)``, then the head; with
+        ``pre_logits=True`` (timm) stop before the classifier: ``(N, num_features)``."""
         x = self.flatten(self.avgpool(x))
         if self.drop is not None:
             x = self.drop(x)
+        if pre_logits:
+            return x
         out: Tensor = self.fc(x)
         return out
 

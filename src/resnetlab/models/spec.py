@@ -29,6 +29,9 @@ slightly more accurate and ~6% more multiply-adds for ResNet-50."""
 Stem = Literal["imagenet", "cifar"]
 """``imagenet``: 7×7/2 conv → BN → ReLU → 3×3/2 max-pool. ``cifar``: 3×3/1 conv → BN → ReLU."""
 
+Pool = Literal["avg", "max"]
+"""The global pooling before the head (timm's ``global_pool``): average (the paper's) or max."""
+
 Head = Literal["linear", "mlp"]
 """``linear``: GAP → [Dropout] → Linear(n). ``mlp`` (the fine-tuning head of a Keras tutorial):
 GAP → Dropout → Linear(hidden) → ReLU → Dropout → Linear(n)."""
@@ -86,8 +89,9 @@ class ResNetSpec:
     width_per_group: int = 64  # bottleneck inner width = planes × width_per_group/64 × groups
     kernel_size: int = 3  # the middle (k×k) kernel; the finetune recipe's model allows 3 or 5
     width: float = 1.0  # multiplier on every channel count (stem and stages)
-    num_classes: int = 1000
+    num_classes: int = 1000  # 0: no classifier, the model outputs pooled features (timm)
     in_channels: int = 3
+    global_pool: Pool = "avg"
     zero_init_residual: bool = False  # last BN of each residual branch starts at γ = 0
     head: Head = "linear"
     head_hidden: int = 200  # hidden units of the mlp head (Keras: Dense(200, relu))
@@ -132,8 +136,11 @@ class ResNetSpec:
         """The true/false options, and the counts that must be positive integers."""
         for name in ("residual", "preact", "zero_init_residual"):
             _check_flag(name, getattr(self, name))
-        for name in ("stem_width", "groups", "width_per_group", "num_classes", "in_channels"):
+        for name in ("stem_width", "groups", "width_per_group", "in_channels"):
             _check_positive(name, getattr(self, name))
+        n = self.num_classes  # 0 as in timm: no classifier, pooled features out
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise InvalidValueError(f"num_classes must be a positive integer (or 0), got {n!r}")
         _check_positive("head_hidden", self.head_hidden)
 
     def _check_choices(self) -> None:
@@ -148,6 +155,10 @@ class ResNetSpec:
             raise InvalidValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
         if self.head not in ("linear", "mlp"):
             raise InvalidValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
+        if self.head == "mlp" and self.num_classes == 0:
+            raise InvalidValueError("num_classes=0 (pooled features) needs head 'linear'")
+        if self.global_pool not in ("avg", "max"):
+            raise InvalidValueError(f"global_pool must be 'avg' or 'max', got {self.global_pool!r}")
 
     def _check_sizes(self) -> None:
         """The kernel, the counts with an upper bound, the width multiplier, and the widest
@@ -204,7 +215,7 @@ class ResNetSpec:
     def depth(self) -> int:
         """Weighted layers on the main path, counted as the paper does: stem conv + block
         convs + classifier layers (projection shortcuts are not counted)."""
-        head_layers = 2 if self.head == "mlp" else 1
+        head_layers = 2 if self.head == "mlp" else 1 if self.num_classes else 0
         return 1 + CONVS_PER_BLOCK[self.block] * sum(self.layers) + head_layers
 
     def scaled(self, channels: int) -> int:
@@ -259,7 +270,9 @@ class VGGSpec:
             raise InvalidValueError(
                 f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth!r}"
             )
-        _check_positive("num_classes", self.num_classes)
+        n = self.num_classes  # 0 as in timm: no last linear layer
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise InvalidValueError(f"num_classes must be a positive integer (or 0), got {n!r}")
         _check_positive("in_channels", self.in_channels)
         _check_fraction("dropout", self.dropout)
 
