@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from resnetlab.analysis.counting import check_memory
-from resnetlab.data.datasets import eval_split_batches, on_device, train_batches
+from resnetlab.data.datasets import eval_split_batches, on_device
+from resnetlab.data.loaders import BatchPlan
 from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
@@ -253,18 +254,16 @@ class Run:
         pos, cfg, g = self.pos, self.cfg, self.group
         if pos.partial is None:
             pos.partial = EpochState.fresh(self.place.device)
-        batches = train_batches(
-            self.bundle.train,
-            self.pre,
-            batch_size=cfg.data.batch_size,
-            seed=cfg.run.seed,
-            epoch=pos.epoch,
-            device=self.place.device,
+        plan = BatchPlan(
+            cfg.data.batch_size,
+            cfg.run.seed,
+            pos.epoch,
             start_batch=pos.partial.batches_done,
             generator_state=pos.generator,
             rank=g.rank,
             world_size=g.size,
         )
+        batches = self.bundle.train.train_batches(self.pre, plan, self.place.device)
         epoch = pos.epoch + 1
         bar = ProgressBar(
             self.steps_per_epoch, desc=f"epoch {epoch}", enabled=None if g.is_main else False
@@ -287,13 +286,12 @@ class Run:
             ema=self.ema,
             group=g,
         )
-        plan = EpochPlan(self.steps_per_epoch, self.total_steps, cfg.run.log_every)
         out = train_one_epoch(
             parts,
             batches,
             state=pos.partial,
             step=pos.step,
-            plan=plan,
+            plan=EpochPlan(self.steps_per_epoch, self.total_steps, cfg.run.log_every),
             should_stop=should_stop,
             on_log=on_log,
         )
