@@ -69,8 +69,13 @@ def meta_model(name: str, **overrides: Any) -> torch.nn.Module:
 def _private_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Decoded-data caches go to a per-session temporary folder, never ~/.cache."""
-    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    """Decoded-data caches go to a per-session temporary folder, never ~/.cache. The
+    pytest-xdist workers (``BASETEMP/popen-gwN``) share the session's: a dataset is decoded
+    once, not once a worker (the cache's entries are written whole, so racing is safe)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    monkeypatch.setenv("RESNETLAB_CACHE", str(base / "cache"))
 
 
 @pytest.fixture(scope="module")
