@@ -55,7 +55,7 @@ def trainer(
 def loader_images_per_s(batch: int, side: int, n: int = 50_000) -> float:
     """One epoch of the training loader (shuffle + batched augmentation) on the CPU."""
     from resnetlab.data.augment import Preprocess
-    from resnetlab.data.loaders import TrainBatches
+    from resnetlab.data.loaders import BatchPlan, TrainBatches
     from resnetlab.data.tensors import ImageTensors
 
     g = torch.Generator().manual_seed(0)
@@ -65,7 +65,7 @@ def loader_images_per_s(batch: int, side: int, n: int = 50_000) -> float:
         tuple("abcdefghij"),
     )
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=side)
-    batches = TrainBatches(data, pre, batch_size=batch, seed=0, epoch=0, device=torch.device("cpu"))
+    batches = TrainBatches(data, pre, BatchPlan(batch, seed=0, epoch=0), torch.device("cpu"))
     start = time.perf_counter()
     seen = sum(y.shape[0] for _, y in batches)
     return seen / (time.perf_counter() - start)

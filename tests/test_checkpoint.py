@@ -3,12 +3,17 @@ the file format is the dict runs have always written, old files load, the model 
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 
+from conftest import cli
 from resnetlab.data.augment import Preprocess
 from resnetlab.models import create_model
 from resnetlab.runtime.checkpoint import (
@@ -128,3 +133,55 @@ def test_run_folder_reads_config_and_checkpoints(tmp_path: Path) -> None:
     assert folder.checkpoint("last.pt").step == 24
     assert checkpoint_file(tmp_path) == tmp_path / "last.pt"
     assert checkpoint_file(tmp_path / "best.pt") == tmp_path / "best.pt"
+
+
+# ---------------------------------------------------------------- files of earlier code
+LEGACY = Path(__file__).parent / "legacy"
+
+
+@pytest.fixture(scope="module")
+def legacy_expected() -> dict[str, Any]:
+    expected: dict[str, Any] = json.loads((LEGACY / "expected.json").read_text())
+    return expected
+
+
+def test_a_run_folder_of_earlier_code_evaluates_and_predicts(
+    capsys: pytest.CaptureFixture[str], legacy_expected: dict[str, Any], tmp_path: Path
+) -> None:
+    best = LEGACY / "run" / "best.pt"
+    code, out, err = cli(capsys, "eval", str(best), "--split", "val")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"{best} on val (100 images): {legacy_expected['eval_val']}"
+    generator = torch.Generator().manual_seed(0)
+    images = []
+    for i in range(2):
+        pixels = (torch.rand(32, 32, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        images.append(tmp_path / f"legacy_img{i}.png")
+        Image.fromarray(pixels).save(images[-1])
+    code, out, err = cli(capsys, "predict", str(best), *map(str, images), "--top-k", "3")
+    assert code == 0, err
+    assert out.splitlines() == [f"{tmp_path}/{line}" for line in legacy_expected["predict"]]
+
+
+def test_a_run_folder_of_earlier_code_resumes_exactly(
+    capsys: pytest.CaptureFixture[str], legacy_expected: dict[str, Any], tmp_path: Path
+) -> None:
+    """A paused epoch saved by earlier code (the schedule under its old name ``onecycle``)
+    continues to the same epochs, figures and test as that code continued it. Losses are
+    compared to 1e-6: the same arithmetic on another CPU may round differently."""
+    run = tmp_path / "run"
+    shutil.copytree(LEGACY / "run", run)  # the stored folder stays as it was written
+    code, out, err = cli(capsys, "train", "--resume", str(run))
+    assert code == 0, err
+    drop = ("images_per_s", "train_time_s", "epoch_time_s")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [{k: v for k, v in row.items() if k not in drop} for row in rows]
+    assert rows == [pytest.approx(row, rel=1e-6) for row in legacy_expected["resumed_metrics"]]
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "completed"
+    assert results["test"] == pytest.approx(legacy_expected["resumed_test"], rel=1e-6)
+    said = [line.replace(str(run), "RUN") for line in out.splitlines()]
+    timing = re.compile(r"\d+ img/s  [\d.]+ s$")  # the epoch lines' speed and seconds vary
+    assert [timing.sub("", line) for line in said] == [
+        timing.sub("", line) for line in legacy_expected["resumed_output"]
+    ]

@@ -24,7 +24,7 @@ from resnetlab.data.augment import (
 from resnetlab.data.datasets import load_data, sample_archive
 from resnetlab.data.folders import LoadReport, index_folder, load_split, stratified_split
 from resnetlab.data.images import ImageError, decode_image
-from resnetlab.data.loaders import TrainBatches
+from resnetlab.data.loaders import BatchPlan, TrainBatches
 from resnetlab.data.tensors import DataError, ImageTensors, channel_stats
 
 
@@ -237,15 +237,14 @@ def test_batches_resume_mid_epoch() -> None:
         ("a", "b", "c", "d"),
     )
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8)
-    kw = {"batch_size": 8, "seed": 0, "epoch": 2, "device": torch.device("cpu")}
-    whole = list(TrainBatches(data, pre, **kw))
-    first = TrainBatches(data, pre, **kw)
+    plan, cpu = BatchPlan(8, seed=0, epoch=2), torch.device("cpu")
+    whole = list(TrainBatches(data, pre, plan, cpu))
+    first = TrainBatches(data, pre, plan, cpu)
     it = iter(first)
     for _ in range(2):
         next(it)
-    rest = list(
-        TrainBatches(data, pre, start_batch=2, generator_state=first.generator_state(), **kw)
-    )
+    later = BatchPlan(8, seed=0, epoch=2, start_batch=2, generator_state=first.generator_state())
+    rest = list(TrainBatches(data, pre, later, cpu))
     assert len(whole) == 5 and len(rest) == 3
     for (xa, ya), (xb, yb) in zip(whole[2:], rest, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -253,7 +252,7 @@ def test_batches_resume_mid_epoch() -> None:
 
 def test_large_folders_stream_and_match_memory(tmp_path: Path) -> None:
     """The streamed path (DataLoader workers) yields the same images as the in-memory one."""
-    from resnetlab.data.datasets import eval_split_batches, train_batches
+    from resnetlab.data.datasets import eval_split_batches
     from resnetlab.data.streaming import FileSplit
 
     folder = tmp_path / "imgs"
@@ -278,9 +277,7 @@ def test_large_folders_stream_and_match_memory(tmp_path: Path) -> None:
         torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True)
     )
     # The corrupt file is skipped in a streamed epoch, not fatal.
-    seen = sum(
-        len(y) for _, y in train_batches(disk.train, pre, batch_size=4, seed=0, epoch=0, device=cpu)
-    )
+    seen = sum(len(y) for _, y in disk.train.train_batches(pre, BatchPlan(4, seed=0, epoch=0), cpu))
     assert 0 < seen <= len(disk.train)
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from resnetlab.data.augment import Preprocess
-from resnetlab.data.loaders import TrainBatches, shard_order
+from resnetlab.data.loaders import BatchPlan, TrainBatches, shard_order
 from resnetlab.data.tensors import ImageTensors
 from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
@@ -58,11 +59,9 @@ def _images(n: int = 40) -> ImageTensors:
 def test_rank_batches_concatenate_to_the_global_batch() -> None:
     data, cpu = _images(), torch.device("cpu")
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8, augment="none")
-    single = list(TrainBatches(data, pre, batch_size=8, seed=3, epoch=2, device=cpu))
+    single = list(TrainBatches(data, pre, BatchPlan(8, seed=3, epoch=2), cpu))
     ranks = [
-        list(
-            TrainBatches(data, pre, batch_size=4, seed=3, epoch=2, device=cpu, rank=r, world_size=2)
-        )
+        list(TrainBatches(data, pre, BatchPlan(4, seed=3, epoch=2, rank=r, world_size=2), cpu))
         for r in range(2)
     ]
     assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
@@ -74,16 +73,15 @@ def test_rank_batches_concatenate_to_the_global_batch() -> None:
 def test_a_rank_resumes_its_own_augmentation_mid_epoch() -> None:
     data, cpu = _images(), torch.device("cpu")
     pre = Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, image_size=8, augment="cifar")
-    kw: dict[str, Any] = {"batch_size": 4, "seed": 1, "epoch": 0, "device": cpu, "world_size": 2}
-    whole = list(TrainBatches(data, pre, rank=1, **kw))
-    other = list(TrainBatches(data, pre, rank=0, **kw))
+    plan = BatchPlan(4, seed=1, epoch=0, rank=1, world_size=2)
+    whole = list(TrainBatches(data, pre, plan, cpu))
+    other = list(TrainBatches(data, pre, replace(plan, rank=0), cpu))
     assert not torch.equal(whole[0][0], other[0][0])  # each rank draws its own crops
-    first = TrainBatches(data, pre, rank=1, **kw)
+    first = TrainBatches(data, pre, plan, cpu)
     it = iter(first)
     next(it), next(it)
-    rest = TrainBatches(
-        data, pre, rank=1, start_batch=2, generator_state=first.generator_state(), **kw
-    )
+    later = replace(plan, start_batch=2, generator_state=first.generator_state())
+    rest = TrainBatches(data, pre, later, cpu)
     for (x, y), (x2, y2) in zip(whole[2:], rest, strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2)
 

@@ -24,34 +24,17 @@ from resnetlab.models import (
     register_model,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # the CPU is shared: see conftest
+
 ALL = list_models()
-# Big nets get a small input; every net still sees >1 value per BN channel in training.
-HEAVY = {
-    "vgg11",
-    "vgg11_bn",
-    "vgg13",
-    "vgg13_bn",
-    "vgg16",
-    "vgg16_bn",
-    "vgg19",
-    "vgg19_bn",
-    "wide_resnet101_2",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "resnet1202",
-    "preact_resnet1001",
-    "wide_resnet50_2",
-    "resnet152",
-    "resnet152_v1_5",
-    "preact_resnet152",
-}
 
 
 def small_input(name: str) -> torch.Tensor:
+    """The smallest input every net runs on, size not being what the forward/backward test
+    checks: a CIFAR stem halves twice (8 → 2 pixels), an ImageNet stem or VGG 32 times
+    (32 → 1); with two images every BN channel still sees more than one value in training."""
     spec = model_spec(name)
-    side = 32 if isinstance(spec, ResNetSpec) and spec.stem == "cifar" else 64
-    if name in HEAVY:
-        side = 32
+    side = 8 if isinstance(spec, ResNetSpec) and spec.stem == "cifar" else 32
     return torch.randn(2, 3, side, side)
 
 
@@ -86,7 +69,7 @@ def test_forward_backward(name: str) -> None:
     out.logsumexp(dim=1).mean().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads), "every parameter takes part in the forward pass"
-    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+    assert any(bool(g.ne(0).any()) for g in grads if g is not None)  # some gradient flows
 
 
 def test_duplicate_registration_raises() -> None:
@@ -332,18 +315,24 @@ def test_keras_finetune_head() -> None:
 
 
 def test_reset_classifier_keeps_everything_else() -> None:
-    for name, kw in (("resnet20", {}), ("resnet50", {"head": "mlp"}), ("vgg11", {})):
-        model = create_model(name, **kw)
-        before = {k: v.clone() for k, v in model.state_dict().items()}
-        model.reset_classifier(3)  # type: ignore[operator]
-        after = model.state_dict()
-        changed = {k for k in after if k not in before or after[k].shape != before[k].shape}
-        assert changed
-        assert all(k.endswith(("weight", "bias")) for k in changed)
-        assert len(changed) == 2  # only the last linear layer
-        assert model.spec.num_classes == 3
-        x = torch.randn(2, 3, 32, 32)
-        assert model(x).shape == (2, 3)
+    # Shapes only: the big nets on the meta device (the new head made there too).
+    for name, kw, device in (
+        ("resnet20", {}, "cpu"),
+        ("resnet50", {"head": "mlp"}, "meta"),
+        ("vgg11", {}, "meta"),
+    ):
+        with torch.device(device):
+            model = create_model(name, **kw) if device == "cpu" else meta_model(name, **kw)
+            before = {k: v.shape for k, v in model.state_dict().items()}
+            model.reset_classifier(3)  # type: ignore[operator]
+            after = model.state_dict()
+            changed = {k for k in after if k not in before or after[k].shape != before[k]}
+            assert changed
+            assert all(k.endswith(("weight", "bias")) for k in changed)
+            assert len(changed) == 2  # only the last linear layer
+            assert model.spec.num_classes == 3
+            x = torch.randn(2, 3, 32, 32)
+            assert model(x).shape == (2, 3)
 
 
 def test_intermediate_stage_outputs() -> None:

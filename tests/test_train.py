@@ -52,6 +52,13 @@ def quiet(_msg: str) -> None:
     pass
 
 
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> runner.RunResult:
+    """One uninterrupted ``tiny`` run (``run.out_dir``: its folder's parent), shared: the
+    reference of the exact resume, a run to resume with other settings, pretrained weights."""
+    return runner.fit(tiny(tmp_path_factory.mktemp("whole"), "whole"), log=quiet)
+
+
 # ---------------------------------------------------------------- config
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipes_load(recipe: str) -> None:
@@ -138,17 +145,21 @@ def test_lr_schedules() -> None:
 # ---------------------------------------------------------------- a real run
 def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     """Two epochs on a small subset of real CIFAR-10 images: clearly above the 10% of
-    guessing (test split: 10,000 images, so 25% is far outside chance)."""
+    guessing (test split: 10,000 images, so 25% is far outside chance). Validation holds
+    1,000 images (2%, not the recipe's 5,000) and sees no flip TTA: evaluation, not what is
+    tested here, was most of the run's time."""
     over: dict[str, Any] = {
         "run.epochs": 2,
         "run.out_dir": str(tmp_path),
         "run.name": "smoke",
+        "run.tta": "none",
         "schedule.warmup_epochs": 0.5,
     }
     if CIFAR_JPEG.is_file():
         over |= {
             "data.source": str(CIFAR_JPEG),
             "data.limit_per_class": 500,
+            "data.val_fraction": 0.02,
             "data.batch_size": 64,
             "data.eval_batch_size": 1000,
         }
@@ -182,8 +193,20 @@ def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     assert len(state["preprocess"]["mean"]) == 3
 
 
-def test_pretrained_weights_keep_a_fresh_head(tmp_path: Path) -> None:
-    first = runner.fit(tiny(tmp_path, "first", **{"run.epochs": 1, "run.test": False}), log=quiet)
+def test_pretrained_weights_keep_a_fresh_head(
+    tmp_path: Path, whole: runner.RunResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnetlab.interop import published
+
+    first = whole
+    hashed: list[Path] = []
+    real_hash = published.sha256_of
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(published, "sha256_of", counting)
     folder = tmp_path / "two"
     for split in ("train", "test"):
         for cls in ("cat", "dog"):
@@ -209,6 +232,7 @@ def test_pretrained_weights_keep_a_fresh_head(tmp_path: Path) -> None:
     result = runner.fit(cfg, log=messages.append)
     assert result.status == "completed"
     assert any("kept fresh (fc.bias, fc.weight)" in m for m in messages)
+    assert hashed == [first.run_dir / "best.pt"]  # model.pretrained is resolved once
     before = checkpoint_weights(first.run_dir / "best.pt")
     after = checkpoint_weights(result.run_dir / "last.pt")
     for key in ("layer2.0.conv1.weight", "layer2.0.bn1.running_mean"):  # frozen, stats too
@@ -235,9 +259,8 @@ class _FireAfter(runner._Signals):
 
 
 def test_resume_mid_epoch_gives_the_same_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: runner.RunResult
 ) -> None:
-    whole = runner.fit(tiny(tmp_path, "whole"), log=quiet)
     with monkeypatch.context() as m:
         m.setattr(runner, "_Signals", _FireAfter)
         stopped = runner.fit(tiny(tmp_path, "stopped"), log=quiet)
@@ -258,10 +281,12 @@ def test_resume_mid_epoch_gives_the_same_weights(
     assert epochs == [1, 2]
 
 
-def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
-    done = runner.fit(tiny(tmp_path, "r", **{"run.epochs": 1, "run.test": False}), log=quiet)
+def test_resume_refuses_a_different_config(whole: runner.RunResult) -> None:
+    before = (whole.run_dir / "last.pt").read_bytes()
+    changed = tiny(whole.run_dir.parent, "whole", **{"optim.lr": 0.5})
     with pytest.raises(ConfigError, match="different optim"):
-        runner.fit(tiny(tmp_path, "r", **{"optim.lr": 0.5}), resume=done.run_dir, log=quiet)
+        runner.fit(changed, resume=whole.run_dir, log=quiet)
+    assert (whole.run_dir / "last.pt").read_bytes() == before  # refused before any write
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -732,3 +757,13 @@ def test_modern_options_train_together(tmp_path: Path) -> None:
             resume=result.run_dir,
             log=quiet,
         )
+
+
+def test_early_stopping_is_a_decision_on_the_watched_value() -> None:
+    from resnetlab.train.position import early_stopping
+
+    assert early_stopping(float("-inf"), 0, -2.3, 2) == (-2.3, 0, False)
+    assert early_stopping(-2.3, 0, -2.5, 2) == (-2.3, 1, False)
+    assert early_stopping(-2.3, 1, -2.3, 2) == (-2.3, 2, True)  # equal is not better
+    assert early_stopping(-2.3, 1, -2.0, 2) == (-2.0, 0, False)
+    assert early_stopping(-2.3, 9, -3.0, None) == (-2.3, 10, False)  # no patience: never

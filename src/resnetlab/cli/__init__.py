@@ -63,7 +63,7 @@ def build_parser() -> Parser:
     inspection.add_parsers(sub)
     train.add_parser(sub)
     infer.add_parsers(sub)
-    reproduce.add_parser(sub)
+    reproduce.add_parser(sub, build_parser)
     return parser
 
 

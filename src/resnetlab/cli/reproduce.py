@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from resnetlab.cli.common import UsageError, add_config_overrides, positive_int
 from resnetlab.experiments.registry import experiments, get_experiment, list_experiments
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, whole_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """``reproduce``; ``whole_parser`` makes the parser of every command (a ``--previous``
+    report's command is read again with it)."""
     names = list_experiments()
     p = sub.add_parser(
         "reproduce",
@@ -26,7 +29,7 @@ def add_parser(sub: Any) -> None:
     _add_run_options(p)
     _add_store_options(p)
     _add_experiment_options(p)
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(func=cmd_reproduce, whole_parser=whole_parser)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -151,23 +154,22 @@ def request_from_args(args: argparse.Namespace) -> Any:
         },
     )
     for path in args.previous or []:
-        request.earlier += _earlier_runs(path, request)
+        request.earlier += _earlier_runs(path, request, args.whole_parser())
     return request
 
 
-def _earlier_runs(path: Path, request: Any) -> list[Any]:
-    """The runs of the earlier report at ``path``, once its command (read again by this
-    parser) is seen to be the same experiment under the same protocol as ``request``."""
+def _earlier_runs(path: Path, request: Any, parser: argparse.ArgumentParser) -> list[Any]:
+    """The runs of the earlier report at ``path``, once its command (read again by
+    ``parser``) is seen to be the same experiment under the same protocol as ``request``."""
     import dataclasses
     import shlex
 
-    from resnetlab.cli import build_parser
     from resnetlab.experiments.earlier import earlier_command, earlier_runs
 
     command = earlier_command(path)
     words = shlex.split(command)
     try:
-        args = build_parser().parse_args(words[1:])
+        args = parser.parse_args(words[1:])
         if getattr(args, "experiment", None) is None:
             raise SystemExit(2)
         args.command_line, args.previous = command, None

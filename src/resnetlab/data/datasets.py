@@ -24,7 +24,6 @@ from resnetlab.data.folders import FolderIndex, index_folder, is_archive, strati
 from resnetlab.data.pipeline import CIFAR_NAMES, SAMPLE, probe_index_side
 from resnetlab.data.streaming import FileSplit
 from resnetlab.data.tensors import (
-    Batches,
     DataError,
     Split,
     channel_stats,
@@ -209,35 +208,6 @@ def _train_and_val(
     if len(val) == 0:
         raise DataError(f"{source}: the validation split is empty (too few images per class)")
     return train, val, val_note
-
-
-def train_batches(
-    data: Split,
-    pre: Preprocess,
-    *,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    device: torch.device,
-    start_batch: int = 0,
-    generator_state: torch.Tensor | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Batches:
-    """One epoch of augmented training batches, from memory or streamed from disk; with
-    ``world_size`` > 1, rank ``rank``'s share of every global batch (see
-    :func:`~resnetlab.data.loaders.shard_order`)."""
-    return data.train_batches(
-        pre,
-        batch_size=batch_size,
-        seed=seed,
-        epoch=epoch,
-        device=device,
-        start_batch=start_batch,
-        generator_state=generator_state,
-        rank=rank,
-        world_size=world_size,
-    )
 
 
 def eval_split_batches(

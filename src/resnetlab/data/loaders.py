@@ -15,15 +15,28 @@ rank's own, so each rank's epoch is still fixed by ``(seed, epoch, rank)``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from resnetlab.data.augment import Preprocess, eval_transform, train_batch
 
-if TYPE_CHECKING:  # tensors.py builds its batches here: a runtime import would be a cycle
-    from resnetlab.data.tensors import ImageTensors
+
+class HeldImages(Protocol):
+    """Images held as one uint8 tensor (:class:`~resnetlab.data.tensors.ImageTensors`)."""
+
+    @property
+    def images(self) -> Tensor: ...
+
+    @property
+    def labels(self) -> Tensor: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def __len__(self) -> int: ...
 
 
 def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
@@ -47,32 +60,43 @@ def shard_generator(
     return generator if rank == 0 else epoch_generator(seed, epoch, rank)
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which batches one epoch of training draws, as one value: ``batch_size`` images a
+    rank, the epoch's order and augmentation fixed by ``(seed, epoch)``, from batch
+    ``start_batch`` on with the augmentation generator at ``generator_state`` (an epoch
+    resumed midway), and rank ``rank``'s share of ``world_size`` (data parallelism)."""
+
+    batch_size: int
+    seed: int
+    epoch: int
+    start_batch: int = 0
+    generator_state: Tensor | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    def draw(self, count: int) -> tuple[Tensor, torch.Generator]:
+        """This rank's order of an epoch of ``count`` images (every batch of it, from the
+        first), and the generator its augmentation draws from, at the planned state."""
+        order_generator = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(count, generator=order_generator)
+        order = shard_order(order, self.batch_size, self.rank, self.world_size)
+        generator = shard_generator(order_generator, self.seed, self.epoch, self.rank)
+        if self.generator_state is not None:
+            generator.set_state(self.generator_state)
+        return order, generator
+
+
 class TrainBatches:
     """One epoch of shuffled, augmented training batches (the last partial batch dropped,
     so every step sees ``batch_size`` images and BN statistics stay comparable)."""
 
     def __init__(
-        self,
-        data: ImageTensors,
-        pre: Preprocess,
-        *,
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        device: torch.device,
-        start_batch: int = 0,
-        generator_state: Tensor | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        self, data: HeldImages, pre: Preprocess, plan: BatchPlan, device: torch.device
     ) -> None:
-        self.data, self.pre, self.batch_size, self.device = data, pre, batch_size, device
-        order_generator = epoch_generator(seed, epoch)
-        order = torch.randperm(len(data), generator=order_generator)
-        self.order = shard_order(order, batch_size, rank, world_size)
-        self.generator = shard_generator(order_generator, seed, epoch, rank)
-        if generator_state is not None:
-            self.generator.set_state(generator_state)
-        self.start_batch = start_batch
+        self.data, self.pre, self.batch_size, self.device = data, pre, plan.batch_size, device
+        self.order, self.generator = plan.draw(len(data))
+        self.start_batch = plan.start_batch
 
     def __len__(self) -> int:
         return len(self.order) // self.batch_size
@@ -91,7 +115,7 @@ class TrainBatches:
 
 
 def eval_batches(
-    data: ImageTensors, pre: Preprocess, *, batch_size: int, device: torch.device
+    data: HeldImages, pre: Preprocess, *, batch_size: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Every image once, in order, without augmentation."""
     for start in range(0, len(data), batch_size):

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnetlab.data.augment import Preprocess, eval_transform, train_batch
 from resnetlab.data.images import ImageError, decode_square
-from resnetlab.data.loaders import epoch_generator, shard_generator, shard_order
+from resnetlab.data.loaders import BatchPlan
 from resnetlab.data.tensors import DataError
 
 
@@ -59,30 +59,9 @@ class FileSplit:
         return sample_stats(self, seed=seed)
 
     def train_batches(
-        self,
-        pre: Preprocess,
-        *,
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        device: torch.device,
-        start_batch: int = 0,
-        generator_state: Tensor | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        self, pre: Preprocess, plan: BatchPlan, device: torch.device
     ) -> StreamBatches:
-        return StreamBatches(
-            self,
-            pre,
-            batch_size=batch_size,
-            seed=seed,
-            epoch=epoch,
-            device=device,
-            start_batch=start_batch,
-            generator_state=generator_state,
-            rank=rank,
-            world_size=world_size,
-        )
+        return StreamBatches(self, pre, plan, device)
 
     def eval_batches(
         self, pre: Preprocess, *, batch_size: int, device: torch.device
@@ -145,29 +124,17 @@ class StreamBatches:
         self,
         data: FileSplit,
         pre: Preprocess,
-        *,
-        batch_size: int,
-        seed: int,
-        epoch: int,
+        plan: BatchPlan,
         device: torch.device,
-        start_batch: int = 0,
-        generator_state: Tensor | None = None,
         workers: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
     ) -> None:
-        self.data, self.pre, self.batch_size, self.device = data, pre, batch_size, device
-        order_generator = epoch_generator(seed, epoch)
-        order = shard_order(
-            torch.randperm(len(data), generator=order_generator), batch_size, rank, world_size
-        )
-        self.generator = shard_generator(order_generator, seed, epoch, rank)
-        if generator_state is not None:
-            self.generator.set_state(generator_state)
-        self.start_batch, self.batches = start_batch, len(order) // batch_size
-        self.order = order[start_batch * batch_size :]
+        self.data, self.pre, self.batch_size, self.device = data, pre, plan.batch_size, device
+        order, self.generator = plan.draw(len(data))
+        self.batches = len(order) // plan.batch_size
+        self.start_batch = plan.start_batch
+        self.order = order[plan.start_batch * plan.batch_size :]
         self.workers = default_workers() if workers is None else workers
-        self.parallel = world_size > 1
+        self.parallel = plan.world_size > 1
 
     def __len__(self) -> int:
         return self.batches

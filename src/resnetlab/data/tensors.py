@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from resnetlab.data.augment import Preprocess
-from resnetlab.data.loaders import TrainBatches, eval_batches
+from resnetlab.data.loaders import BatchPlan, TrainBatches, eval_batches
 from resnetlab.errors import DataError as DataError
 
 
@@ -48,21 +48,10 @@ class Split(Protocol):
         """uint8 images to compute the normalisation statistics from."""
         ...
 
-    def train_batches(
-        self,
-        pre: Preprocess,
-        *,
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        device: torch.device,
-        start_batch: int = 0,
-        generator_state: Tensor | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> Batches:
-        """One epoch of augmented training batches (see
-        :func:`~resnetlab.data.datasets.train_batches`)."""
+    def train_batches(self, pre: Preprocess, plan: BatchPlan, device: torch.device) -> Batches:
+        """One epoch of augmented training batches, as ``plan`` draws them; with
+        ``plan.world_size`` > 1, rank ``plan.rank``'s share of every global batch (see
+        :func:`~resnetlab.data.loaders.shard_order`)."""
         ...
 
     def eval_batches(
@@ -137,31 +126,8 @@ class ImageTensors:
     def stats_images(self, *, seed: int) -> Tensor:
         return self.images  # every image: they are in memory already
 
-    def train_batches(
-        self,
-        pre: Preprocess,
-        *,
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        device: torch.device,
-        start_batch: int = 0,
-        generator_state: Tensor | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> TrainBatches:
-        return TrainBatches(
-            self,
-            pre,
-            batch_size=batch_size,
-            seed=seed,
-            epoch=epoch,
-            device=device,
-            start_batch=start_batch,
-            generator_state=generator_state,
-            rank=rank,
-            world_size=world_size,
-        )
+    def train_batches(self, pre: Preprocess, plan: BatchPlan, device: torch.device) -> TrainBatches:
+        return TrainBatches(self, pre, plan, device)
 
     def eval_batches(
         self, pre: Preprocess, *, batch_size: int, device: torch.device

@@ -261,7 +261,7 @@ def run_job(
     if done is not None:
         log(f"{model} seed {seed}: finished earlier in {run_dir}")
         return done
-    resume = run_dir if (run_dir / "last.pt").is_file() else None
+    resume = run_dir if RunFolder(run_dir).last.is_file() else None
     if resume is None and run_dir.is_dir():  # killed before its first checkpoint
         cleared = clear_dead_run(run_dir)
         if cleared:

@@ -31,7 +31,7 @@ class Trained:
 
     @classmethod
     def load(cls, record: RunRecord, log: Log) -> Trained:
-        ckpt = RunFolder(record.run_dir).checkpoint("best.pt")
+        ckpt = RunFolder(record.run_dir).checkpoint()
         bundle = load_run_data(ckpt.config, lambda _s: None)
         model = ckpt.model()
         assert isinstance(model, ResNet)

@@ -280,7 +280,9 @@ def _check_run_names(r: RunConfig) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    r, d, o, s = cfg.run, cfg.data, cfg.optim, cfg.schedule
+    """What the fields' types cannot say (ranges, combinations); a ``Literal`` field's
+    choices were refused already, by :func:`~resnetlab.runtime.typed_fields.coerce_section`."""
+    r, d, o = cfg.run, cfg.data, cfg.optim
     _finite(cfg)
     _check_run_names(r)
     if d.padding < 0:
@@ -309,9 +311,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
     if o.weight_decay < 0 or o.momentum < 0:
         raise ConfigError("optim.weight_decay and optim.momentum must not be negative")
-    augments = ("auto", "cifar", "imagenet", "none", "trivialaugment", "randaugment", "autoaugment")
-    if d.augment not in augments:
-        raise ConfigError(f"data.augment must be one of {', '.join(augments)}, got {d.augment!r}")
     non_negative = {
         "data.mixup_alpha": d.mixup_alpha,
         "data.cutmix_alpha": d.cutmix_alpha,
@@ -328,18 +327,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
     if not 0.0 <= o.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay must be in [0, 1) (0: off), got {o.ema_decay!r}")
-    if r.tta not in ("none", "flip", "flip-shift"):
-        raise ConfigError(f"run.tta must be none, flip or flip-shift, got {r.tta!r}")
-    if o.name not in ("sgd", "adam", "adamw"):
-        raise ConfigError(f"optim.name must be sgd, adam or adamw, got {o.name!r}")
-    if s.name not in ("multistep", "cosine", "onecycle", "plateau", "constant"):
-        raise ConfigError(f"unknown schedule {s.name!r}")
-    if r.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"run.precision must be auto, fp32, bf16 or fp16, got {r.precision!r}")
     if cfg.model.freeze_until is not None and cfg.model.freeze_backbone:
         raise ConfigError("give model.freeze_until or model.freeze_backbone, not both")
-    if s.name == "plateau" and s.plateau_metric not in ("val_loss", "val_top1"):
-        raise ConfigError("schedule.plateau_metric must be val_loss or val_top1")
 
 
 def resolve_config(recipe: str, overrides: dict[str, Any] | None = None) -> TrainConfig:

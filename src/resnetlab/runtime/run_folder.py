@@ -30,14 +30,29 @@ def checkpoint_file(resume: str | os.PathLike[str]) -> Path:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """The folder of one training run."""
+    """The folder of one training run; it names the files in it (nothing else spells them)."""
 
     path: Path
+
+    @property
+    def last(self) -> Path:
+        """``last.pt``: the checkpoint of every epoch, and of an interruption."""
+        return self.path / LAST
+
+    @property
+    def best(self) -> Path:
+        """``best.pt``: the epoch of the best validation top-1."""
+        return self.path / BEST
+
+    @property
+    def config_file(self) -> Path:
+        """``config.yaml``: the run's resolved config."""
+        return self.path / CONFIG_NAME
 
     def settings(self) -> Any:
         """``config.yaml`` as written: nested dicts of plain values (raises ``OSError`` or
         ``yaml.YAMLError`` as reading and parsing it do)."""
-        return yaml.safe_load((self.path / CONFIG_NAME).read_text())
+        return yaml.safe_load(self.config_file.read_text())
 
     def config(self) -> TrainConfig:
         """The run's resolved config, from ``config.yaml``."""

@@ -5,7 +5,7 @@ the normalisation statistics)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,11 +48,47 @@ def compiled_for_training(
     return torch.compile(net, mode=cfg.run.compile_mode)  # type: ignore[return-value]
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, log: Log) -> nn.Module:
+@dataclass(frozen=True)
+class PretrainedSource:
+    """``model.pretrained`` resolved once (:func:`resolve_pretrained`): the local file (a
+    catalogue name downloaded and hash-checked) and its catalogue entry (``None``: not in the
+    catalogue). ``file`` is ``None`` where it could not be resolved: loading the weights
+    then reports why, in one line."""
+
+    text: str
+    file: Path | None
+    entry: PublishedWeights | None
+
+
+def resolve_pretrained(cfg: TrainConfig) -> PretrainedSource | None:
+    """``model.pretrained`` → its file and catalogue entry (``None``: no pretrained weights)."""
+    from resnetlab.interop.published import is_weights_name, resolve
+
+    text = cfg.model.pretrained
+    if not text:
+        return None
+    if not (is_weights_name(text) or Path(text).is_file()):
+        return PretrainedSource(text, None, None)
+    try:
+        file, entry = resolve(text)
+    except CheckpointError:
+        return PretrainedSource(text, None, None)
+    return PretrainedSource(text, file, entry)
+
+
+def build_model(
+    cfg: TrainConfig,
+    num_classes: int,
+    in_channels: int,
+    log: Log,
+    pretrained: PretrainedSource | None = None,
+) -> nn.Module:
+    """The run's network; ``pretrained`` is ``model.pretrained`` resolved (else resolved
+    here)."""
     options = {**cfg.model.options, "num_classes": num_classes, "in_channels": in_channels}
     model = create_model(cfg.model.name, **options)
     if cfg.model.pretrained:
-        init_from_pretrained(model, cfg.model.pretrained, log)
+        init_from_pretrained(model, cfg.model.pretrained, log, pretrained)
     if cfg.model.freeze_backbone:
         head = head_module(model, cfg.model.name)
         for p in model.parameters():
@@ -94,7 +130,11 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
             module.requires_grad_(False)
 
 
-def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
+def init_from_pretrained(
+    model: nn.Module, path: str, log: Log, source: PretrainedSource | None = None
+) -> None:
+    """Load the weights at ``path`` (our checkpoint, a weights file, a catalogue name;
+    ``source``: already resolved) into ``model``, every tensor that fits."""
     from resnetlab.interop.compat import from_akamaster
     from resnetlab.interop.foreign_files import read_state_dict
     from resnetlab.interop.published import resolve
@@ -102,7 +142,10 @@ def init_from_pretrained(model: nn.Module, path: str, log: Log) -> None:
     try:
         state = Checkpoint.load(path).weights
     except CheckpointError:
-        file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
+        if source is not None and source.file is not None:
+            file, entry = source.file, source.entry
+        else:
+            file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
         if entry is not None:
             log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
         if entry is not None and not entry.sha256:
@@ -152,13 +195,16 @@ def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     return replace(cfg, data=data), p.describe(d.interpolation) + policy
 
 
-def resolve_pretrained_options(cfg: TrainConfig) -> TrainConfig:
+def resolve_pretrained_options(
+    cfg: TrainConfig, pretrained: PretrainedSource | None = None
+) -> TrainConfig:
     """``model.pretrained`` naming catalogued weights whose model needs options (chenyaofo's
     CIFAR nets: ``shortcut: B``) → those options written into ``model.options``, so the run
     builds the net the weights fit, and its config.yaml and checkpoints rebuild it. Without
     this, option-A ``resnet20`` would take every tensor it has a name for and silently drop
-    the projections. An option set otherwise is a conflict, not overridden."""
-    w = pretrained_weights(cfg)
+    the projections. An option set otherwise is a conflict, not overridden. ``pretrained``:
+    already resolved."""
+    w = _entry(cfg, pretrained)
     if w is None or not w.model_options or cfg.model.name != w.model:
         return cfg
     options = dict(cfg.model.options)
@@ -171,24 +217,20 @@ def resolve_pretrained_options(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, model=replace(cfg.model, options=options))
 
 
-def pretrained_weights(cfg: TrainConfig) -> PublishedWeights | None:
+def _entry(cfg: TrainConfig, pretrained: PretrainedSource | None) -> PublishedWeights | None:
     """The catalogue entry of ``model.pretrained`` (a name, or a file known by its hash)."""
-    from resnetlab.interop.published import is_weights_name, resolve
-
-    source = cfg.model.pretrained
-    if not source or not (is_weights_name(source) or Path(source).is_file()):
-        return None
-    try:
-        return resolve(source)[1]
-    except CheckpointError:
-        return None  # loading the weights reports the problem, in one line
+    source = pretrained if pretrained is not None else resolve_pretrained(cfg)
+    return source.entry if source is not None else None
 
 
-def preprocess_for(cfg: TrainConfig, bundle: DataBundle) -> Preprocess:
+def preprocess_for(
+    cfg: TrainConfig, bundle: DataBundle, pretrained: PretrainedSource | None = None
+) -> Preprocess:
     """The run's preprocessing. Fine-tuning from published weights keeps the mean/std they
-    were trained with (the features expect them); otherwise the training split's own."""
+    were trained with (the features expect them); otherwise the training split's own.
+    ``pretrained``: ``model.pretrained`` already resolved."""
     d, side = cfg.data, bundle.train.image_size[1]
-    w = pretrained_weights(cfg)
+    w = _entry(cfg, pretrained)
     mean, std = (w.preprocessing.mean, w.preprocessing.std) if w else (bundle.mean, bundle.std)
     # "auto" here only when the caller did not resolve it (fit does): go by the size.
     augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")

@@ -31,6 +31,16 @@ def best_value(metrics: dict[str, float], key: str) -> float:
     return -metrics[key] if key == "val_loss" else metrics[key]
 
 
+def early_stopping(
+    best: float, bad_epochs: int, value: float, patience: int | None
+) -> tuple[float, int, bool]:
+    """The early-stopping decision after an epoch whose watched value is ``value`` (higher
+    is better): the best value so far, the epochs without a better one, and whether the run
+    stops (``patience`` such epochs in a row; ``None``: never)."""
+    best, bad_epochs = (value, 0) if value > best else (best, bad_epochs + 1)
+    return best, bad_epochs, patience is not None and bad_epochs >= patience
+
+
 @dataclass
 class Position:
     """Where a run is: what a checkpoint must hold to continue exactly."""

@@ -17,6 +17,7 @@ from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, code_version, hardware
+from resnetlab.runtime.run_folder import RunFolder
 
 Log = Callable[[str], None]
 
@@ -35,7 +36,7 @@ def final_test(
     it: the figure then equals ``resnetlab eval``'s."""
     place = Execution(place.device, None, channels_last=False)
     assert bundle.test is not None
-    best = Checkpoint.load(run_dir / "best.pt")
+    best = Checkpoint.load(RunFolder(run_dir).best)
     model.load_state_dict(best.weights)
     cm = ConfusionMatrix(len(bundle.classes))
     test = evaluate(

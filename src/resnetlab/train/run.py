@@ -16,16 +16,19 @@ import torch
 from torch import nn
 
 from resnetlab.analysis.memory_estimate import check_memory
-from resnetlab.data.datasets import eval_split_batches, on_device, train_batches
+from resnetlab.data.datasets import eval_split_batches, on_device
+from resnetlab.data.loaders import BatchPlan
 from resnetlab.errors import InvalidValueError
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
-from resnetlab.runtime.config import ConfigError, TrainConfig
+from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import choose
 from resnetlab.runtime.group import Group
+from resnetlab.runtime.run_folder import BEST, LAST
 from resnetlab.runtime.rundata import load_run_data
 from resnetlab.train.build import (
+    PretrainedSource,
     backbone_parameters,
     build_model,
     compiled_for_training,
@@ -42,15 +45,9 @@ from resnetlab.train.loop import (
     train_one_epoch,
 )
 from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
-from resnetlab.train.position import (
-    Position,
-    best_value,
-    restore_partial,
-    rng_state,
-    saved_partial,
-    set_rng_state,
-)
+from resnetlab.train.position import Position, best_value, early_stopping
 from resnetlab.train.progress import ProgressBar, format_epoch
+from resnetlab.train.snapshot import RunFacts, Trainable, restore, snapshot
 
 Log = Callable[[str], None]
 
@@ -60,8 +57,16 @@ class Run:
 
     net: nn.Module  # what trains: the model, wrapped by DDP and compiled where asked
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, log: Log, group: Group) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        log: Log,
+        group: Group,
+        pretrained: PretrainedSource | None = None,
+    ) -> None:
         self.cfg, self.run_dir, self.log, self.group = cfg, run_dir, log, group
+        self.pretrained = pretrained  # model.pretrained, resolved once by fit
         torch.manual_seed(cfg.run.seed)
         place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
         self.place = replace(place, device=group.device(place.device))
@@ -90,11 +95,12 @@ class Run:
         if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
             self.bundle = on_device(self.bundle, self.place.device)
         self.val = group.shard(self.bundle.val)  # validation is sharded, its sums all-reduced
-        self.pre = preprocess_for(self.cfg, self.bundle)
+        self.pre = preprocess_for(self.cfg, self.bundle, self.pretrained)
 
     def _build_network(self) -> None:
         cfg, log, group = self.cfg, self.log, self.group
-        model = build_model(cfg, len(self.bundle.classes), self.bundle.train.image_size[0], log)
+        channels = self.bundle.train.image_size[0]
+        model = build_model(cfg, len(self.bundle.classes), channels, log, self.pretrained)
         if cfg.run.sync_bn and group.size > 1:
             model = sync_batchnorm(model, self.place.device)
         if self.place.channels_last:
@@ -162,76 +168,22 @@ class Run:
 
     # ------------------------------------------------------------ checkpoints
     def restore(self, ckpt: Checkpoint) -> None:
-        world, g = ckpt.world_size, self.group
-        if world != g.size:
-            raise ConfigError(
-                f"{self.run_dir} was trained by {world} process(es): resume it with as many "
-                f"(the global batch and the position in the epoch depend on it), not {g.size}"
-            )
-        if self.ema is not None:  # "model" holds the average, "train_model" what trains
-            assert ckpt.train_weights is not None
-            assert ckpt.ema_updates is not None
-            self.model.load_state_dict(ckpt.train_weights)
-            self.ema.module.load_state_dict(ckpt.weights)
-            self.ema.n_averaged.fill_(int(ckpt.ema_updates))
-        else:
-            self.model.load_state_dict(ckpt.weights)
-        assert ckpt.optimizer is not None
-        assert ckpt.schedule is not None
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        self.schedule.load_state_dict(ckpt.schedule)
+        self.pos = restore(self.parts, ckpt, self.group, self.place.device, self.run_dir)
         if self.schedule.length_fixed:  # a time budget's length; else the config's plan
             self.set_length(self.schedule.total_steps)
-        if self.scaler is not None and ckpt.scaler:
-            self.scaler.load_state_dict(ckpt.scaler)
-        mine = ckpt.ranks[g.rank] if g.size > 1 and ckpt.ranks else None  # this rank's streams
-        rng = mine["rng"] if mine else ckpt.rng
-        assert rng is not None
-        set_rng_state(rng)
-        pos = Position(ckpt.epoch, ckpt.step, ckpt.best, ckpt.bad_epochs, ckpt.best_val_top1)
-        if ckpt.partial is not None:
-            # The saved sums are global: rank 0 carries them on alone.
-            pos.partial = restore_partial(ckpt.partial, self.place.device, keep_sums=g.is_main)
-            pos.generator = mine["generator"] if mine else ckpt.partial["generator"]
-        self.pos = pos
         # Wall time and the time limit count every session of the run.
         self.started = time.monotonic() - ckpt.elapsed_s
-        self.log(f"resuming {self.run_dir} at epoch {pos.epoch + 1}, step {pos.step}")
+        self.log(f"resuming {self.run_dir} at epoch {self.pos.epoch + 1}, step {self.pos.step}")
 
     def snapshot(self, generator: torch.Tensor | None = None) -> Checkpoint:
-        """The checkpoint of the current position (``generator``: paused mid-epoch). Under
-        torchrun every rank calls it (the sums and per-rank RNG states are gathered); rank 0
-        saves it."""
-        pos, part, g = self.pos, self.pos.partial, self.group
-        partial = None
-        if generator is not None and part is not None:
-            partial = saved_partial(part, g, self.place.device, generator)
-        ranks = None
-        if g.size > 1:  # each rank's own random streams, to resume each exactly
-            ranks = g.gather({"rng": rng_state(), "generator": generator})
-        return Checkpoint(
-            weights=self.eval_model.state_dict(),
-            train_weights=self.model.state_dict() if self.ema is not None else None,
-            ema_updates=int(self.ema.n_averaged) if self.ema is not None else None,
-            optimizer=self.optimizer.state_dict(),
-            schedule=self.schedule.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else None,
-            rng=rng_state(),
-            epoch=pos.epoch,
-            step=pos.step,
-            best=pos.best,
-            bad_epochs=pos.bad_epochs,
-            best_val_top1=pos.best_top1,
-            partial=partial,
-            config=self.cfg,
-            classes=tuple(self.bundle.classes),
-            pipeline=self.pre,
-            data_size=self.bundle.train.image_size,
-            model_name=self.cfg.model.name,
-            elapsed_s=time.monotonic() - self.started,
-            world_size=g.size,
-            ranks=ranks,
-        )
+        """The checkpoint of the current position (``generator``: paused mid-epoch)."""
+        b = self.bundle
+        facts = RunFacts(self.cfg, tuple(b.classes), self.pre, b.train.image_size, self.started)
+        return snapshot(self.parts, self.pos, facts, self.group, self.place.device, generator)
+
+    @property
+    def parts(self) -> Trainable:
+        return Trainable(self.model, self.optimizer, self.schedule, self.ema, self.scaler)
 
     def set_length(self, total_steps: int) -> None:
         """The run's length in steps (a time budget fixes it after the warm-up)."""
@@ -240,9 +192,8 @@ class Run:
 
     @property
     def eval_model(self) -> nn.Module:
-        """What is validated, tested and saved as the model: the weight average if there is
-        one, else the trained weights."""
-        return self.model if self.ema is None else self.ema.module
+        """What is validated, tested and saved as the model (see :class:`Trainable`)."""
+        return self.parts.eval_model
 
     # ------------------------------------------------------------ one epoch
     def train_epoch(
@@ -253,18 +204,16 @@ class Run:
         pos, cfg, g = self.pos, self.cfg, self.group
         if pos.partial is None:
             pos.partial = EpochState.fresh(self.place.device)
-        batches = train_batches(
-            self.bundle.train,
-            self.pre,
-            batch_size=cfg.data.batch_size,
-            seed=cfg.run.seed,
-            epoch=pos.epoch,
-            device=self.place.device,
+        plan = BatchPlan(
+            cfg.data.batch_size,
+            cfg.run.seed,
+            pos.epoch,
             start_batch=pos.partial.batches_done,
             generator_state=pos.generator,
             rank=g.rank,
             world_size=g.size,
         )
+        batches = self.bundle.train.train_batches(self.pre, plan, self.place.device)
         epoch = pos.epoch + 1
         bar = ProgressBar(
             self.steps_per_epoch, desc=f"epoch {epoch}", enabled=None if g.is_main else False
@@ -287,13 +236,12 @@ class Run:
             ema=self.ema,
             group=g,
         )
-        plan = EpochPlan(self.steps_per_epoch, self.total_steps, cfg.run.log_every)
         out = train_one_epoch(
             parts,
             batches,
             state=pos.partial,
             step=pos.step,
-            plan=plan,
+            plan=EpochPlan(self.steps_per_epoch, self.total_steps, cfg.run.log_every),
             should_stop=should_stop,
             on_log=on_log,
         )
@@ -324,7 +272,7 @@ class Run:
         failure: CheckpointSaveError | None = None
         if self.group.is_main:
             try:
-                for name in sorted(names, key=lambda n: n != "best.pt"):
+                for name in sorted(names, key=lambda n: n != BEST):
                     ckpt.save(self.run_dir / name)
             except CheckpointSaveError as err:
                 failure = err
@@ -356,17 +304,14 @@ class Run:
         self.log(format_epoch(row))
         watched = {"val_loss": val["loss"], "val_top1": val["top1"]}
         self.schedule.epoch_end(watched)
+        patience = cfg.run.early_stopping_patience
         value = best_value(watched, cfg.run.early_stopping_metric)
-        if value > pos.best:
-            pos.best, pos.bad_epochs = value, 0
-        else:
-            pos.bad_epochs += 1
+        pos.best, pos.bad_epochs, stop = early_stopping(pos.best, pos.bad_epochs, value, patience)
         improved = val["top1"] > pos.best_top1
         pos.best_top1 = max(pos.best_top1, val["top1"])
         pos.partial, pos.generator = None, None
-        self.save(self.snapshot(), "last.pt", *(["best.pt"] if improved else []))
-        patience = cfg.run.early_stopping_patience
-        if patience is not None and pos.bad_epochs >= patience:
+        self.save(self.snapshot(), LAST, *([BEST] if improved else []))
+        if stop:
             metric = cfg.run.early_stopping_metric
             self.log(f"early stopping: no better {metric} for {patience} epochs")
             return "early_stop"
@@ -374,10 +319,10 @@ class Run:
 
     def pause(self, reason: str, generator: torch.Tensor) -> None:
         """Save the position inside the current epoch (signal or time limit)."""
-        self.save(self.snapshot(generator), "last.pt")
+        self.save(self.snapshot(generator), LAST)
         done = self.pos.partial.batches_done if self.pos.partial is not None else 0
         self.log(
-            f"{reason}: saved {self.run_dir / 'last.pt'} at epoch {self.pos.epoch + 1}, "
+            f"{reason}: saved {self.run_dir / LAST} at epoch {self.pos.epoch + 1}, "
             f"batch {done}/{self.steps_per_epoch}; continue with "
             f"`resnetlab train --resume {self.run_dir}`"
         )

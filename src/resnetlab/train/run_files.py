@@ -20,7 +20,7 @@ from resnetlab.runtime.config import (
     config_from_dict,
     plain,
 )
-from resnetlab.runtime.run_folder import checkpoint_file
+from resnetlab.runtime.run_folder import BEST, CONFIG_NAME, LAST, checkpoint_file
 from resnetlab.runtime.yaml_text import load_yaml, yaml_reason
 from resnetlab.train.logs import CSV_NAME, JSONL_NAME, STEPS_NAME
 
@@ -34,9 +34,9 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 # What a run writes into its folder (the lock file aside).
 RUN_FILES = (
-    "last.pt",
-    "best.pt",
-    "config.yaml",
+    LAST,
+    BEST,
+    CONFIG_NAME,
     CSV_NAME,
     JSONL_NAME,
     STEPS_NAME,
@@ -58,7 +58,7 @@ def clear_dead_run(run_dir: Path) -> list[str]:
     removed. For callers that own the folder's contents, such as the experiments' run
     store; ``resnetlab train`` refuses such a folder instead."""
     with folder_lock(run_dir, hint="; wait for it to finish"):  # a live run is not dead
-        if (run_dir / "last.pt").exists():
+        if (run_dir / LAST).exists():
             raise ConfigError(f"{run_dir} holds a checkpoint: resume it, do not clear it")
         names = dead_run_files(run_dir)
         for name in names:
@@ -68,7 +68,7 @@ def clear_dead_run(run_dir: Path) -> list[str]:
 
 def check_new(run_dir: Path) -> None:
     """A fresh run starts in an empty folder: never on top of another run's logs."""
-    if (run_dir / "last.pt").exists():
+    if (run_dir / LAST).exists():
         raise ConfigError(
             f"{run_dir} already holds a run; continue it with --resume "
             f"{run_dir} or choose another --name"
@@ -104,7 +104,7 @@ def check_resumable(cfg: TrainConfig, ckpt: Checkpoint, path: Path) -> None:
     """``cfg`` continues the run ``ckpt`` was saved from: only run settings may differ."""
     saved = ckpt.config
     check_resume_target(path)
-    check_config_file(cfg, ckpt.config.to_dict(), path.parent / "config.yaml")
+    check_config_file(cfg, ckpt.config.to_dict(), path.parent / CONFIG_NAME)
     done, step = ckpt.epoch, ckpt.step
     if cfg.run.epochs is not None and cfg.run.epochs < done:
         raise ConfigError(
@@ -138,8 +138,8 @@ def check_resumable(cfg: TrainConfig, ckpt: Checkpoint, path: Path) -> None:
 def check_resume_target(path: Path) -> None:
     """Resuming from ``RUN/best.pt`` (or any file beside a ``last.pt``) would save the
     continued run's ``last.pt`` over the one there, losing the epochs after the best."""
-    last = path.parent / "last.pt"
-    if path.name != "last.pt" and last.exists() and not last.samefile(path):
+    last = path.parent / LAST
+    if path.name != LAST and last.exists() and not last.samefile(path):
         raise ConfigError(
             f"resuming from {path} would overwrite {last}, the run's own latest checkpoint; "
             f"resume {path.parent} itself, or copy {path.name} into a folder of its own to "
@@ -183,7 +183,7 @@ def check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> No
 
 def check_out_dir(out: Path) -> None:
     """``--out RUN`` would nest a new run inside an existing one."""
-    held = [name for name in ("last.pt", "config.yaml") if (out / name).is_file()]
+    held = [name for name in (LAST, CONFIG_NAME) if (out / name).is_file()]
     if held:
         raise ConfigError(
             f"run.out_dir (--out) {out} is a run folder (it holds {held[0]}); --out names the "

@@ -23,15 +23,20 @@ from types import FrameType
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, save_config
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import CONFIG_NAME, checkpoint_file
-from resnetlab.train.build import resolve_pipeline, resolve_pretrained_options
+from resnetlab.runtime.run_folder import RunFolder, checkpoint_file
+from resnetlab.train.build import (
+    PretrainedSource,
+    resolve_pipeline,
+    resolve_pretrained,
+    resolve_pretrained_options,
+)
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.distributed import session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
 from resnetlab.train.report import final_test, write_results
 from resnetlab.train.run import Run
 from resnetlab.train.run_files import check_out_dir, check_resumable, new_run_dir, owned
-from resnetlab.train.time_budget import check_budget, fit_to_budget, fixing_epoch
+from resnetlab.train.time_budget import budget_epochs, check_budget, fixing_epoch
 
 Log = Callable[[str], None]
 EXIT_CODES = {
@@ -123,7 +128,8 @@ def _fit(
     cfg: TrainConfig, group: Group, resume: str | Path | None, log: Log, command: str | None
 ) -> RunResult:
     check_budget(cfg)
-    cfg = resolve_pretrained_options(cfg)  # before a resumed run's config is compared
+    pretrained = resolve_pretrained(cfg)  # once: a local file is hashed, a name fetched
+    cfg = resolve_pretrained_options(cfg, pretrained)  # before a resumed run's config is compared
     ckpt: Checkpoint | None = None
     if resume is not None:
         path = checkpoint_file(resume)
@@ -143,7 +149,7 @@ def _fit(
         problem = group.broadcast(problem)  # every rank stops, not only rank 0
         if problem:
             raise ConfigError(problem)
-        return _train(cfg, group, run_dir, ckpt, log, command)
+        return _train(cfg, group, run_dir, ckpt, log, command, pretrained)
 
 
 def _train(
@@ -153,12 +159,13 @@ def _train(
     ckpt: Checkpoint | None,
     log: Log,
     command: str | None,
+    pretrained: PretrainedSource | None,
 ) -> RunResult:
     cfg, pipeline = resolve_pipeline(cfg)
-    run = Run(cfg, run_dir, log, group)
+    run = Run(cfg, run_dir, log, group, pretrained)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_NAME)
+        save_config(cfg, RunFolder(run_dir).config_file)
         if ckpt is not None:  # epochs logged after the checkpoint are trained again
             truncate_metrics(run_dir, ckpt.epoch)
     if ckpt is not None:
@@ -202,7 +209,7 @@ def _epochs(run: Run) -> str:
                 log(
                     f"stopped: the training loss became NaN/inf in epoch {run.pos.epoch + 1} "
                     f"(near step {out.step}); the last good checkpoint is "
-                    f"{run.run_dir / 'last.pt'} (try a lower learning rate)"
+                    f"{RunFolder(run.run_dir).last} (try a lower learning rate)"
                 )
                 status = "nan"
                 break
@@ -218,7 +225,7 @@ def _epochs(run: Run) -> str:
             val = run.validate()
             if budgeted and not run.schedule.length_fixed and run.pos.epoch + 1 >= fix_at:
                 now = time.monotonic()
-                fit_to_budget(run, epoch_s=now - epoch_started, val_s=now - val_started)
+                _fix_to_budget(run, epoch_s=now - epoch_started, val_s=now - val_started)
             if run.close_epoch(out, val, logger):
                 status = "early_stop"
                 break
@@ -230,6 +237,24 @@ def _epochs(run: Run) -> str:
     if steps is not None:
         steps.close()
     return status
+
+
+def _fix_to_budget(run: Run, *, epoch_s: float, val_s: float) -> None:
+    """Fix the run's length (epochs, steps, the schedule's end) to what fits its budget; a
+    resumed run keeps it (the schedule's ``length_fixed`` is in the checkpoint)."""
+    epochs, said = budget_epochs(
+        run.cfg,
+        run.bundle,
+        epochs_done=run.pos.epoch + 1,  # the epoch being closed
+        elapsed_s=time.monotonic() - run.started,
+        epoch_s=epoch_s,
+        val_s=val_s,
+        steps_per_epoch=run.steps_per_epoch,
+    )
+    epochs = run.group.broadcast(epochs)  # under torchrun every rank takes rank 0's count
+    run.set_length(epochs * run.steps_per_epoch)
+    run.schedule.length_fixed = True
+    run.log(said)
 
 
 def _finish(
@@ -249,7 +274,7 @@ def _finish(
         not stopped_early
         and cfg.run.test
         and run.bundle.test is not None
-        and (run_dir / "best.pt").is_file()
+        and RunFolder(run_dir).best.is_file()
     ):
         try:
             if signals.received:

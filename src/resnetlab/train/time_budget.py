@@ -16,14 +16,9 @@ data are decoded before it) and covers the test evaluation.
 from __future__ import annotations
 
 import math
-import time
-from typing import TYPE_CHECKING
 
+from resnetlab.data.datasets import DataBundle
 from resnetlab.runtime.config import ConfigError, TrainConfig
-
-if TYPE_CHECKING:
-    from resnetlab.train.run import Run
-
 
 # The share of the time left that is not planned for: a 2-core machine shared with other
 # tenants ran later epochs of a 10-minute ResNet-20 run up to 40% slower than the timed one
@@ -64,29 +59,35 @@ def epochs_that_fit(
     return epochs_done + max(0, math.floor(left / max(epoch_s, 1e-9)))
 
 
-def fit_to_budget(run: Run, *, epoch_s: float, val_s: float) -> None:
-    """Fix ``run``'s length (epochs, steps and the schedule's end) from the time of the
-    epoch it is finishing (``epoch_s``, validation included) and of its validation
-    (``val_s``; the test evaluation is estimated from it by the splits' sizes)."""
-    cfg, bundle = run.cfg, run.bundle
+def budget_epochs(
+    cfg: TrainConfig,
+    bundle: DataBundle,
+    *,
+    epochs_done: int,
+    elapsed_s: float,
+    epoch_s: float,
+    val_s: float,
+    steps_per_epoch: int,
+) -> tuple[int, str]:
+    """The run's length in epochs, fixed from the time of the epoch being closed
+    (``epochs_done``-th; ``epoch_s``, validation included) and of its validation (``val_s``;
+    the test evaluation is estimated from it by the splits' sizes), and the line that says
+    so. A pure decision: the caller applies it."""
     assert cfg.run.budget_min is not None
     test_images = len(bundle.test) if bundle.test is not None and cfg.run.test else 0
     test_s = val_s * test_images / max(1, len(bundle.val))
-    done = run.pos.epoch + 1  # the epoch being closed
-    elapsed = time.monotonic() - run.started
     epochs = epochs_that_fit(
         budget_s=cfg.run.budget_min * 60,
-        elapsed_s=elapsed,
+        elapsed_s=elapsed_s,
         epoch_s=epoch_s,
         test_s=test_s,
-        epochs_done=done,
+        epochs_done=epochs_done,
     )
-    epochs = run.group.broadcast(epochs)  # under torchrun every rank takes rank 0's count
-    run.set_length(epochs * run.steps_per_epoch)
-    run.schedule.length_fixed = True  # kept in the checkpoint: a resume does not refit
-    run.log(
-        f"budget {cfg.run.budget_min:g} min: epoch {done} took {epoch_s:.1f} s "
-        f"(validation {val_s:.1f} s), {elapsed / 60:.1f} min used; the schedule now ends "
-        f"after epoch {epochs} ({run.total_steps:,} steps), keeping {test_s:.0f} s for the test"
-        + ("; too short for more than the warm-up" if epochs == done else "")
+
+    said = (
+        f"budget {cfg.run.budget_min:g} min: epoch {epochs_done} took {epoch_s:.1f} s "
+        f"(validation {val_s:.1f} s), {elapsed_s / 60:.1f} min used; the schedule now ends "
+        f"after epoch {epochs} ({epochs * steps_per_epoch:,} steps), keeping {test_s:.0f} s "
+        "for the test" + ("; too short for more than the warm-up" if epochs == epochs_done else "")
     )
+    return epochs, said
