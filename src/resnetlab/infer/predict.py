@@ -248,13 +248,16 @@ class Predictor:
     ) -> list[tuple[Path, Explanation]]:
         """Write ``DIR/<stem>.gradcam.png`` per image file: the top class's Grad-CAM over
         the image the model saw; returns each PNG with its explanation."""
+        from resnetlab.fileio import check_writable, save_image_atomic
         from resnetlab.infer.explain import heatmap_paths, overlay
 
-        found = self.explain(self.read_images(paths))
         targets = heatmap_paths(out_dir, paths)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for target in targets:  # before the work: a FIFO, a 256-byte name, …
+            check_writable(target)
+        found = self.explain(self.read_images(paths))
         for target, e in zip(targets, found, strict=True):
-            overlay(e.image, e.heatmap).save(target)
+            save_image_atomic(overlay(e.image, e.heatmap), target)
         return list(zip(targets, found, strict=True))
 
     def split(self, split: str, source: str | None = None) -> Split:

@@ -348,7 +348,9 @@ def resolve_config(recipe: str, overrides: dict[str, Any] | None = None) -> Trai
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from resnetlab.fileio import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
