@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -217,9 +218,10 @@ def _write_error(target: Path, err: BaseException, kept: bool) -> WriteError | N
     if not isinstance(err, Exception) or isinstance(err, ResnetlabError):
         return None
     cause = _os_cause(err)
-    if cause is None and not _nearly_full(target.parent):
+    rust = re.search(r"\(os error (\d+)\)", str(err))  # safetensors' Rust I/O errors
+    if cause is None and rust is None and not _nearly_full(target.parent):
         return None
-    code = cause.errno if cause is not None else errno.ENOSPC
+    code = cause.errno if cause else int(rust.group(1)) if rust else errno.ENOSPC
     reason = _REASONS.get(code or 0) or (cause.strerror if cause else None) or first_line(err)
     left = "the previous one is intact" if kept else "nothing was written"
     error = WriteError(f"cannot write {target}: {reason.lower()} ({left})")
@@ -272,6 +274,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise
         raise failed from err
     _fsync_folder(p.parent)
+
+
+@contextmanager
+def appending(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Around appends to a log (``metrics.csv``): a failed write (a full disk) becomes the
+    one-line :class:`WriteError` naming the file, where Python's ``OSError`` names none.
+    The rows written before stay; a row cut short is skipped by the readers."""
+    try:
+        yield
+    except OSError as err:
+        failed = _write_error(Path(path), err, True)
+        if failed is None:
+            raise
+        raise WriteError(str(failed).replace("the previous one", "its earlier lines")) from err
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -55,8 +55,12 @@ def folder_lock(folder: str | os.PathLike[str], *, hint: str = "") -> Iterator[P
             pid = ""
         raise FolderBusyError(f"{p} is in use by another process (pid {pid or 'unknown'}){hint}")
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as err:  # a full disk: say which file, as every writer does
+            why = (err.strerror or str(err)).lower()
+            raise OutputError(f"cannot write {path}: {why}") from err
         yield p
     finally:
         path.unlink(missing_ok=True)  # before the unlock: a waiter then retries (see above)

@@ -72,6 +72,32 @@ def is_environment_error(err: OSError) -> bool:
     return err.filename is not None or err.errno in ENVIRONMENT_ERRNOS
 
 
+def environment_cause(err: BaseException) -> OSError | None:
+    """The environment's ``OSError`` behind another exception (a full disk under torch's
+    compiler, which reports it as an ``InductorError``), or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError) and cur.errno in ENVIRONMENT_ERRNOS:
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _where(cause: OSError, err: BaseException) -> str:
+    """One line for the machine refusing a write inside a library: its file if it names
+    one, else torch's compiler cache when the compiler raised it (it names no file)."""
+    if cause.filename is not None:
+        return f"cannot write {cause.filename}: {(cause.strerror or str(cause)).lower()}"
+    text = f"{(cause.strerror or str(cause)).lower()} [errno {cause.errno}]"
+    if type(err).__module__.startswith(("torch._inductor", "torch._dynamo")):
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        return f"cannot write torch's compiler cache in {cache_dir()}: {text}"
+    return text
+
+
 def write_traceback(err: BaseException, command: str) -> Path:
     """Write ``err``'s traceback to ``errors/`` in the cache (else the temporary folder) and
     return the file, for a bug report."""
@@ -89,7 +115,7 @@ def write_traceback(err: BaseException, command: str) -> Path:
     raise err  # nowhere to write: Python prints the traceback instead
 
 
-def _user_error(command: str, err: BaseException) -> int:
+def _user_error(command: str, err: BaseException | str) -> int:
     print(f"resnetlab {command}: error: {first_line(err)}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -131,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_environment_error(err):
             return _user_error(args.command, err)
         return _internal_error(args.command, words, err)
-    except Exception as err:  # anything else is ours to fix
+    except Exception as err:  # anything else is ours to fix, unless the machine refused
+        cause = environment_cause(err)
+        if cause is not None:
+            return _user_error(args.command, _where(cause, err))
         return _internal_error(args.command, words, err)
     return code if isinstance(code, int) else 0
 

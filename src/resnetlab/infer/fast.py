@@ -122,7 +122,7 @@ def optimize_for_inference(
     results: list[EngineResult] = []
     skipped: dict[str, str] = {}
     runners: dict[str, Runner] = {}
-    for engine in engines or default_engines(device):
+    for engine in dict.fromkeys(engines or default_engines(device)):  # each timed once
         try:
             run = build_runner(engine, prepared, example)
             out = run(example)

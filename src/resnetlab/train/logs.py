@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from resnetlab.fileio import appending
+
 __all__ = [
     "CSV_NAME",
     "JSONL_NAME",
@@ -102,10 +104,12 @@ class MetricsLogger:
                 f"they are kept in {JSONL_NAME} only",
                 stacklevel=2,
             )
-        self._csv.writerow(row)
-        self._csv_file.flush()
-        self._jsonl_file.write(json.dumps(row) + "\n")
-        self._jsonl_file.flush()
+        with appending(self.csv_path):  # a full disk: one line naming the file
+            self._csv.writerow(row)
+            self._csv_file.flush()
+        with appending(self.jsonl_path):
+            self._jsonl_file.write(json.dumps(row) + "\n")
+            self._jsonl_file.flush()
         self._rows += 1
         if self._tb is not None:
             epoch = row.get("epoch")
@@ -229,13 +233,14 @@ class StepLog:
         self._file: TextIO | None = None
 
     def log(self, step: int, epoch: int, loss: float, error: float) -> None:
-        if self._file is None:
-            new = not self.path.is_file() or self.path.stat().st_size == 0
-            self._file = _open_append(self.path)
-            if new:
-                self._file.write(",".join(STEP_FIELDS) + "\n")
-        self._file.write(f"{step},{epoch},{loss:.6g},{error:.6g}\n")
-        self._file.flush()
+        with appending(self.path):  # a full disk: one line naming the file
+            if self._file is None:
+                new = not self.path.is_file() or self.path.stat().st_size == 0
+                self._file = _open_append(self.path)
+                if new:
+                    self._file.write(",".join(STEP_FIELDS) + "\n")
+            self._file.write(f"{step},{epoch},{loss:.6g},{error:.6g}\n")
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
