@@ -24,7 +24,7 @@ from pathlib import Path
 from resnetlab import __version__
 from resnetlab.cli import infer, inspection, reproduce, train
 from resnetlab.cli.common import EXIT_USAGE, Parser, UsageError
-from resnetlab.errors import ResnetlabError, first_line
+from resnetlab.errors import OutputError, ResnetlabError, first_line
 from resnetlab.fileio import cache_root
 
 EXIT_BUG = 1
@@ -103,7 +103,11 @@ def write_traceback(err: BaseException, command: str) -> Path:
     return the file, for a bug report."""
     text = f"{command}\nresnetlab {__version__}\n\n" + "".join(traceback.format_exception(err))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for folder in (cache_root() / "errors", Path(tempfile.gettempdir())):
+    try:
+        folders = [cache_root() / "errors"]
+    except ResnetlabError:  # HOME empty or relative: the handler must not crash itself
+        folders = []
+    for folder in (*folders, Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f"resnetlab-{stamp}-", suffix=".txt", dir=folder)
@@ -131,7 +135,42 @@ def _internal_error(command: str, words: list[str], err: BaseException) -> int:
     return EXIT_BUG
 
 
+class _ClosedStream:
+    """Standing in for a closed standard output (``resnetlab models >&-``): Python sets
+    ``sys.stdout`` to None, and the first print was an internal error."""
+
+    def write(self, text: str) -> int:
+        raise OutputError("standard output is closed (>&-): nothing can be printed")
+
+    def flush(self) -> None:
+        pass
+
+
+def _usable_streams() -> None:
+    """A closed stdout refuses in one line; an encoding that cannot write ×, ← or é
+    (``PYTHONIOENCODING=ascii``, a C locale) writes them as escapes instead of failing."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream()
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _interrupted(err: BaseException) -> bool:
+    """A Ctrl-C that a library wrapped in its own error (torch.export does)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _usable_streams()
     parser = build_parser()
     words = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(words)
@@ -158,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _user_error(args.command, err)
         return _internal_error(args.command, words, err)
     except Exception as err:  # anything else is ours to fix, unless the machine refused
+        if _interrupted(err):
+            print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
+            return 130
         cause = environment_cause(err)
         if cause is not None:
             return _user_error(args.command, _where(cause, err))

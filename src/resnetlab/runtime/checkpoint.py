@@ -308,7 +308,14 @@ class Checkpoint:
             "in_channels": self.data_size[0],
         }
         net = create_model(self.config.model.name, **options)
-        net.load_state_dict(self.weights)
+        try:  # a crafted file: classes, channels or keys that do not fit the weights
+            net.load_state_dict(self.weights)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise CheckpointError(
+                f"checkpoint weights do not fit {self.config.model.name} with "
+                f"{len(self.classes)} classes and {self.data_size[0]} channels ({detail})"
+            ) from err
         return net.eval()
 
 

@@ -259,6 +259,10 @@ def _finite(cfg: TrainConfig) -> None:
 MAX_SEED = 2**32 - 1
 
 
+# Devices a model can train or run on (``meta`` holds no data: it only has shapes).
+RUNNABLE_DEVICES = ("auto", "cpu", "cuda", "mps", "xpu")
+
+
 def _check_run_names(r: RunConfig) -> None:
     """The seed's range, and a run name that is one folder inside ``run.out_dir``: ``/abs``
     or ``../x`` would write outside it."""
@@ -334,6 +338,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.name must be sgd, adam or adamw, got {o.name!r}")
     if s.name not in ("multistep", "cosine", "onecycle", "plateau", "constant"):
         raise ConfigError(f"unknown schedule {s.name!r}")
+    if str(r.device).split(":")[0] not in RUNNABLE_DEVICES:  # before the run folder is made
+        raise ConfigError(f"run.device must be auto, cpu or cuda[:N], got {r.device!r}")
     if r.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"run.precision must be auto, fp32, bf16 or fp16, got {r.precision!r}")
     if cfg.model.freeze_until is not None and cfg.model.freeze_backbone:

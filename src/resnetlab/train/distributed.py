@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from resnetlab.errors import env_int
 from resnetlab.runtime.group import Group
 
 STOP_REASONS = ("time", "sigterm", "sigint")  # when ranks disagree, the last one named wins
@@ -47,13 +48,13 @@ def session(device: str = "auto") -> Iterator[Group]:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         yield Group(dist.get_rank(), dist.get_world_size(), local)
         return
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = env_int("WORLD_SIZE", 1)
     if size <= 1:
         yield Group()
         return
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = env_int("RANK", None), env_int("LOCAL_RANK", 0)
     cuda = device != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local)

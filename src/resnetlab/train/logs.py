@@ -144,7 +144,7 @@ class MetricsLogger:
 def _read_csv_header(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
         return next(csv.reader(f), [])
 
 
@@ -169,7 +169,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | str]]:
     if not path.is_file():
         return []
     rows: list[dict[str, float | str]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # errors="replace": a damaged byte spoils its line (skipped below), not the command
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
@@ -189,13 +190,13 @@ def truncate_metrics(run_dir: Path, epoch: int) -> None:
 
     jsonl = Path(run_dir) / JSONL_NAME
     if jsonl.is_file():
-        lines = jsonl.read_text(encoding="utf-8").splitlines()
+        lines = jsonl.read_text(encoding="utf-8", errors="replace").splitlines()
         kept = [line for line in lines if _row_epoch(line) <= epoch]
         if len(kept) != len(lines):
             write_text_atomic(jsonl, "".join(f"{line}\n" for line in kept))
     path = Path(run_dir) / CSV_NAME
     if path.is_file():
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
             rows = list(csv.reader(f))
         if rows and "epoch" in rows[0]:
             col = rows[0].index("epoch")
@@ -255,7 +256,7 @@ def read_steps(run_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     rows: dict[int, dict[str, float]] = {}
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
         for raw in csv.DictReader(f):
             try:
                 row = {k: float(raw[k]) for k in STEP_FIELDS}
