@@ -339,7 +339,7 @@ def validate(cfg: TrainConfig) -> None:
     if s.name not in ("multistep", "cosine", "onecycle", "plateau", "constant"):
         raise ConfigError(f"unknown schedule {s.name!r}")
     if str(r.device).split(":")[0] not in RUNNABLE_DEVICES:  # before the run folder is made
-        raise ConfigError(f"run.device must be auto, cpu or cuda[:N], got {r.device!r}")
+        raise ConfigError(f"unknown device {r.device!r}: run.device must be auto, cpu or cuda[:N]")
     if r.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"run.precision must be auto, fp32, bf16 or fp16, got {r.precision!r}")
     if cfg.model.freeze_until is not None and cfg.model.freeze_backbone:
