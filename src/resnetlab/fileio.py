@@ -155,7 +155,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:  # alive, but another user's process
-        return True
+        pass
     return True
 
 
@@ -189,8 +189,7 @@ _REASONS = {
 
 
 def _os_cause(err: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``err``: torch's zip writer reports a failed ``write()`` as a
-    ``RuntimeError`` whose context is the real ``OSError``."""
+    """The ``OSError`` behind ``err`` (torch's zip writer raises a ``RuntimeError``)."""
     seen: set[int] = set()
     cur: BaseException | None = err
     while cur is not None and id(cur) not in seen:
@@ -202,9 +201,8 @@ def _os_cause(err: BaseException) -> OSError | None:
 
 
 def _nearly_full(folder: Path) -> bool:
-    """Whether ``folder``'s file system has under 1 MiB left: how a writer in C++ that
-    reports a failed write without its errno (OpenVINO: "basic_ios::clear") is told
-    apart from a bug."""
+    """Under 1 MiB left on ``folder``'s file system: how a C++ writer's failed write with
+    no errno (OpenVINO: "basic_ios::clear") is told apart from a bug."""
     try:
         st = os.statvfs(folder)
     except OSError:
@@ -219,7 +217,8 @@ def _write_error(target: Path, err: BaseException, kept: bool) -> WriteError | N
         return None
     cause = _os_cause(err)
     rust = re.search(r"\(os error (\d+)\)", str(err))  # safetensors' Rust I/O errors
-    if cause is None and rust is None and not _nearly_full(target.parent):
+    guessed = isinstance(err, RuntimeError) and _nearly_full(target.parent)  # C++ writers
+    if cause is None and rust is None and not guessed:
         return None
     code = cause.errno if cause else int(rust.group(1)) if rust else errno.ENOSPC
     reason = _REASONS.get(code or 0) or (cause.strerror if cause else None) or first_line(err)
@@ -230,22 +229,19 @@ def _write_error(target: Path, err: BaseException, kept: bool) -> WriteError | N
 
 
 def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (some file systems refuse: then the file itself
-    is synced, which is what matters most)."""
-    try:
+    """Make a rename in ``folder`` durable (where the file system allows it)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError:
-        pass
 
 
 def _fsync_file(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        os.fsync(fd)  # where a full disk shows on file systems that allocate late (NFS, XFS)
     finally:
         os.close(fd)
 
