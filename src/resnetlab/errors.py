@@ -53,3 +53,23 @@ def first_line(err: BaseException | str) -> str:
     if lines:
         return lines[0]
     return type(err).__name__ if isinstance(err, BaseException) else ""
+
+
+def env_int(name: str, default: int | None) -> int:
+    """The whole number in environment variable ``name`` (``WORLD_SIZE``, ``RANK``: set by
+    torchrun, or by hand), else ``default``; a value that is not one, or a missing variable
+    without a default, is a one-line :class:`ConfigError` (``WORLD_SIZE=abc`` was a raw
+    traceback)."""
+    import os
+
+    text = os.environ.get(name)
+    if text is None or (not text.strip() and default is not None):
+        if default is None:
+            raise ConfigError(f"{name} is not set (torchrun sets it beside WORLD_SIZE)")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={text!r} is not a whole number (a torchrun variable: unset it or fix it)"
+        ) from None

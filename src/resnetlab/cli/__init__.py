@@ -24,7 +24,7 @@ from pathlib import Path
 from resnetlab import __version__
 from resnetlab.cli import infer, inspection, reproduce, train
 from resnetlab.cli.common import EXIT_USAGE, Parser, UsageError
-from resnetlab.errors import ResnetlabError, first_line
+from resnetlab.errors import OutputError, ResnetlabError, first_line
 from resnetlab.fileio import cache_root
 
 EXIT_BUG = 1
@@ -72,12 +72,42 @@ def is_environment_error(err: OSError) -> bool:
     return err.filename is not None or err.errno in ENVIRONMENT_ERRNOS
 
 
+def environment_cause(err: BaseException) -> OSError | None:
+    """The environment's ``OSError`` behind another exception (a full disk under torch's
+    compiler, which reports it as an ``InductorError``), or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError) and cur.errno in ENVIRONMENT_ERRNOS:
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _where(cause: OSError, err: BaseException) -> str:
+    """One line for the machine refusing a write inside a library: its file if it names
+    one, else torch's compiler cache when the compiler raised it (it names no file)."""
+    if cause.filename is not None:
+        return f"cannot write {cause.filename}: {(cause.strerror or str(cause)).lower()}"
+    text = f"{(cause.strerror or str(cause)).lower()} [errno {cause.errno}]"
+    if type(err).__module__.startswith(("torch._inductor", "torch._dynamo")):
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        return f"cannot write torch's compiler cache in {cache_dir()}: {text}"
+    return text
+
+
 def write_traceback(err: BaseException, command: str) -> Path:
     """Write ``err``'s traceback to ``errors/`` in the cache (else the temporary folder) and
     return the file, for a bug report."""
     text = f"{command}\nresnetlab {__version__}\n\n" + "".join(traceback.format_exception(err))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for folder in (cache_root() / "errors", Path(tempfile.gettempdir())):
+    try:
+        folders = [cache_root() / "errors"]
+    except ResnetlabError:  # HOME empty or relative: the handler must not crash itself
+        folders = []
+    for folder in (*folders, Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f"resnetlab-{stamp}-", suffix=".txt", dir=folder)
@@ -89,7 +119,7 @@ def write_traceback(err: BaseException, command: str) -> Path:
     raise err  # nowhere to write: Python prints the traceback instead
 
 
-def _user_error(command: str, err: BaseException) -> int:
+def _user_error(command: str, err: BaseException | str) -> int:
     print(f"resnetlab {command}: error: {first_line(err)}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -105,7 +135,42 @@ def _internal_error(command: str, words: list[str], err: BaseException) -> int:
     return EXIT_BUG
 
 
+class _ClosedStream:
+    """Standing in for a closed standard output (``resnetlab models >&-``): Python sets
+    ``sys.stdout`` to None, and the first print was an internal error."""
+
+    def write(self, text: str) -> int:
+        raise OutputError("standard output is closed (>&-): nothing can be printed")
+
+    def flush(self) -> None:
+        pass
+
+
+def _usable_streams() -> None:
+    """A closed stdout refuses in one line; an encoding that cannot write ×, ← or é
+    (``PYTHONIOENCODING=ascii``, a C locale) writes them as escapes instead of failing."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream()
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _interrupted(err: BaseException) -> bool:
+    """A Ctrl-C that a library wrapped in its own error (torch.export does)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _usable_streams()
     parser = build_parser()
     words = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(words)
@@ -131,7 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_environment_error(err):
             return _user_error(args.command, err)
         return _internal_error(args.command, words, err)
-    except Exception as err:  # anything else is ours to fix
+    except Exception as err:  # anything else is ours to fix, unless the machine refused
+        if _interrupted(err):
+            print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
+            return 130
+        cause = environment_cause(err)
+        if cause is not None:
+            return _user_error(args.command, _where(cause, err))
         return _internal_error(args.command, words, err)
     return code if isinstance(code, int) else 0
 

@@ -4,7 +4,6 @@ model put to use (see :mod:`resnetlab.infer`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -289,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             | ({"gradcam": pngs[i]} if pngs else {})
             for i, p in enumerate(preds)
         ]
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(json_text(data) + "\n")  # NaN as null: JSON has no NaN
         return 0
     for i, p in enumerate(preds):
         best = ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -111,8 +110,9 @@ def request_from_args(args: argparse.Namespace) -> Any:
         if getattr(args, key) is not None:
             owners = " and ".join(e.name for e in experiments() if key in e.options)
             raise UsageError(f"--{key} is the {owners}'s; {experiment.name} has no {key}")
-    if args.span is not None and not 0 < args.span < math.inf:  # NaN fails this too
-        raise UsageError(f"--span must be a positive finite number, got {args.span}")
+    # NaN fails this too; past 1,000 filter-normalised steps every weight leaves fp32's range
+    if args.span is not None and not 0 < args.span <= 1000:
+        raise UsageError(f"--span must be a positive finite number up to 1000, got {args.span}")
     if args.paper and args.iterations:
         raise UsageError("give --paper or --iterations, not both")
     step = args.paper or args.iterations is not None

@@ -1,6 +1,6 @@
 """The decoded cache: a folder or archive of images decoded once into uint8 tensors and kept
-under ``~/.cache/resnetlab/decoded/``, keyed by the source's path, sizes and modification
-times and the decoding settings (:func:`load_folder`). An entry is verified before it is
+under ``~/.cache/resnetlab/decoded/``, keyed by the source's path, the SHA-256 of its
+contents and the decoding settings (:func:`load_folder`). An entry is verified before it is
 trusted (each split file's size, SHA-256 and image count, against a manifest written last)
 and written as a whole (a temporary folder renamed into place), so a run cut short leaves
 nothing a later run would misread.
@@ -22,15 +22,19 @@ from resnetlab.fileio import cache_root
 
 
 def _fingerprint(path: Path, extra: str) -> str:
+    """The cache key: the source's path, the decoding settings and the SHA-256 of every
+    byte it holds (each file's, by name, for a folder; the archive's for a ``.tar``). Not
+    sizes and modification times: ``cp -p`` or ``rsync -a`` change pixels and keep both,
+    and the stale cache was used without a word. Hashing reads each file once, several
+    times faster than decoding it (docs/bad-input.md gives the numbers)."""
     h = hashlib.sha256(f"{path.resolve()}|{extra}".encode())
     if path.is_dir():
         for dirpath, f in sorted(walk_files(path)):  # as indexed: linked folders too
             file = os.path.join(dirpath, f)
-            st = os.stat(file) if os.path.exists(file) else os.lstat(file)  # dangling link
-            h.update(f"{dirpath}/{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+            digest = _sha256(Path(file)) if os.path.isfile(file) else "dangling"
+            h.update(f"{dirpath}/{f}|{digest}".encode())
     else:
-        st = path.stat()
-        h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(_sha256(path).encode())
     return h.hexdigest()[:20]
 
 

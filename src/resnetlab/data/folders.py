@@ -99,7 +99,10 @@ def _list_files(source: Path) -> tuple[list[str], list[tuple[str, str]]]:
     if is_archive(source):
         try:
             with tarfile.open(source) as tar:
-                names = [m.name for m in tar.getmembers() if m.isfile()]
+                # A name stored twice (`tar -r` appends an updated file) is one image: the
+                # last copy, as extraction leaves it (_read_bytes keeps the last too);
+                # counted per copy, the copies were split across train and val.
+                names = list(dict.fromkeys(m.name for m in tar.getmembers() if m.isfile()))
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DataError(f"cannot read archive {source}: {_tar_reason(err, source)}") from err
     elif source.is_dir():

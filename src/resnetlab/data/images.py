@@ -46,14 +46,28 @@ class ImageError(InvalidValueError):
     """An image that cannot be used (corrupt, not an image, too large)."""
 
 
+def _full_scale(im: Image.Image) -> float:
+    """The value of white in a high-bit-depth grey image: ``2**bits - 1`` by the file's
+    bit depth (16 for PNG and PGM, a TIFF's BitsPerSample), 1.0 for a float image whose
+    values lie in [0, 1] (else 255)."""
+    if im.mode == "F":
+        return 1.0 if float(np.asarray(im).max(initial=0.0)) <= 1.0 else 255.0
+    bits = 16
+    tags = getattr(im, "tag_v2", None)
+    if im.mode == "I" and tags is not None:  # a TIFF of 8 to 32 bits per sample
+        per_sample = tags.get(258, (32,))
+        bits = int(per_sample[0] if isinstance(per_sample, tuple) else per_sample)
+    return float(2**bits - 1)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     im = image
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # High bit depth: scale the actual range to 0-255 instead of clipping at 255.
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        im = Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), mode="L")
+        # High bit depth: scaled by the bit depth, the same for every image, so a picture
+        # saved as 8-bit and as 16-bit decodes alike (a per-image min-max stretch made a
+        # uniform 16-bit image black and changed contrast image by image).
+        arr = np.asarray(im, dtype=np.float64) * (255.0 / _full_scale(im))
+        im = Image.fromarray(arr.round().clip(0, 255).astype(np.uint8), mode="L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("RGBA", "LA", "PA"):

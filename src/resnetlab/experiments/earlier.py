@@ -54,46 +54,85 @@ def earlier_runs(path: Path) -> list[RunRecord]:
     records = []
     for entry in data["provenance"]["runs"]:
         try:
-            model, seed = str(entry["model"]), int(entry["seed"])
-            test, val = _numbers(data, entry, model, seed)
-        except (KeyError, TypeError, ValueError, IndexError):
+            records.append(_record(path, data, entry, code))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             raise EarlierReportError(
-                f"{path}: a run without its test and validation numbers ({entry!r:.80})"
+                f"{path}: a run without valid test and validation numbers ({entry!r:.80})"
             ) from None
-        results = {
-            "status": str(entry.get("status", "completed")),
-            "epochs": entry.get("epochs", 0),
-            "iterations": entry.get("iterations", 0),
-            "test": {"top1": test},
-            "best_val_top1": val,
-            "wall_time_s": float(entry.get("wall_s", 0.0)),
-            "images_per_s": entry.get("images_per_s"),
-            "code": str(entry.get("code") or code),  # a run folded in twice keeps its own
-            **{k: entry.get(k) for k in ("hardware", "device", "precision", "data")},
-        }
-        records.append(
-            RunRecord(
-                Path(str(entry.get("folder", f"{model}-s{seed}"))),
-                model,
-                seed,
-                results,
-                epochs=[],
-                steps=[],
-                options=dict(entry.get("options") or {}),
-                earlier=str(path),
-            )
-        )
     return records
 
 
-def _numbers(
-    data: dict[str, Any], entry: dict[str, Any], model: str, seed: int
-) -> tuple[float, float]:
+def _percent(value: Any) -> float:
+    """A top-1 in %: a number in [0, 100] (250 made an error of -150%, NaN "nan%")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a number: {value!r}")
+    if not 0.0 <= float(value) <= 100.0:  # NaN fails both comparisons
+        raise ValueError(f"not a percentage: {value!r}")
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"not a count: {value!r}")
+    return value
+
+
+def _text(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | dict):
+        raise TypeError(f"not text: {value!r}")
+    return value
+
+
+def _record(path: Path, data: dict[str, Any], entry: Any, code: str) -> RunRecord:
+    """One run of the earlier report, every field checked (the file is not ours to trust:
+    a wrong type was an internal error, an impossible number went into the table)."""
+    if not isinstance(entry, dict):
+        raise TypeError("a run is not an object")
+    model, seed = entry["model"], entry["seed"]
+    if not isinstance(model, str) or isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError("model or seed")
+    test, val = (_percent(v) for v in _numbers(data, entry, model, seed))
+    wall, speed = entry.get("wall_s", 0.0), entry.get("images_per_s")
+    for number in (wall, 0.0 if speed is None else speed):
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise TypeError(f"not a number: {number!r}")
+        if not 0.0 <= float(number) < float("inf"):
+            raise ValueError(f"not a time or speed: {number!r}")
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise TypeError("options")
+    results = {
+        "status": _text(entry.get("status", "completed")) or "completed",
+        "epochs": _count(entry.get("epochs", 0)),
+        "iterations": _count(entry.get("iterations", 0)),
+        "test": {"top1": test},
+        "best_val_top1": val,
+        "wall_time_s": float(wall),
+        "images_per_s": speed,
+        "code": str(_text(entry.get("code")) or code),  # a run folded in twice keeps its own
+        **{k: _text(entry.get(k)) for k in ("hardware", "device", "precision", "data")},
+    }
+    folder = _text(entry.get("folder", f"{model}-s{seed}"))
+    return RunRecord(
+        Path(str(folder)),
+        model,
+        seed,
+        results,
+        epochs=[],
+        steps=[],
+        options=dict(options),
+        earlier=str(path),
+    )
+
+
+def _numbers(data: dict[str, Any], entry: dict[str, Any], model: str, seed: int) -> tuple[Any, Any]:
     """Test and best validation top-1 (%) of one run: from the run's own entry (reports
     written since these fields were added), else from the per-model lists of the Table 6
     report (``models[m]``: ``seeds``, ``test_error``, ``best_val_error``)."""
     if "test_top1" in entry:
-        return float(entry["test_top1"]), float(entry["best_val_top1"])
+        return entry["test_top1"], entry["best_val_top1"]
     numbers = data["models"][model]
     i = list(numbers["seeds"]).index(seed)
-    return 100.0 - float(numbers["test_error"][i]), 100.0 - float(numbers["best_val_error"][i])
+    return 100.0 - _percent(numbers["test_error"][i]), 100.0 - _percent(
+        numbers["best_val_error"][i]
+    )

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from resnetlab.fileio import write_bytes_atomic
+from resnetlab.fileio import write_bytes_atomic, write_text_atomic
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution
 
@@ -126,7 +126,7 @@ class Grid:
         for i, a in enumerate(self.coords):
             for j, b in enumerate(self.coords):
                 lines.append(f"2d,{a:.6g},{b:.6g},{self.loss2d[i, j]:.6g},{self.acc2d[i, j]:.4f}")
-        path.write_text("\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def surface(

@@ -124,10 +124,11 @@ def export_onnx_file(
     """The checkpoint's model, BN folded, as ONNX with a dynamic batch; the input is the
     normalised image batch at the model's input size (the preprocessing, classes and model
     name are in the file's metadata, each key prefixed ``resnetlab.``)."""
-    from resnetlab.fileio import check_writable
+    from resnetlab.fileio import check_writable, refuse_same_file
     from resnetlab.infer.engines import export_onnx
 
     target = check_writable(out)
+    refuse_same_file(target, ckpt)
     g = _graph_source(ckpt, model=model, layout=layout)
     meta = {
         key if key == PREPROCESSING_KEY else f"resnetlab.{key}": value
@@ -147,18 +148,23 @@ def export_openvino_file(
     """The checkpoint's model, BN folded, as OpenVINO IR: ``out`` (``.xml``, the graph) and
     the ``.bin`` of its weights beside it, with the model name, classes and preprocessing in
     the IR's ``rt_info`` under ``resnetlab``. The batch is dynamic."""
-    from resnetlab.fileio import check_writable
+    from resnetlab.fileio import atomic_pair, check_writable, refuse_same_file
     from resnetlab.infer.engines import _openvino, openvino_model
 
     ov = _openvino()
     target = check_writable(out)
-    check_writable(target.with_suffix(".bin"))
+    weights = check_writable(target.with_suffix(".bin"))
+    refuse_same_file(target, ckpt)
+    refuse_same_file(weights, ckpt)
     g = _graph_source(ckpt, model=model, layout=layout)
     converted = openvino_model(g.net, g.example)
     converted.reshape({0: ov.PartialShape([-1, *g.example.shape[1:]])})
     for key, value in g.meta.items():
         converted.set_rt_info(value, [key] if key == PREPROCESSING_KEY else ["resnetlab", key])
-    ov.save_model(converted, str(target), compress_to_fp16=False)
+    # Both files into a temporary folder, then .bin and .xml renamed over the old pair
+    # (in place, a full disk left a 0-byte .xml and half a .bin): see fileio.atomic_pair.
+    with atomic_pair(weights, target) as folder:
+        ov.save_model(converted, str(folder / target.name), compress_to_fp16=False)
     return target
 
 
@@ -175,9 +181,10 @@ def export_safetensors(
 
     from safetensors.torch import save_file
 
-    from resnetlab.fileio import check_writable, make_temp, set_new_file_mode
+    from resnetlab.fileio import atomic_path, check_writable, refuse_same_file, set_new_file_mode
 
     target = check_writable(out)
+    refuse_same_file(target, ckpt)
     refuse_onnx(ckpt)
     try:
         c = Checkpoint.load(ckpt)
@@ -203,14 +210,9 @@ def export_safetensors(
         "data_size": json.dumps(list(c.data_size)),
         "config": json.dumps(plain(c.config.to_dict())),
     }
-    # save_file writes to a path, so it gets the temporary one (see fileio.make_temp).
-    fd, tmp = make_temp(target)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
+    # save_file writes to a path (and recreates it 0600): the temporary one, whose mode
+    # atomic_path sets back to a new file's.
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
         set_new_file_mode(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target

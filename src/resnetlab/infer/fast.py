@@ -229,7 +229,7 @@ def optimize_for_inference(
     fast = FastModel("", eager_placeholder, check=check, memory_kept=kept)
     runners: dict[str, Runner] = {}
     hidden = [0]
-    for engine in engines or default_engines(device):
+    for engine in dict.fromkeys(engines or default_engines(device)):  # each timed once
         try:
             with _quiet(hidden):
                 run = build_runner(engine, prepared, example)

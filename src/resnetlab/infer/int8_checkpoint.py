@@ -228,7 +228,7 @@ def bench_quantized(
     results: list[EngineResult] = []
     runners: dict[str, Runner] = {}
     skipped: dict[str, str] = {}
-    for engine in engines or ("int8", "int8-reference"):
+    for engine in dict.fromkeys(engines or ("int8", "int8-reference")):  # each timed once
         try:
             if engine not in ("int8", "int8-reference"):
                 raise InvalidValueError(

@@ -250,12 +250,15 @@ class Predictor:
         """Write ``DIR/<stem>.gradcam.png`` per image file: the original (the part the model
         saw boxed) beside the top class's Grad-CAM over the model's view, titled with the
         class and its probability (:func:`~resnetlab.infer.explain.figure`); returns each
-        PNG with its explanation."""
+        PNG with its explanation. Every target is checked before any work."""
+        from resnetlab.fileio import check_writable
         from resnetlab.infer.explain import figure, heatmap_paths, overlay, save_figure, seen_box
 
-        found = self.explain(self.read_images(paths))
         targets = heatmap_paths(out_dir, paths)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for target in targets:  # before the work: a FIFO, a 256-byte name, …
+            check_writable(target)
+        found = self.explain(self.read_images(paths))
         _, h, w = self.data_size
         pre = self.preprocess
         inner = pre.image_size / h if pre.augment == "imagenet" and h != pre.image_size else 1.0

@@ -36,6 +36,7 @@ from resnetlab.fileio import make_temp
 from resnetlab.interop.foreign_files import ZIP_MAGIC, read_head
 from resnetlab.models.registry import create_model
 from resnetlab.runtime.config import TrainConfig, config_from_dict, plain
+from resnetlab.runtime.trust import check_numbers
 
 FORMAT = "resnetlab-checkpoint/1"
 
@@ -228,7 +229,7 @@ class Checkpoint:
         config = config_from_dict(config)  # a ConfigError says what is wrong with it
         try:
             c, h, w = (int(v) for v in state["data_size"])
-            return cls(
+            ckpt = cls(
                 weights=state["model"],
                 config=config,
                 classes=tuple(state["classes"]),
@@ -253,6 +254,10 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path} is an incomplete training checkpoint ({err})") from err
+        p = ckpt.pipeline  # the file is not ours to trust: its numbers are checked (issue 33)
+        check_numbers(path, weights=ckpt.weights, classes=ckpt.classes, mean=p.mean, std=p.std,
+                      image_size=p.image_size, data_size=ckpt.data_size)  # fmt: skip
+        return ckpt
 
     def to_state(self) -> dict[str, Any]:
         """The dict saved on disk, key for key as runs have always written it."""
@@ -303,7 +308,14 @@ class Checkpoint:
             "in_channels": self.data_size[0],
         }
         net = create_model(self.config.model.name, **options)
-        net.load_state_dict(self.weights)
+        try:  # a crafted file: classes, channels or keys that do not fit the weights
+            net.load_state_dict(self.weights)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise CheckpointError(
+                f"checkpoint weights do not fit {self.config.model.name} with "
+                f"{len(self.classes)} classes and {self.data_size[0]} channels ({detail})"
+            ) from err
         return net.eval()
 
 

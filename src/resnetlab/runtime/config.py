@@ -259,6 +259,10 @@ def _finite(cfg: TrainConfig) -> None:
 MAX_SEED = 2**32 - 1
 
 
+# Devices a model can train or run on (``meta`` holds no data: it only has shapes).
+RUNNABLE_DEVICES = ("auto", "cpu", "cuda", "mps", "xpu")
+
+
 def _check_run_names(r: RunConfig) -> None:
     """The seed's range, and a run name that is one folder inside ``run.out_dir``: ``/abs``
     or ``../x`` would write outside it."""
@@ -327,6 +331,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
     if not 0.0 <= o.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay must be in [0, 1) (0: off), got {o.ema_decay!r}")
+    if str(r.device).split(":")[0] not in RUNNABLE_DEVICES:  # before the run folder is made
+        raise ConfigError(f"unknown device {r.device!r}: run.device must be auto, cpu or cuda[:N]")
     if cfg.model.freeze_until is not None and cfg.model.freeze_backbone:
         raise ConfigError("give model.freeze_until or model.freeze_backbone, not both")
 
@@ -337,7 +343,9 @@ def resolve_config(recipe: str, overrides: dict[str, Any] | None = None) -> Trai
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from resnetlab.fileio import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -116,6 +116,8 @@ def choose(
             dev = torch.device(device)
         except RuntimeError as err:
             raise InvalidValueError(f"unknown device {device!r}") from err
+        if dev.type not in ("cpu", "cuda", "mps", "xpu"):  # meta: shapes only, no data
+            raise InvalidValueError(f"device {device!r} cannot run a model; use cpu or cuda")
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise InvalidValueError("device cuda was asked for, but no CUDA GPU is available")
     if precision == "auto":

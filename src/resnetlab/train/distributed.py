@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.rendezvous import rendezvous
 
-from resnetlab.errors import InvalidValueError
+from resnetlab.errors import InvalidValueError, env_int
 from resnetlab.runtime.group import Group
 
 # How long a rank waits for the others to join: torch's own default is its 30-minute collective
@@ -54,13 +54,13 @@ def session(device: str = "auto") -> Iterator[Group]:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         yield Group(dist.get_rank(), dist.get_world_size(), local)
         return
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = env_int("WORLD_SIZE", 1)
     if size <= 1:
         yield Group()
         return
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = env_int("RANK", None), env_int("LOCAL_RANK", 0)
     cuda = device != "cpu" and torch.cuda.is_available()
     store = _join(rank, size)
     if cuda:

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from resnetlab.fileio import appending
+
 __all__ = [
     "CSV_NAME",
     "JSONL_NAME",
@@ -102,10 +104,12 @@ class MetricsLogger:
                 f"they are kept in {JSONL_NAME} only",
                 stacklevel=2,
             )
-        self._csv.writerow(row)
-        self._csv_file.flush()
-        self._jsonl_file.write(json.dumps(row) + "\n")
-        self._jsonl_file.flush()
+        with appending(self.csv_path):  # a full disk: one line naming the file
+            self._csv.writerow(row)
+            self._csv_file.flush()
+        with appending(self.jsonl_path):
+            self._jsonl_file.write(json.dumps(row) + "\n")
+            self._jsonl_file.flush()
         self._rows += 1
         if self._tb is not None:
             epoch = row.get("epoch")
@@ -140,7 +144,7 @@ class MetricsLogger:
 def _read_csv_header(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
         return next(csv.reader(f), [])
 
 
@@ -165,7 +169,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | str]]:
     if not path.is_file():
         return []
     rows: list[dict[str, float | str]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # errors="replace": a damaged byte spoils its line (skipped below), not the command
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
@@ -185,13 +190,13 @@ def truncate_metrics(run_dir: Path, epoch: int) -> None:
 
     jsonl = Path(run_dir) / JSONL_NAME
     if jsonl.is_file():
-        lines = jsonl.read_text(encoding="utf-8").splitlines()
+        lines = jsonl.read_text(encoding="utf-8", errors="replace").splitlines()
         kept = [line for line in lines if _row_epoch(line) <= epoch]
         if len(kept) != len(lines):
             write_text_atomic(jsonl, "".join(f"{line}\n" for line in kept))
     path = Path(run_dir) / CSV_NAME
     if path.is_file():
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
             rows = list(csv.reader(f))
         if rows and "epoch" in rows[0]:
             col = rows[0].index("epoch")
@@ -229,13 +234,14 @@ class StepLog:
         self._file: TextIO | None = None
 
     def log(self, step: int, epoch: int, loss: float, error: float) -> None:
-        if self._file is None:
-            new = not self.path.is_file() or self.path.stat().st_size == 0
-            self._file = _open_append(self.path)
-            if new:
-                self._file.write(",".join(STEP_FIELDS) + "\n")
-        self._file.write(f"{step},{epoch},{loss:.6g},{error:.6g}\n")
-        self._file.flush()
+        with appending(self.path):  # a full disk: one line naming the file
+            if self._file is None:
+                new = not self.path.is_file() or self.path.stat().st_size == 0
+                self._file = _open_append(self.path)
+                if new:
+                    self._file.write(",".join(STEP_FIELDS) + "\n")
+            self._file.write(f"{step},{epoch},{loss:.6g},{error:.6g}\n")
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
@@ -250,7 +256,7 @@ def read_steps(run_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     rows: dict[int, dict[str, float]] = {}
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
         for raw in csv.DictReader(f):
             try:
                 row = {k: float(raw[k]) for k in STEP_FIELDS}
