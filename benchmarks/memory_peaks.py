@@ -26,7 +26,15 @@ name, n, side, training = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.a
 torch.set_num_threads(1)
 keep_freed_memory()
 model = create_model(name).train(training)
-base = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS"))
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+base = status("VmRSS")
+try:  # reset the high-water mark to the current RSS: earlier peaks must not count
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    reset = True
+except OSError:
+    reset = False
 x = torch.randn(n, 3, side, side)
 if training:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -37,7 +45,8 @@ if training:
 else:
     with torch.no_grad():
         model(x)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base))
+peak = status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(peak - base))
 """
 
 CASES = [  # (model, batch, side, training)

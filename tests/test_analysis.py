@@ -26,6 +26,7 @@ from resnetlab.analysis import (
     total_formula,
 )
 from resnetlab.analysis.charts import plot_depth_sweep, plot_stages, stage_costs
+from resnetlab.fileio import WriteError
 from resnetlab.models import create_model, list_models
 
 # (model, input size): a spread of block kinds, shortcut options, stems and heads.
@@ -233,7 +234,7 @@ def test_chart_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mo
         raise OSError("disk full")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):
         plot_stages(meta_model("resnet20"), (1, 3, 32, 32), target, title="x")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["keep.png"]

@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "resnetlab"
 # module or package → the resnetlab packages/modules it may import
 BELOW = {
     "errors.py": set(),
-    "fileio.py": {"errors"},
+    "locking.py": {"errors"},
+    "fileio.py": {"errors", "locking"},
     "download.py": {"errors", "fileio"},
     "models": {"errors", "fileio", "download", "models"},
 }
