@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,14 @@ from resnetlab.data.tensors import ImageTensors
 from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
 from resnetlab.train import run, runner
-from resnetlab.train.distributed import agreed_stop, scaled_lr, stop_flags
+from resnetlab.train.distributed import (
+    _parent_started,
+    agreed_stop,
+    restart_point,
+    scaled_lr,
+    stop_flags,
+)
+from resnetlab.train.logs import read_steps
 
 
 def quiet(_msg: str) -> None:
@@ -340,3 +348,170 @@ def test_stale_torchrun_variables_fail_in_bounded_time(tmp_path: Path, rank: str
     assert f"rank {rank} of 2 could not join the others" in done.stderr
     assert "within 3 s" in done.stderr and "stale variables" in done.stderr
     assert time.monotonic() - start < 60
+
+
+# ---------------------------------------------------------------- two nodes, a killed worker
+# Bit-identical on CPU in float32: every process runs one thread (torchrun sets
+# OMP_NUM_THREADS=1 only with several processes a node) and augmentation is off.
+ELASTIC_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# 10 images a class: 6 steps an epoch, so 12 steps are 2 epochs (a checkpoint after each).
+ELASTIC_RUN = (
+    *TINY_RUN,
+    *("--limit-per-class", "10", "--iterations", "12", "--no-test"),
+    *("--set", "data.augment=none", "--set", "run.log_every=2"),
+)
+LAUNCH_S = 120  # each torchrun launch of these tests, at most
+
+
+def launch(launcher: list[str], target: list[str], *args: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, *target, "train", *args]
+    env = {**os.environ, **ELASTIC_ENV}
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # a timeout kills the agent and its workers together
+    )  # fmt: skip
+
+
+def finish(*procs: subprocess.Popen[str]) -> list[tuple[int, str]]:
+    """Each launch's exit status and output; every launch killed after LAUNCH_S seconds."""
+    deadline, out = time.monotonic() + LAUNCH_S, []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                if q.poll() is None:
+                    os.killpg(q.pid, signal.SIGKILL)
+            pytest.fail(f"a torchrun launch did not finish in {LAUNCH_S} s")
+        out.append((p.returncode, stdout + stderr))
+    return out
+
+
+def one_node(*args: str, target: tuple[str, ...] = ("-m", "resnetlab")) -> tuple[int, str]:
+    launcher = ["--nproc-per-node=2", f"--master-port={free_port()}", "--max-restarts=1"]
+    return finish(launch(launcher, list(target), *args))[0]
+
+
+def two_nodes(*args: str) -> list[tuple[int, str]]:
+    """Two torchrun agents, one process each, meeting as two "nodes" on 127.0.0.1."""
+    port, rdzv = free_port(), f"resnetlab-{os.getpid()}-{time.monotonic_ns()}"
+    launcher = [
+        *("--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d"),
+        *(f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={rdzv}"),
+    ]
+    return finish(*(launch(launcher, ["-m", "resnetlab"], *args) for _ in range(2)))
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(run_dir / "last.pt")
+    return {f"{part}.{k}": v for part in ("model", "train_model") for k, v in state[part].items()}
+
+
+def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One node, 2 processes, no interruption: the run the others must equal."""
+    out = tmp_path_factory.mktemp("straight")
+    code, said = one_node(*ELASTIC_RUN, "--out", str(out), "--name", "run")
+    assert code == 0, said
+    rows = (out / "run" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[:3] for r in rows[1:]] == [["1", "2", "6"], ["2", "2", "12"]]
+    return out / "run"
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_as_two_nodes_train_and_resume_like_one(
+    tmp_path: Path, straight: Path
+) -> None:
+    run = ("--out", str(tmp_path), "--name", "run")
+    paused = two_nodes(*ELASTIC_RUN, *run, "--time-limit", "0.000001")
+    assert [code for code, _ in paused] == [0, 0], paused
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["partial"]["batches_done"] == 2
+    resumed = two_nodes("--resume", str(tmp_path / "run"), "--time-limit", "10")
+    assert [code for code, _ in resumed] == [0, 0], resumed
+    assert sum("resuming" in said for _, said in resumed) == 1  # rank 0, on either agent
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 12 and state["world_size"] == 2 and state["partial"] is None
+    assert_bit_identical(weights(tmp_path / "run"), weights(straight))
+
+
+# Run by torchrun in place of `-m resnetlab`: rank 1 of the first attempt SIGKILLs itself
+# after optimiser step $KILL_AT_STEP (a test-only hook, not in the package).
+KILLER = """
+import os, runpy, signal
+from torch.optim.optimizer import register_optimizer_step_post_hook
+steps = 0
+def hook(*_):
+    global steps
+    steps += 1
+    first = os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0"
+    if first and os.environ["RANK"] == "1" and steps == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+register_optimizer_step_post_hook(hook)
+runpy.run_module("resnetlab", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [9, 3], ids=["after-a-checkpoint", "before-any"])
+def test_a_killed_worker_is_restarted_and_ends_as_an_uninterrupted_run(
+    tmp_path: Path, straight: Path, monkeypatch: pytest.MonkeyPatch, kill_at: int
+) -> None:
+    """Rank 1 SIGKILLed after step 9 (mid-epoch 2; last.pt holds epoch 1) or step 3 (no
+    checkpoint yet): torchrun restarts both workers with the same command line, and the run
+    resumes from epoch 1's checkpoint or starts afresh, to the uninterrupted run's weights."""
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    monkeypatch.setenv("KILL_AT_STEP", str(kill_at))
+    out = tmp_path / "out"
+    code, said = one_node(*ELASTIC_RUN, "--out", str(out), "--name", "run", target=(str(killer),))
+    assert code == 0, said
+    assert "failed (exitcode: -9) local_rank: 1" in said, said  # the kill did happen
+    if kill_at > 6:
+        assert f"torchrun restart 1: resuming {out / 'run' / 'last.pt'}, saved by this" in said
+    else:
+        assert "torchrun restart 1: the failed attempt saved no checkpoint; starting" in said
+    assert_bit_identical(weights(out / "run"), weights(straight))
+    rows = (out / "run" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # each epoch logged once
+    # steps.csv may repeat the steps after the checkpoint; read_steps keeps the last of each
+    assert read_steps(out / "run") == read_steps(straight)
+    assert [row["step"] for row in read_steps(straight)] == [2, 4, 6, 8, 10, 12]
+
+
+def test_a_restart_resumes_or_clears_only_what_this_launch_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's parent (pytest's) stands in for the torchrun agent: files written now
+    are this "launch's", files dated before the parent started are an older run's."""
+    said: list[str] = []
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(b"x")
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    assert restart_point(run_dir, said.append) is None  # the first start: as always
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert restart_point(run_dir, said.append) == run_dir / "last.pt"
+    assert said == [f"torchrun restart 1: resuming {run_dir / 'last.pt'}, saved by this launch"]
+    started = _parent_started()
+    assert started is not None and started <= time.time()
+    os.utime(run_dir / "last.pt", (started - 60, started - 60))
+    assert restart_point(run_dir, said.append) is None  # an older run's: left to the error
+    assert len(said) == 1
+
+    (run_dir / "last.pt").unlink()  # an attempt that died before its first checkpoint
+    (run_dir / "config.yaml").write_text("x")
+    (run_dir / "steps.csv").write_text("step\n")
+    (run_dir / "notes.txt").write_text("mine")
+    os.utime(run_dir / "steps.csv", (started - 60, started - 60))
+    assert restart_point(run_dir, said.append) is None
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "notes.txt", "steps.csv"]
+    os.utime(run_dir / "steps.csv")  # now all of this launch
+    assert restart_point(run_dir, said.append) is None
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]  # only the run's own files
+    assert said[-1].startswith("torchrun restart 1: the failed attempt saved no checkpoint")

@@ -11,24 +11,29 @@ Without those variables, or with ``WORLD_SIZE=1``, there is no process group and
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.distributed_c10d import PrefixStore
 from torch.distributed.rendezvous import rendezvous
 
 from resnetlab.errors import InvalidValueError, env_int
 from resnetlab.runtime.group import Group
+from resnetlab.runtime.run_folder import LAST
+from resnetlab.train.run_files import clear_dead_run, dead_run_files
 
 # How long a rank waits for the others to join: torch's own default is its 30-minute collective
 # timeout, so a shell with stale torchrun variables (WORLD_SIZE=2, no peer) hung silently.
 JOIN_TIMEOUT_S = 120.0
 JOIN_TIMEOUT_ENV = "RESNETLAB_JOIN_TIMEOUT"
 STOP_REASONS = ("time", "sigterm", "sigint")  # when ranks disagree, the last one named wins
+RESTART_ENV = "TORCHELASTIC_RESTART_COUNT"  # set by torchrun: 0, then 1, 2, … after failures
 
 
 def stop_flags(reason: str) -> list[float]:
@@ -100,6 +105,10 @@ def _join(rank: int, size: int) -> Any:
             f"torchrun (${JOIN_TIMEOUT_ENV} sets the wait)"
         ) from None
     store.set_timeout(timedelta(minutes=30))
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's static rendezvous (--master-port) keeps one store across restarts of the
+        # workers, and the failed attempt's keys (gloo's addresses) would mislead the next.
+        store = PrefixStore(f"resnetlab/attempt_{restart_count()}/", store)
     return store
 
 
@@ -121,6 +130,61 @@ def _cpp_log_held_back() -> Iterator[None]:
             os.close(saved)
         held.seek(0)
         sys.stderr.write(held.read().decode(errors="replace"))
+
+
+def restart_count() -> int:
+    """How often ``torchrun`` has restarted this worker group (0: its first start, or no
+    ``torchrun``)."""
+    try:
+        return max(int(os.environ.get(RESTART_ENV, "0")), 0)
+    except ValueError:
+        return 0
+
+
+def restart_point(run_dir: Path, log: Callable[[str], None]) -> Path | None:
+    """Where a ``torchrun`` restart continues the run named ``run_dir``: its ``last.pt`` if
+    the worker group was restarted after a failure and this launch saved that checkpoint;
+    None for a fresh start (the files of an attempt that died before its first checkpoint
+    are removed first, so that the new attempt does not refuse its own folder).
+
+    ``torchrun --max-restarts=N`` restarts every worker with the same command line, so a run
+    with a fixed ``--name`` meets its own folder. Files count as this launch's when they were
+    written after the ``torchrun`` agent (the worker's parent process) started: an older
+    run's folder under that name is left alone (the fresh start's one-line error stands).
+    Read from ``/proc``: elsewhere than Linux a restart starts afresh. Rank 0 alone calls
+    this (it may remove files); the others take its answer."""
+    count, started = restart_count(), _parent_started()
+    if count == 0 or started is None:
+        return None
+    last = run_dir / LAST
+    if last.is_file():
+        if last.stat().st_mtime < started:
+            return None
+        log(f"torchrun restart {count}: resuming {last}, saved by this launch")
+        return last
+    left = dead_run_files(run_dir)
+    if left and all((run_dir / name).stat().st_mtime >= started for name in left):
+        clear_dead_run(run_dir)
+        log(
+            f"torchrun restart {count}: the failed attempt saved no checkpoint; starting "
+            f"{run_dir} afresh (removed its {', '.join(left)})"
+        )
+    return None
+
+
+def _parent_started() -> float | None:
+    """When this process's parent started (seconds since the epoch, to about a second)."""
+    try:
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text(encoding="ascii")
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, after "comm)"
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text(encoding="ascii").splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def scaled_lr(

@@ -31,7 +31,7 @@ from resnetlab.train.build import (
     resolve_pretrained_options,
 )
 from resnetlab.train.curves import plot_curves
-from resnetlab.train.distributed import session
+from resnetlab.train.distributed import restart_point, session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
 from resnetlab.train.report import final_test, write_results
 from resnetlab.train.run import Run
@@ -131,14 +131,16 @@ def _fit(
     pretrained = resolve_pretrained(cfg)  # once: a local file is hashed, a name fetched
     cfg = resolve_pretrained_options(cfg, pretrained)  # before a resumed run's config is compared
     ckpt: Checkpoint | None = None
+    if resume is None:
+        check_out_dir(Path(cfg.run.out_dir).expanduser())
+        run_dir = group.broadcast(new_run_dir(cfg))  # rank 0's: the default name holds the time
+        # torchrun restarted the workers after a failure: continue this launch's run
+        resume = group.broadcast(restart_point(run_dir, log) if group.is_main else None)
     if resume is not None:
         path = checkpoint_file(resume)
         ckpt = Checkpoint.load(path)  # every rank reads it: the folder must be shared
         check_resumable(cfg, ckpt, path)
         run_dir = path.parent  # a resumed run continues where its checkpoint lives
-    else:
-        check_out_dir(Path(cfg.run.out_dir).expanduser())
-        run_dir = group.broadcast(new_run_dir(cfg))  # rank 0's: the default name holds the time
     with ExitStack() as owner:
         problem = ""
         if group.is_main:  # rank 0 writes the folder, so rank 0 owns it
