@@ -93,3 +93,26 @@ def test_the_cheap_commands_run_as_written(tmp_path: Path) -> None:
         out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=60)
         assert out.returncode == 0, f"{f}:{n}: {c}\n{out.stderr[-500:]}"
         assert out.stdout.strip(), f"{f}:{n}: printed nothing"
+
+
+def test_the_small_training_commands_run_as_written(tmp_path: Path) -> None:
+    """Training commands on the shipped sample with a per-class limit: a batch larger than
+    the few images used to be an error (issue 31); they now run as written."""
+    if not (REPO / ".venv" / "bin" / "resnetlab").is_file():
+        pytest.skip("no .venv: the README's set-up has not been run in this checkout")
+    small = [
+        (f, n, c)
+        for f, n, c in commands()
+        if c.startswith(".venv/bin/resnetlab train ")
+        and "--data sample" in c
+        and "--limit-per-class" in c
+        and "--epochs 1" in c
+    ]
+    assert any(f == "docs/training.md" and "optim.ema_decay" in c for f, _, c in small)
+    for f, n, c in small:
+        argv = shlex.split(c, comments=True)
+        argv[0] = str(REPO / argv[0])
+        argv += ["--out", str(tmp_path), "--no-test"]
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, f"{f}:{n}: {c}\n{out.stderr[-500:]}"
+        assert "steps/epoch" in out.stdout + out.stderr, f"{f}:{n}"

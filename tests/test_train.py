@@ -145,9 +145,10 @@ def test_lr_schedules() -> None:
 # ---------------------------------------------------------------- a real run
 def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     """Two epochs on a small subset of real CIFAR-10 images: clearly above the 10% of
-    guessing (test split: 10,000 images, so 25% is far outside chance). Validation holds
-    1,000 images (2%, not the recipe's 5,000) and sees no flip TTA: evaluation, not what is
-    tested here, was most of the run's time."""
+    guessing (test split: 5,000 images, ``limit_per_class`` of each class, so 25% is far
+    outside chance). Validation holds 1,000 images (2%, not the recipe's 5,000) and sees no
+    flip TTA: evaluation, not what is tested here, was most of the run's time. Only the
+    11,000 images the run uses are decoded (not all 60,000)."""
     over: dict[str, Any] = {
         "run.epochs": 2,
         "run.out_dir": str(tmp_path),

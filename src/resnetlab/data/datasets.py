@@ -12,9 +12,10 @@ batches over them; the pipeline a source's images call for is :mod:`~resnetlab.d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -25,6 +26,7 @@ from resnetlab.data.pipeline import CIFAR_NAMES, SAMPLE, probe_index_side
 from resnetlab.data.streaming import FileSplit
 from resnetlab.data.tensors import (
     DataError,
+    Labelled,
     Split,
     channel_stats,
     shuffled_per_class,
@@ -71,10 +73,59 @@ def _file_splits(index: FolderIndex, size: int, interpolation: str) -> dict[str,
     }
 
 
-def limit_per_class(data: Split, limit: int, *, seed: int) -> Split:
+S = TypeVar("S", bound=Labelled)
+
+
+def limit_per_class(data: S, limit: int, *, seed: int) -> S:
     """At most ``limit`` images of each class (a seeded random choice)."""
     keep = [idx[:limit] for idx in shuffled_per_class(data, seed=seed)]
     return data.subset(torch.cat(keep).sort().values)
+
+
+def _limited(data: S | None, limit: int | None, seed: int) -> S | None:
+    return data if data is None or limit is None else limit_per_class(data, limit, seed=seed)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How the splits are chosen: ``val_fraction`` of train held out with ``seed`` (where
+    the data has no val split), then at most ``limit`` images of each class in every split."""
+
+    val_fraction: float
+    seed: int
+    limit: int | None
+    all_splits: bool = True  # False: ``limit`` limits train alone (earlier code's way)
+
+
+@dataclass(frozen=True)
+class IndexSplit:
+    """One split of a folder's file list, as labels only: the splits are chosen on it
+    (the same seeded choice as on decoded images) before anything is decoded."""
+
+    items: tuple[tuple[str, str], ...]
+    classes: tuple[str, ...]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        label_of = {c: i for i, c in enumerate(self.classes)}
+        return torch.tensor([label_of[c] for _, c in self.items], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, index: torch.Tensor) -> IndexSplit:
+        return IndexSplit(tuple(self.items[i] for i in index.tolist()), self.classes)
+
+
+def limited_index(index: FolderIndex, chosen: Choice, source: str) -> tuple[FolderIndex, str]:
+    """``index`` cut to what a run with ``chosen.limit`` uses (train, val and test, each at
+    most ``limit`` images a class), so only those files are decoded; and the val note."""
+    splits = {k: IndexSplit(tuple(v), index.classes) for k, v in index.splits.items()}
+    train, val, note = _train_and_val(source, dict(splits), chosen)
+    kept = {"train": train, "val": val}
+    if "test" in splits:
+        kept["test"] = limit_per_class(splits["test"], chosen.limit or 0, seed=chosen.seed)
+    return replace(index, splits={k: list(v.items) for k, v in kept.items()}), note
 
 
 def load_data(
@@ -89,6 +140,7 @@ def load_data(
     on_error: str = "skip",
     cache: bool = True,
     limit: int | None = None,
+    limit_all: bool = True,
     in_memory: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DataBundle:
@@ -102,10 +154,12 @@ def load_data(
     uses the ``interpolation`` filter (``"bilinear"`` or ``"bicubic"``).
     """
     skipped: list[tuple[str, str]] = []
+    chosen = Choice(val_fraction, seed, limit, limit_all)
+    note = ""
     if source in CIFAR_NAMES:
         splits, label = _cifar_splits(source, root=root, download=download)
     else:
-        splits, label, skipped = _image_splits(
+        splits, label, skipped, note = _image_splits(
             source,
             load_size=load_size,
             interpolation=interpolation,
@@ -113,15 +167,15 @@ def load_data(
             cache=cache,
             in_memory=in_memory,
             progress=progress,
+            chosen=chosen,
         )
-    train, val, val_note = _train_and_val(
-        source, splits, val_fraction=val_fraction, seed=seed, limit=limit
-    )
+    train, val, val_note = _train_and_val(source, splits, chosen)
+    val_note = note or val_note
     mean, std = channel_stats(train.stats_images(seed=seed))
     return DataBundle(
         train=train,
         val=val,
-        test=splits.get("test"),
+        test=_limited(splits.get("test"), limit if limit_all else None, seed),
         classes=train.classes,
         mean=mean,
         std=std,
@@ -149,10 +203,12 @@ def _image_splits(
     cache: bool,
     in_memory: bool | None,
     progress: Callable[[str], None] | None,
-) -> tuple[dict[str, Split], str, list[tuple[str, str]]]:
+    chosen: Choice,
+) -> tuple[dict[str, Split], str, list[tuple[str, str]], str]:
     """The splits of the shipped sample, a folder or an archive, decoded into memory (through
     the cache) or, for a folder over :data:`MEMORY_BUDGET_BYTES`, streamed from disk; their
-    label; the files skipped."""
+    label; the files skipped; the val note where the splits were chosen before decoding
+    (``chosen.limit``: only the files a limited run uses are decoded)."""
     path = sample_archive() if source == SAMPLE else Path(source).expanduser()
     if not path.exists():
         raise DataError(
@@ -176,7 +232,11 @@ def _image_splits(
         streamed: dict[str, Split] = dict(
             _file_splits(index or index_folder(path), load_size or STREAM_SIZE, interpolation)
         )
-        return streamed, label + " (streamed from disk)", []
+        return streamed, label + " (streamed from disk)", [], ""
+    note, subset = "", ""
+    if chosen.limit is not None and chosen.all_splits:
+        index, note = limited_index(index or index_folder(path), chosen, source)
+        subset = _selection_key(index, chosen)
     decoded, skipped = load_folder(
         path,
         index=index,
@@ -185,26 +245,36 @@ def _image_splits(
         on_error=on_error,
         cache=cache,
         progress=progress,
+        subset=subset,
     )
-    return dict(decoded), label, skipped
+    return dict(decoded), label, skipped, note
 
 
-def _train_and_val(
-    source: str, splits: dict[str, Split], *, val_fraction: float, seed: int, limit: int | None
-) -> tuple[Split, Split, str]:
+def _selection_key(index: FolderIndex, chosen: Choice) -> str:
+    """What a limited run decodes, for the decoded cache's key (an entry of a subset never
+    answers for another subset, nor for the whole folder)."""
+    import hashlib
+
+    h = hashlib.sha256(repr(sorted(index.splits.items())).encode())
+    return f"limit{chosen.limit}/seed{chosen.seed}/{h.hexdigest()[:16]}"
+
+
+def _train_and_val(source: str, splits: dict[str, S], chosen: Choice) -> tuple[S, S, str]:
     """The training and validation splits, and where the validation split came from: the
     data's own, or ``val_fraction`` of every training class held out with ``seed``; then
-    ``limit`` training images per class."""
+    at most ``limit`` images per class in each."""
     train = splits.get("train", splits.get("all"))
     if train is None:
         raise DataError(f"{source}: no training split")
+    seed, limit = chosen.seed, chosen.limit
     if "val" in splits:
         val, val_note = splits["val"], "the data's own val/ split"
     else:
-        train, val = stratified_split(train, val_fraction, seed=seed)
-        val_note = f"{val_fraction:.0%} of train held out per class (seed {seed})"
+        train, val = stratified_split(train, chosen.val_fraction, seed=seed)
+        val_note = f"{chosen.val_fraction:.0%} of train held out per class (seed {seed})"
     if limit is not None:
         train = limit_per_class(train, limit, seed=seed)
+        val = limit_per_class(val, limit, seed=seed) if chosen.all_splits else val
     if len(val) == 0:
         raise DataError(f"{source}: the validation split is empty (too few images per class)")
     return train, val, val_note
@@ -220,7 +290,6 @@ def eval_split_batches(
 def on_device(bundle: DataBundle, device: torch.device) -> DataBundle:
     """Move the in-memory splits to ``device`` (streamed splits stay on disk), so batching
     and augmentation run there without host-to-device copies every step."""
-    from dataclasses import replace
 
     def move(split: Split | None) -> Split | None:
         return None if split is None else split.to(device)

@@ -128,12 +128,16 @@ def load_folder(
     cache: bool,
     progress: Callable[[str], None] | None,
     interpolation: str = "bilinear",
+    subset: str = "",
 ) -> tuple[dict[str, ImageTensors], list[tuple[str, str]]]:
     """Every split of the folder or archive ``path`` decoded (at ``load_size``, if given,
     resized with ``interpolation``), from the cache where it holds a verified entry, and the
-    files skipped."""
+    files skipped. ``subset``: names the part of the folder ``index`` holds (part of the
+    key; empty: the whole folder)."""
     resize = f"{load_size}/{interpolation}" if load_size else "None"
-    key = _fingerprint(path, f"{resize}|{on_error}|v{CACHE_VERSION}")
+    key = _fingerprint(
+        path, f"{resize}|{on_error}|v{CACHE_VERSION}" + (f"|{subset}" if subset else "")
+    )
     cached = cache_root() / "decoded" / key if cache else Path()
     if cache and cached.is_dir():
         hit = _read_cache(cached)

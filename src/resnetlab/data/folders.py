@@ -13,12 +13,15 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import torch
 
 from resnetlab.data.images import IMAGE_SUFFIXES, ImageError, decode_image, decode_square
-from resnetlab.data.tensors import DataError, ImageTensors, Split, shuffled_per_class
+from resnetlab.data.tensors import DataError, ImageTensors, Labelled, shuffled_per_class
 from resnetlab.errors import InvalidValueError, first_line
+
+L = TypeVar("L", bound=Labelled)
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -252,7 +255,7 @@ def load_split(
     return ImageTensors(torch.stack(images), torch.tensor(labels, dtype=torch.int64), index.classes)
 
 
-def stratified_split(data: Split, fraction: float, *, seed: int) -> tuple[Split, Split]:
+def stratified_split(data: L, fraction: float, *, seed: int) -> tuple[L, L]:
     """Hold out ``fraction`` of every class (at least one image each) as a validation split,
     with a fixed ``seed``; the paper holds out 5,000 of CIFAR-10's 50,000 (``fraction=0.1``)."""
     if not 0.0 < fraction < 1.0:

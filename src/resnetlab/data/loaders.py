@@ -43,13 +43,48 @@ def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch + (rank << 40))
 
 
-def shard_order(order: Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> Tensor:
+# BatchNorm's training statistics need at least this many images in a batch (per process).
+MIN_BATCH = 2
+
+
+@dataclass(frozen=True)
+class EpochShape:
+    """How ``count`` images fall into batches of ``batch_size`` a rank over ``world_size``
+    ranks: ``full`` whole global batches, then a last, smaller batch of ``last`` images a
+    rank (0: none), and ``dropped`` images that fit no batch (a last batch of fewer than
+    :data:`MIN_BATCH` images a rank, or the remainder the ranks cannot share evenly)."""
+
+    full: int
+    last: int
+    dropped: int
+
+    @property
+    def steps(self) -> int:
+        return self.full + (1 if self.last else 0)
+
+
+def epoch_shape(
+    count: int, batch_size: int, world_size: int = 1, keep_last: bool = True
+) -> EpochShape:
+    full, tail = divmod(count, batch_size * world_size)
+    last = tail // world_size
+    last = last if last >= MIN_BATCH and keep_last else 0
+    return EpochShape(full, last, tail - last * world_size)
+
+
+def shard_order(
+    order: Tensor, batch_size: int, rank: int = 0, world_size: int = 1, keep_last: bool = True
+) -> Tensor:
     """Rank ``rank``'s part of an epoch's ``order``: the ``rank``-th slice of ``batch_size``
-    of every global batch of ``batch_size × world_size`` (the tail that fills no global
-    batch is dropped). The ranks' parts are disjoint and, batch by batch, concatenate to the
-    single-process order."""
-    n = len(order) // (batch_size * world_size)
-    return order[: n * batch_size * world_size].view(n, world_size, batch_size)[:, rank].flatten()
+    of every global batch of ``batch_size × world_size``, then its slice of the last,
+    smaller global batch (:func:`epoch_shape`: kept where each rank gets at least
+    :data:`MIN_BATCH` images). The ranks' parts are disjoint and, batch by batch,
+    concatenate to the single-process order."""
+    shape = epoch_shape(len(order), batch_size, world_size, keep_last)
+    whole = shape.full * batch_size * world_size
+    head = order[:whole].view(shape.full, world_size, batch_size)[:, rank].flatten()
+    tail = order[whole : whole + shape.last * world_size].view(world_size, shape.last)[rank]
+    return torch.cat([head, tail])
 
 
 def shard_generator(
@@ -74,13 +109,14 @@ class BatchPlan:
     generator_state: Tensor | None = None
     rank: int = 0
     world_size: int = 1
+    keep_last: bool = True  # the last, smaller batch (data.last_batch)
 
     def draw(self, count: int) -> tuple[Tensor, torch.Generator]:
         """This rank's order of an epoch of ``count`` images (every batch of it, from the
         first), and the generator its augmentation draws from, at the planned state."""
         order_generator = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(count, generator=order_generator)
-        order = shard_order(order, self.batch_size, self.rank, self.world_size)
+        order = shard_order(order, self.batch_size, self.rank, self.world_size, self.keep_last)
         generator = shard_generator(order_generator, self.seed, self.epoch, self.rank)
         if self.generator_state is not None:
             generator.set_state(self.generator_state)
@@ -88,8 +124,8 @@ class BatchPlan:
 
 
 class TrainBatches:
-    """One epoch of shuffled, augmented training batches (the last partial batch dropped,
-    so every step sees ``batch_size`` images and BN statistics stay comparable)."""
+    """One epoch of shuffled, augmented training batches (the last, smaller batch kept where
+    it holds at least :data:`MIN_BATCH` images, see :func:`epoch_shape`)."""
 
     def __init__(
         self, data: HeldImages, pre: Preprocess, plan: BatchPlan, device: torch.device
@@ -99,7 +135,7 @@ class TrainBatches:
         self.start_batch = plan.start_batch
 
     def __len__(self) -> int:
-        return len(self.order) // self.batch_size
+        return -(-len(self.order) // self.batch_size)
 
     def generator_state(self) -> Tensor:
         """Save with the batch index to resume mid-epoch."""

@@ -130,7 +130,7 @@ class StreamBatches:
     ) -> None:
         self.data, self.pre, self.batch_size, self.device = data, pre, plan.batch_size, device
         order, self.generator = plan.draw(len(data))
-        self.batches = len(order) // plan.batch_size
+        self.batches = -(-len(order) // plan.batch_size)  # the last may be smaller
         self.start_batch = plan.start_batch
         self.order = order[plan.start_batch * plan.batch_size :]
         self.workers = default_workers() if workers is None else workers

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import torch
 from torch import Tensor
@@ -19,6 +19,20 @@ from torch import Tensor
 from resnetlab.data.augment import Preprocess
 from resnetlab.data.loaders import BatchPlan, TrainBatches, eval_batches
 from resnetlab.errors import DataError as DataError
+
+
+class Labelled(Protocol):
+    """What choosing images by class needs: labels, class names, and a subset."""
+
+    @property
+    def labels(self) -> Tensor: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self, index: Tensor) -> Self: ...
 
 
 class Split(Protocol):
@@ -71,7 +85,7 @@ class Batches(Protocol):
     def generator_state(self) -> Tensor: ...
 
 
-def shuffled_per_class(data: Split, *, seed: int) -> list[Tensor]:
+def shuffled_per_class(data: Labelled, *, seed: int) -> list[Tensor]:
     """The indices of each class of ``data`` (class 0 first) in a random order drawn from one
     generator seeded with ``seed``: the same images are chosen on every run with that seed.
     A class of fewer than two images draws nothing (its order is the only one)."""

@@ -51,6 +51,12 @@ class DataConfig:
     # The resize filter when storing photos (and in predict): torchvision's weights were
     # evaluated with bilinear, most of timm's with bicubic (data.images.resample_filter).
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    # keep: the last, smaller batch of an epoch trains (the recipes); drop: it is left out,
+    # as earlier code did (the default, so a run folder of that code resumes exactly).
+    last_batch: Literal["keep", "drop"] = "drop"
+    # all: limit_per_class limits train, val and test, and only those files are decoded
+    # (the recipes); train: the training split alone, as earlier code did (the default).
+    limit_splits: Literal["all", "train"] = "train"
     # auto: photos get the ImageNet pipeline, small images pad-and-crop (data.pipeline);
     # cifar: pad-crop + flip; imagenet: random-resized crop + flip; trivialaugment,
     # randaugment, autoaugment: one of those (see data.augment.policy_base) + the policy

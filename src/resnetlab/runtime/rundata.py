@@ -27,6 +27,7 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
         cache=d.cache,
         in_memory=d.in_memory,
         limit=d.limit_per_class,
+        limit_all=d.limit_splits == "all",
         progress=log,
     )
     for name, reason in bundle.skipped[:20]:

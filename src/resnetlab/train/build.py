@@ -76,19 +76,52 @@ def resolve_pretrained(cfg: TrainConfig) -> PretrainedSource | None:
     return PretrainedSource(text, file, entry)
 
 
+def check_data_options(cfg: TrainConfig, bundle: DataBundle) -> None:
+    """``model.options`` the data decides (``num_classes``, ``in_channels``) set to other
+    values are refused: the network is built from the data, and config.yaml must say what
+    was built."""
+    from_data = {"num_classes": len(bundle.classes), "in_channels": bundle.train.image_size[0]}
+    for key, value in from_data.items():
+        asked = cfg.model.options.get(key)
+        if asked is not None and asked != value:
+            what = "classes" if key == "num_classes" else "channels (images are decoded as RGB)"
+            raise ConfigError(
+                f"model.options.{key}={asked!r}, but the data has {value} {what}; leave "
+                f"{key} out (it is taken from the data)"
+            )
+
+
+# The built-in recipes whose settings assume pretrained weights (model.pretrained).
+EXPECTS_PRETRAINED = ("finetune",)
+
+
+def say_unpretrained(cfg: TrainConfig, log: Log) -> None:
+    """One line where a recipe meant for pretrained weights runs without them."""
+    if cfg.recipe in EXPECTS_PRETRAINED and not cfg.model.pretrained:
+        o = cfg.optim
+        log(
+            f"note: the {cfg.recipe} recipe expects pretrained weights (--pretrained NAME|FILE; "
+            f"`resnetlab weights` lists them); without them this trains a randomly initialised "
+            f"{cfg.model.name} with fine-tuning settings ({o.name} lr {o.lr:g}), which may "
+            "stay near chance on a small set (--recipe fast trains from scratch)"
+        )
+
+
 def build_model(
     cfg: TrainConfig,
     num_classes: int,
     in_channels: int,
     log: Log,
     pretrained: PretrainedSource | None = None,
+    classes: tuple[str, ...] | None = None,
 ) -> nn.Module:
     """The run's network; ``pretrained`` is ``model.pretrained`` resolved (else resolved
-    here)."""
+    here); ``classes``: the data's class names (a pretrained head trained for others is
+    reset)."""
     options = {**cfg.model.options, "num_classes": num_classes, "in_channels": in_channels}
     model = create_model(cfg.model.name, **options)
     if cfg.model.pretrained:
-        init_from_pretrained(model, cfg.model.pretrained, log, pretrained)
+        init_from_pretrained(model, cfg.model.pretrained, log, pretrained, classes)
     if cfg.model.freeze_backbone:
         head = head_module(model, cfg.model.name)
         for p in model.parameters():
@@ -130,17 +163,93 @@ def freeze_until(model: nn.Module, stage: str, name: str) -> None:
             module.requires_grad_(False)
 
 
+def check_pretrained_fits(cfg: TrainConfig, source: PretrainedSource | None) -> None:
+    """Raise now, before any data is decoded, where ``model.pretrained`` holds another
+    architecture than ``model.name`` (:func:`init_from_pretrained` would refuse it after)."""
+    if not cfg.model.pretrained:
+        return
+    model = create_model(cfg.model.name, **cfg.model.options)
+    _usable(
+        model, _pretrained_state(model, cfg.model.pretrained, _quiet, source), cfg.model.pretrained
+    )
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
 def init_from_pretrained(
-    model: nn.Module, path: str, log: Log, source: PretrainedSource | None = None
+    model: nn.Module,
+    path: str,
+    log: Log,
+    source: PretrainedSource | None = None,
+    classes: tuple[str, ...] | None = None,
 ) -> None:
     """Load the weights at ``path`` (our checkpoint, a weights file, a catalogue name;
-    ``source``: already resolved) into ``model``, every tensor that fits."""
+    ``source``: already resolved) into ``model``, every tensor that fits. A head that fits
+    but was trained for other class names than ``classes`` (our checkpoints record them)
+    is not loaded: it is reset, saying so."""
+    usable = _usable(model, _pretrained_state(model, path, log, source), path)
+    trained_for = _classes_of(path)
+    if classes is not None and trained_for is not None and trained_for != classes:
+        prefixes = tuple(f"{n}." for n, m in model.named_modules() if m is _head_or_none(model))
+        head = [k for k in usable if prefixes and k.startswith(prefixes)]
+        if head:
+            for k in head:
+                del usable[k]
+            log(
+                f"{path}: its head was trained for other classes "
+                f"({', '.join(trained_for[:3])}{'…' if len(trained_for) > 3 else ''}; this "
+                f"data: {', '.join(classes[:3])}{'…' if len(classes) > 3 else ''}): reset"
+            )
+    skipped = sorted(set(model.state_dict()) - set(usable))
+    model.load_state_dict(usable, strict=False)
+    log(
+        f"initialised from {path}: {len(usable)} tensors loaded, {len(skipped)} kept fresh "
+        f"({', '.join(skipped[:4])}{'…' if len(skipped) > 4 else ''})"
+    )
+
+
+def _classes_of(path: str) -> tuple[str, ...] | None:
+    """The class names our checkpoint at ``path`` was trained for (None: not ours)."""
+    try:
+        return tuple(Checkpoint.load(path).classes)
+    except CheckpointError:
+        return None
+
+
+def _head_or_none(model: nn.Module) -> nn.Module | None:
+    head = model.fc if isinstance(model, ResNet) else getattr(model, "classifier", None)
+    return head if isinstance(head, nn.Module) else None
+
+
+def _usable(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``state`` that fit ``model``; fewer than half of them is another
+    architecture, refused in one line that names both and the ``--model`` that fits."""
+    from resnetlab.interop.compat import mismatch_message
+
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < len(own) // 2:
+        raise CheckpointError(
+            mismatch_message(path, state, model)
+            or f"{path} does not fit {type(model).__name__}: only "
+            f"{len(usable)} of {len(own)} tensors match"
+        )
+    return usable
+
+
+def _pretrained_state(
+    model: nn.Module, path: str, log: Log, source: PretrainedSource | None
+) -> dict[str, torch.Tensor]:
+    """The tensors at ``path`` (our checkpoint, a weights file, a catalogue name), in our
+    names (akamaster's CIFAR layout converted)."""
     from resnetlab.interop.compat import from_akamaster
     from resnetlab.interop.foreign_files import read_state_dict
     from resnetlab.interop.published import resolve
 
     try:
-        state = Checkpoint.load(path).weights
+        return dict(Checkpoint.load(path).weights)
     except CheckpointError:
         if source is not None and source.file is not None:
             file, entry = source.file, source.entry
@@ -152,25 +261,13 @@ def init_from_pretrained(
             from resnetlab.interop.foreign_files import sha256_of
 
             log(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
-        state = read_state_dict(file)  # a torchvision/timm/akamaster weights file
+        state = dict(read_state_dict(file))  # a torchvision/timm/akamaster weights file
         if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
             # Renaming alone would load strictly and compute something else: akamaster's
             # option-A shortcut orders the residual channels differently (models.compat).
             state = from_akamaster(state)
             log(f"{path}: akamaster's CIFAR layout (linear → fc, residual channels reordered)")
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(usable))
-    if len(usable) < len(own) // 2:
-        raise CheckpointError(
-            f"{path} does not fit {type(model).__name__}: only "
-            f"{len(usable)} of {len(own)} tensors match"
-        )
-    model.load_state_dict(usable, strict=False)
-    log(
-        f"initialised from {path}: {len(usable)} tensors loaded, {len(skipped)} kept fresh "
-        f"({', '.join(skipped[:4])}{'…' if len(skipped) > 4 else ''})"
-    )
+        return state
 
 
 def resolve_pipeline(cfg: TrainConfig) -> tuple[TrainConfig, str]:

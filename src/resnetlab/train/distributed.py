@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ from torch import Tensor, nn
 from torch.distributed.distributed_c10d import PrefixStore
 from torch.distributed.rendezvous import rendezvous
 
+from resnetlab.data.loaders import MIN_BATCH
 from resnetlab.errors import InvalidValueError, env_int
+from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.group import Group
 from resnetlab.runtime.run_folder import LAST
 from resnetlab.train.run_files import clear_dead_run, dead_run_files
+
+Log = Callable[[str], None]
 
 # How long a rank waits for the others to join: torch's own default is its 30-minute collective
 # timeout, so a shell with stale torchrun variables (WORLD_SIZE=2, no peer) hung silently.
@@ -185,6 +190,27 @@ def _parent_started() -> float | None:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def fit_batches(cfg: TrainConfig, count: int, world_size: int, log: Log) -> TrainConfig:
+    """``cfg`` with ``data.batch_size`` reduced to fit ``count`` training images shared by
+    ``world_size`` processes (said in one line); too few images for one batch of
+    :data:`~resnetlab.data.loaders.MIN_BATCH` a process is bad input."""
+    per_rank = count // world_size
+    processes = f" shared by {world_size} processes" if world_size > 1 else ""
+    if per_rank < MIN_BATCH:
+        raise InvalidValueError(
+            f"{count} training images{processes} are too few: BatchNorm needs batches of "
+            f"{MIN_BATCH} or more{' in each process' if world_size > 1 else ''}"
+        )
+    batch = cfg.data.batch_size
+    if batch <= per_rank:
+        return cfg
+    log(
+        f"data.batch_size {batch} is larger than the {count} training images{processes}: "
+        f"using batches of {per_rank}"
+    )
+    return replace(cfg, data=replace(cfg.data, batch_size=per_rank))
 
 
 def scaled_lr(

@@ -206,7 +206,12 @@ def train_one_epoch(
         state.seen += n
         state.batches_done += 1
         reason = ""
-        if state.batches_done % plan.log_every == 0 or state.batches_done == plan.total_batches:
+        last = plan.max_steps is not None and step >= plan.max_steps  # the run's last step
+        if (
+            state.batches_done % plan.log_every == 0
+            or state.batches_done == plan.total_batches
+            or last
+        ):
             reason, point = window.close(step, bad)
             if point is None:
                 stopped = reason

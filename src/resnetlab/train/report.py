@@ -52,9 +52,14 @@ def final_test(
     write_text_atomic(run_dir / "confusion.txt", cm.to_text(bundle.classes))
     log(
         f"test (best checkpoint, epoch {best.epoch}): top-1 {test['top1']:.2f}%, "
-        f"top-5 {test['top5']:.2f}% on {len(bundle.test):,} images{tta_note(cfg)}"
+        f"{top5_text(test, len(bundle.classes))}on {len(bundle.test):,} images{tta_note(cfg)}"
     )
     return {**test, "best_epoch": float(best.epoch)}
+
+
+def top5_text(test: dict[str, float], classes: int) -> str:
+    """``top-5 x% `` where 5 < ``classes`` (else top-5 is always 100%: not shown)."""
+    return f"top-5 {test['top5']:.2f}% " if classes > 5 else ""
 
 
 def tta_note(cfg: TrainConfig) -> str:
@@ -109,7 +114,7 @@ def write_results(
     ]
     if test is not None:
         lines.append(
-            f"- test top-1 {test['top1']:.2f}%, top-5 {test['top5']:.2f}% "
+            f"- test top-1 {test['top1']:.2f}%, {top5_text(test, len(bundle.classes))}"
             f"(best checkpoint, epoch {int(test['best_epoch'])}; test split used once; "
             f"test-time augmentation: {cfg.run.tta})"
         )

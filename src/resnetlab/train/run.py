@@ -17,8 +17,7 @@ from torch import nn
 
 from resnetlab.analysis.memory_estimate import check_memory
 from resnetlab.data.datasets import eval_split_batches, on_device
-from resnetlab.data.loaders import BatchPlan
-from resnetlab.errors import InvalidValueError
+from resnetlab.data.loaders import MIN_BATCH, BatchPlan, epoch_shape
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
 from resnetlab.runtime.config import TrainConfig
@@ -31,10 +30,13 @@ from resnetlab.train.build import (
     PretrainedSource,
     backbone_parameters,
     build_model,
+    check_data_options,
+    check_pretrained_fits,
     compiled_for_training,
     preprocess_for,
+    say_unpretrained,
 )
-from resnetlab.train.distributed import scaled_lr, sync_batchnorm
+from resnetlab.train.distributed import fit_batches, scaled_lr, sync_batchnorm
 from resnetlab.train.logs import MetricsLogger, StepLog
 from resnetlab.train.loop import (
     EpochOutcome,
@@ -70,6 +72,7 @@ class Run:
         torch.manual_seed(cfg.run.seed)
         place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
         self.place = replace(place, device=group.device(place.device))
+        check_pretrained_fits(cfg, pretrained)  # before any data is decoded
         self._load_data()
         self._build_network()
         if group.rank > 0:  # dropout draws its own numbers on every rank
@@ -92,6 +95,9 @@ class Run:
         self.bundle = load_run_data(self.cfg, self.log)
         if group.is_main:
             group.barrier()
+        self.cfg = fit_batches(self.cfg, len(self.bundle.train), group.size, self.log)
+        check_data_options(self.cfg, self.bundle)
+        say_unpretrained(self.cfg, self.log)
         if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
             self.bundle = on_device(self.bundle, self.place.device)
         self.val = group.shard(self.bundle.val)  # validation is sharded, its sums all-reduced
@@ -100,7 +106,9 @@ class Run:
     def _build_network(self) -> None:
         cfg, log, group = self.cfg, self.log, self.group
         channels = self.bundle.train.image_size[0]
-        model = build_model(cfg, len(self.bundle.classes), channels, log, self.pretrained)
+        model = build_model(
+            cfg, len(self.bundle.classes), channels, log, self.pretrained, self.bundle.classes
+        )
         if cfg.run.sync_bn and group.size > 1:
             model = sync_batchnorm(model, self.place.device)
         if self.place.channels_last:
@@ -140,11 +148,14 @@ class Run:
     def _plan(self) -> None:
         """The run's length in steps and epochs, its schedule; memory checked first."""
         cfg = self.cfg
-        self.steps_per_epoch = len(self.bundle.train) // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise InvalidValueError(
-                f"batch size {self.global_batch} is larger than the "
-                f"{len(self.bundle.train)} training images"
+        keep = cfg.data.last_batch == "keep"
+        shape = epoch_shape(len(self.bundle.train), cfg.data.batch_size, self.group.size, keep)
+        self.steps_per_epoch = shape.steps
+        if shape.dropped and keep:  # data.last_batch: drop (earlier code's way) is silent
+            self.log(
+                f"each epoch leaves out {shape.dropped} of the {len(self.bundle.train)} "
+                f"training images (a last batch under {MIN_BATCH} images a process: BatchNorm "
+                "needs 2); a different shuffle each epoch"
             )
         # Checked before the first batch is made at that size.
         side, channels = self.pre.image_size, self.bundle.train.image_size[0]
@@ -212,6 +223,7 @@ class Run:
             generator_state=pos.generator,
             rank=g.rank,
             world_size=g.size,
+            keep_last=cfg.data.last_batch == "keep",
         )
         batches = self.bundle.train.train_batches(self.pre, plan, self.place.device)
         epoch = pos.epoch + 1
@@ -299,6 +311,8 @@ class Run:
             "val_top5": val["top5"],
             "epoch_time_s": out.metrics["train_time_s"],
         }
+        if len(self.bundle.classes) <= 5:  # top-5 of 5 classes or fewer: always 100%
+            del row["val_top5"]
         if logger is not None:
             logger.log(row)
         self.log(format_epoch(row))

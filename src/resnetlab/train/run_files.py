@@ -157,6 +157,10 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _DEFAULTS() -> dict[str, Any]:  # noqa: N802 (a constant, built on first use)
+    return _flatten(TrainConfig().to_dict())
+
+
 def check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> None:
     """``RUN/config.yaml`` says what the run is; ``--resume`` continues the checkpoint's
     config and rewrites the file. An edit to the file would be ignored and then lost, so it
@@ -172,6 +176,8 @@ def check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> No
     for key in sorted(set(ours) | set(theirs)):
         if ours.get(key) == theirs.get(key):
             continue
+        if key not in theirs and ours.get(key) == _DEFAULTS().get(key):
+            continue  # a key newer than the file, at its default (earlier code's behaviour)
         if key.startswith("run.") and new.get(key) != ours.get(key):
             continue  # set on this command line: it wins, and the file will say so
         raise ConfigError(
@@ -206,3 +212,26 @@ def resume_config(resume: str | Path, run_overrides: dict[str, Any]) -> TrainCon
             "(only how long and where it runs: --epochs, --iterations, --time-limit, --device)"
         )
     return config_from_dict(apply_overrides(saved, run_overrides))
+
+
+def finished_run(run_dir: Path, ckpt: Checkpoint, total_steps: int, test: bool) -> str:
+    """Why the run in ``run_dir`` (its checkpoint ``ckpt``; the resumed config plans
+    ``total_steps`` steps, ``test``: with the test evaluation) has nothing left to do, in one
+    line; ``""`` if it has: results.json says it completed (or stopped early) and, where the
+    test was asked for, holds its figures, and the plan asks no more steps."""
+    import json
+
+    try:
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        status, tested = results["status"], results["test"] is not None
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if status not in ("completed", "early_stop") or (test and not tested):
+        return ""
+    if status == "completed" and ckpt.step < total_steps:
+        return ""
+    return (
+        f"{run_dir} is finished ({status} after {ckpt.epoch} epochs"
+        f"{', test evaluated' if tested else ''}): nothing to do, nothing changed "
+        "(--epochs N with more epochs trains it further)"
+    )

@@ -35,7 +35,13 @@ from resnetlab.train.distributed import restart_point, session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
 from resnetlab.train.report import final_test, write_results
 from resnetlab.train.run import Run
-from resnetlab.train.run_files import check_out_dir, check_resumable, new_run_dir, owned
+from resnetlab.train.run_files import (
+    check_out_dir,
+    check_resumable,
+    finished_run,
+    new_run_dir,
+    owned,
+)
 from resnetlab.train.time_budget import budget_epochs, check_budget, fixing_epoch
 
 Log = Callable[[str], None]
@@ -165,9 +171,12 @@ def _train(
 ) -> RunResult:
     cfg, pipeline = resolve_pipeline(cfg)
     run = Run(cfg, run_dir, log, group, pretrained)
+    if ckpt is not None and (done := finished_run(run_dir, ckpt, run.total_steps, cfg.run.test)):
+        log(done)  # a finished run resumed: its files stay as they are
+        return RunResult(run_dir, "completed", ckpt.epoch, ckpt.best_val_top1, None)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, RunFolder(run_dir).config_file)
+        save_config(run.cfg, RunFolder(run_dir).config_file)  # as the data made it
         if ckpt is not None:  # epochs logged after the checkpoint are trained again
             truncate_metrics(run_dir, ckpt.epoch)
     if ckpt is not None:
