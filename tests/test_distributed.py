@@ -420,7 +420,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code, said = one_node(*ELASTIC_RUN, "--out", str(out), "--name", "run")
     assert code == 0, said
     rows = (out / "run" / "metrics.csv").read_text().splitlines()
-    assert [r.split(",")[:3] for r in rows[1:]] == [["1", "2", "6"], ["2", "2", "12"]]
+    assert [r.split(",")[:3] for r in rows[1:]] == [["1", "2", "7"], ["2", "2", "12"]]
     return out / "run"
 
 
@@ -472,7 +472,7 @@ def test_a_killed_worker_is_restarted_and_ends_as_an_uninterrupted_run(
     code, said = one_node(*ELASTIC_RUN, "--out", str(out), "--name", "run", target=(str(killer),))
     assert code == 0, said
     assert "failed (exitcode: -9) local_rank: 1" in said, said  # the kill did happen
-    if kill_at > 6:
+    if kill_at > 7:  # epoch 1 is 7 steps (the last, partial batch kept)
         assert f"torchrun restart 1: resuming {out / 'run' / 'last.pt'}, saved by this" in said
     else:
         assert "torchrun restart 1: the failed attempt saved no checkpoint; starting" in said
@@ -481,7 +481,10 @@ def test_a_killed_worker_is_restarted_and_ends_as_an_uninterrupted_run(
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # each epoch logged once
     # steps.csv may repeat the steps after the checkpoint; read_steps keeps the last of each
     assert read_steps(out / "run") == read_steps(straight)
-    assert [row["step"] for row in read_steps(straight)] == [2, 4, 6, 8, 10, 12]
+    steps = [row["step"] for row in read_steps(straight)]
+    assert steps == [2, 4, 6, 7, 9, 11, 12], (
+        steps
+    )  # every 2 steps of each 7-step epoch, and its end
 
 
 def test_a_restart_resumes_or_clears_only_what_this_launch_wrote(

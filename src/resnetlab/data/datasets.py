@@ -148,7 +148,8 @@ def load_data(
 
     Without a ``val`` split in the data, ``val_fraction`` of every training class is held
     out with ``seed`` (the same images on every run with that seed). ``limit`` caps the
-    training images per class (after the validation split is cut). A folder whose decoded
+    images per class of every split (after the validation split is cut; with
+    ``limit_all=False``, of the training split alone). A folder whose decoded
     images would exceed :data:`MEMORY_BUDGET_BYTES` (or ``in_memory=False``) is streamed
     from disk by ``DataLoader`` workers at ``load_size`` (default 256) instead. Resizing
     uses the ``interpolation`` filter (``"bilinear"`` or ``"bicubic"``).
