@@ -12,6 +12,10 @@ that catches ``ValueError`` keeps working; :class:`MissingExtraError` is still a
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class ResnetlabError(Exception):
     """Input a user can fix; the message is one line that says what and how."""
@@ -43,6 +47,20 @@ class MissingExtraError(ResnetlabError, ImportError):
 
 class NoEngineError(ResnetlabError, RuntimeError):
     """None of the inference engines asked for can run here (each one's reason is listed)."""
+
+
+def find_cause(err: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``err``'s chain (``err`` itself, then its causes and contexts):
+    how a wrapped error is recognised (torch's zip writer reports a failed ``write()`` as a
+    ``RuntimeError`` whose context is the ``OSError``; torch.export wraps a Ctrl-C)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def first_line(err: BaseException | str) -> str:

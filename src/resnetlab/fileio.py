@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from resnetlab.errors import InvalidValueError, OutputError, ResnetlabError, first_line
+from resnetlab.errors import (
+    InvalidValueError,
+    OutputError,
+    ResnetlabError,
+    find_cause,
+    first_line,
+)
 from resnetlab.locking import LOCK_NAME as LOCK_NAME
 from resnetlab.locking import FolderBusyError as FolderBusyError
 from resnetlab.locking import folder_lock as folder_lock
@@ -188,18 +194,6 @@ _REASONS = {
 }
 
 
-def _os_cause(err: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``err`` (torch's zip writer raises a ``RuntimeError``)."""
-    seen: set[int] = set()
-    cur: BaseException | None = err
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, OSError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
 def _nearly_full(folder: Path) -> bool:
     """Under 1 MiB left on ``folder``'s file system: how a C++ writer's failed write with
     no errno (OpenVINO: "basic_ios::clear") is told apart from a bug."""
@@ -215,7 +209,7 @@ def _write_error(target: Path, err: BaseException, kept: bool) -> WriteError | N
     ``err`` is not the environment's (a bug, Ctrl-C: re-raised as it is)."""
     if not isinstance(err, Exception) or isinstance(err, ResnetlabError):
         return None
-    cause = _os_cause(err)
+    cause = find_cause(err, OSError)
     rust = re.search(r"\(os error (\d+)\)", str(err))  # safetensors' Rust I/O errors
     guessed = isinstance(err, RuntimeError) and _nearly_full(target.parent)  # C++ writers
     if cause is None and rust is None and not guessed:

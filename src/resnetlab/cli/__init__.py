@@ -24,7 +24,7 @@ from pathlib import Path
 from resnetlab import __version__
 from resnetlab.cli import infer, inspection, reproduce, train
 from resnetlab.cli.common import EXIT_USAGE, Parser, UsageError
-from resnetlab.errors import OutputError, ResnetlabError, first_line
+from resnetlab.errors import OutputError, ResnetlabError, find_cause, first_line
 from resnetlab.fileio import cache_root
 
 EXIT_BUG = 1
@@ -157,18 +157,6 @@ def _usable_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _interrupted(err: BaseException) -> bool:
-    """A Ctrl-C that a library wrapped in its own error (torch.export does)."""
-    seen: set[int] = set()
-    cur: BaseException | None = err
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, KeyboardInterrupt):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     _usable_streams()
     parser = build_parser()
@@ -197,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _user_error(args.command, err)
         return _internal_error(args.command, words, err)
     except Exception as err:  # anything else is ours to fix, unless the machine refused
-        if _interrupted(err):
+        if find_cause(err, KeyboardInterrupt):  # torch.export wraps a Ctrl-C
             print(f"resnetlab {args.command}: interrupted", file=sys.stderr)
             return 130
         cause = environment_cause(err)

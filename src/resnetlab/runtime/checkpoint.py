@@ -31,7 +31,7 @@ from resnetlab.data.augment import Preprocess
 
 # One error for every checkpoint problem, training checkpoints and published weights alike.
 from resnetlab.errors import CheckpointError as CheckpointError
-from resnetlab.errors import first_line
+from resnetlab.errors import find_cause, first_line
 from resnetlab.fileio import make_temp
 from resnetlab.interop.foreign_files import ZIP_MAGIC, read_head
 from resnetlab.models.registry import create_model
@@ -86,19 +86,6 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def _os_error(err: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``err``: torch's zip writer reports a failed ``write()`` as
-    a ``RuntimeError`` ("unexpected pos …") whose context is the real ``OSError``."""
-    seen: set[int] = set()
-    cur: BaseException | None = err
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, OSError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` to ``path`` atomically (see the module docstring).
 
@@ -119,7 +106,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     except BaseException as err:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        cause = _os_error(err) if isinstance(err, Exception) else None
+        cause = find_cause(err, OSError) if isinstance(err, Exception) else None
         if cause is None:
             raise  # not an I/O failure: a bug, Ctrl-C, …
         kept = "the previous one is intact" if target.is_file() else "nothing was written"
