@@ -1,8 +1,8 @@
 """A small grayscale image folder for a transfer experiment, from CIFAR-10's JPEG rendition.
 
-Four of CIFAR-10's animal classes (cat, deer, dog, horse: the ones a CIFAR net confuses
-most), every image converted to 8-bit grey (PIL mode ``L``, ITU-R 601-2 luma) and saved as
-a PNG at its 32×32 size, in ``<out>/{train,val,test}/<class>/``:
+Four of CIFAR-10's animal classes (cat, deer, dog, horse), every image converted to 8-bit
+grey (PIL mode ``L``, ITU-R 601-2 luma) and saved as a PNG at its 32×32 size, in
+``<out>/{train,val,test}/<class>/`` (docs/finetune.md, section 6):
 
     python scripts/make_cifar_grey_folder.py [ARCHIVE] [OUT] [TRAIN VAL TEST]
 
