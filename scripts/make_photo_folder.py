@@ -1,15 +1,23 @@
 """A small synthetic photo folder: two classes (a bright disc or a bright square on a
-textured background), images of many sizes and modes, train/ and val/ subfolders."""
+textured background), images of many sizes and modes, train/ and val/ subfolders.
+
+    python scripts/make_photo_folder.py [OUT] [TRAIN VAL]
+
+TRAIN and VAL images per class (default 16 and 6: 44 images) in OUT (default photos)."""
 
 import random
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
 random.seed(0)
-root = Path("photos")
+root = Path(sys.argv[1] if len(sys.argv) > 1 else "photos")
+counts = [int(n) for n in sys.argv[2:4]] if len(sys.argv) > 2 else [16, 6]
+if len(counts) != 2 or min(counts) < 1:
+    raise SystemExit("TRAIN VAL: two counts per class, each 1 or more")
 modes = ["RGB", "RGB", "L", "RGBA", "P", "CMYK"]
-for split, n in (("train", 16), ("val", 6)):
+for split, n in zip(("train", "val"), counts, strict=True):
     for cls in ("disc", "square"):
         folder = root / split / cls
         folder.mkdir(parents=True, exist_ok=True)

@@ -166,3 +166,68 @@ def test_a_float_resize_is_marked_inexact() -> None:
     photos = Preprocess(mean, std, 96, augment="imagenet")  # stored at 110 = 96 / 0.875
     assert preprocessing_block(photos, (3, 110, 110), "bicubic", ())["exact"] is True
     assert preprocessing_block(photos, (3, 120, 120), "bicubic", ())["exact"] is False
+
+
+def test_the_openvino_ir_carries_the_same_block(tmp_path: Path) -> None:
+    """The ``.xml`` of an OpenVINO IR holds the block under ``rt_info/preprocessing``,
+    equal to the safetensors (hence the ONNX) block: read by OpenVINO and, for a reader
+    without it, straight from the XML text."""
+    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    import xml.etree.ElementTree as ET
+
+    from safetensors import safe_open
+
+    from resnetlab.infer.export import export_openvino_file
+
+    model = create_model("resnet20", num_classes=3)
+    source = tmp_path / "r20.pth"
+    torch.save(model.state_dict(), source)
+    xml = export_openvino_file(source, tmp_path / "m.xml", model="resnet20")
+    st_file = export_safetensors(source, tmp_path / "m.safetensors", model="resnet20")
+    with safe_open(str(st_file), "pt") as f:
+        want = json.loads(f.metadata()["preprocessing"])
+    ir = ov.Core().read_model(str(xml))
+    block = json.loads(ir.get_rt_info(["preprocessing"]).astype(str))
+    assert block == want
+    assert block["version"] == PREPROCESSING_VERSION and block["exact"] is True
+    assert block["classes"] == ["class 0", "class 1", "class 2"]
+    assert not any(k in block for k in TRAINING_KEYS)
+    # The training keys and the config are kept apart, under rt_info/resnetlab.
+    assert ir.get_rt_info(["resnetlab", "model"]).astype(str) == "resnet20"
+    element = ET.parse(xml).getroot().find("rt_info/preprocessing")
+    assert element is not None and json.loads(element.attrib["value"]) == want
+
+
+def test_the_block_transform_decodes_every_mode_as_predict_does(tmp_path: Path) -> None:
+    """A weights entry's transform (``EvalTransform``) and ``predict`` share one conversion
+    and one resize-and-crop (``resnetlab.data.images``): photos of every mode, 16-bit grey
+    included (the transform once stretched it by its own min-max, predict by the bit
+    depth), give the same tensor to the bit."""
+    from safetensors import safe_open
+
+    from resnetlab.data import images
+    from resnetlab.data.augment import eval_transform
+    from resnetlab.interop import transforms
+
+    assert transforms.centre_square is images.centre_square
+    assert transforms.to_rgb is images.to_rgb
+    model = create_model("resnet20", num_classes=2)
+    source = tmp_path / "r20.pth"
+    torch.save(model.state_dict(), source)
+    st_file = export_safetensors(source, tmp_path / "m.safetensors", model="resnet20")
+    with safe_open(str(st_file), "pt") as f:
+        block = json.loads(f.metadata()["preprocessing"])
+    assert "bit depth" in block["convert"]
+    t = EvalTransform.from_block(block)
+    p = Predictor.load(source, device="cpu", model="resnet20")
+    paths = []
+    for i, (size, mode, suffix) in enumerate(PHOTOS):
+        paths.append(tmp_path / f"photo{i}{suffix}")
+        _photo(paths[-1], size, mode, seed=i)
+    # A dark 16-bit scan (values 1,000-9,000 of 65,535): a min-max stretch makes it bright.
+    dark = np.random.default_rng(7).integers(1000, 9000, (45, 70), dtype=np.uint16)
+    paths.append(tmp_path / "dark16.png")
+    Image.fromarray(dark).save(paths[-1])
+    for path in paths:
+        want = eval_transform(p.read_images([str(path)]), p.preprocess)[0]
+        assert torch.equal(t(Image.open(path)), want), path.name

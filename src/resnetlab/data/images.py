@@ -60,7 +60,10 @@ def _full_scale(im: Image.Image) -> float:
     return float(2**bits - 1)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode Pillow reads → 8-bit RGB (16/32-bit and float grey scaled by the bit depth,
+    palette through RGB(A), alpha composited on white). The one conversion of every image
+    resnetlab reads: decoding here and a weights entry's ``transforms()`` both call it."""
     im = image
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # High bit depth: scaled by the bit depth, the same for every image, so a picture
@@ -114,11 +117,11 @@ def decode_image(
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{name}: corrupt image ({err})") from err
-    rgb = _to_rgb(im)
+    rgb = to_rgb(im)
     if channels == 1:
         rgb = rgb.convert("L")
     if square is not None:
-        rgb = _shorter_side_centre(rgb, square, resample)
+        rgb = centre_square(rgb, square, resample)
     elif size is not None and (rgb.height, rgb.width) != size:
         rgb = rgb.resize((size[1], size[0]), resample)
     arr = np.asarray(rgb, dtype=np.uint8)
@@ -134,7 +137,13 @@ def decode_square(
     return decode_image(data, name, square=size, channels=channels, interpolation=interpolation)
 
 
-def _shorter_side_centre(im: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
+def centre_square(im: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
+    """The shorter side resized to ``side`` (the longer ``int(side * long / short)``,
+    truncated, as torchvision's ``Resize``; no resize where it is ``side`` already), then the
+    centre ``side``×``side`` square, offsets ``round((w - side) / 2)`` (halves to even).
+    The one resize-and-crop of stored images and of a weights entry's ``transforms()``
+    (:mod:`resnetlab.interop.transforms`): predict and the portable export block rely on
+    the two agreeing exactly."""
     w, h = im.size
     if min(w, h) != side:
         if w <= h:

@@ -5,8 +5,8 @@ It is what ``resnetlab predict`` does, written with PIL and numpy only, so anoth
 can repeat it to the last bit (docs/interop.md, "The preprocessing block"):
 
 1. decode; convert to RGB (``channels`` 1: then to L): 16/32-bit and float images scaled
-   from their own min-max range to 0-255 first, palette images through RGB(A), any alpha
-   composited on white;
+   to 0-255 by their bit depth first (white = 65,535 for 16-bit PNG), palette images
+   through RGB(A), any alpha composited on white;
 2. resize the **shorter** side to ``load_side`` with Pillow's ``interpolation`` filter
    (antialiased), the longer side ``int(load_side * long / short)`` (truncated, as
    torchvision's ``Resize``), unless the shorter side is ``load_side`` already;
@@ -16,7 +16,9 @@ can repeat it to the last bit (docs/interop.md, "The preprocessing block"):
 5. ``(x / 255 - mean) / std`` per channel in float32; layout ``(C, H, W)``.
 
 A weights entry's :meth:`~resnetlab.interop.fact_sheet.PublishedWeights.transforms` gives
-this callable, as torchvision's ``weights.transforms()`` does.
+this callable, as torchvision's ``weights.transforms()`` does. Steps 1-3 are
+:func:`resnetlab.data.images.to_rgb` and :func:`~resnetlab.data.images.centre_square`, the
+functions that store every image resnetlab decodes: one code path, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from resnetlab.data.images import centre_square, resample_filter, to_rgb
+
+__all__ = ["PREPROCESSING_VERSION", "EvalTransform", "centre_square", "to_rgb"]
+
 # Bumped whenever a step above changes meaning; readers refuse a version they do not know.
 PREPROCESSING_VERSION = 1
-_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class EvalTransform:
         im = to_rgb(image)
         if self.channels == 1:
             im = im.convert("L")
-        im = centre_square(im, self.load_side, _FILTERS[self.interpolation])
+        im = centre_square(im, self.load_side, resample_filter(self.interpolation))
         arr = np.asarray(im, dtype=np.uint8)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -66,7 +71,8 @@ class EvalTransform:
             "version": PREPROCESSING_VERSION,
             "channels": self.channels,
             "resize": {"side": "shorter", "size": self.load_side, "long_side": "truncate"},
-            "convert": "RGB (16/32-bit and float: min-max scaled to 0-255; alpha: on white)"
+            "convert": "RGB (16/32-bit and float: scaled to 0-255 by the bit depth; alpha: "
+            + "on white)"
             + (", then L" if self.channels == 1 else ""),
             "interpolation": self.interpolation,
             "centre_square": "round-half-even offsets",
@@ -98,32 +104,3 @@ class EvalTransform:
             f"EvalTransform(resize shorter side to {self.load_side} ({self.interpolation}), "
             f"centre crop {self.crop}, mean=({mean}), std=({std}))"
         )
-
-
-def centre_square(im: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
-    """Steps 2-3: the shorter side to ``side`` (longer truncated), then the centre square."""
-    w, h = im.size
-    if min(w, h) != side:
-        if w <= h:
-            w, h = side, int(side * h / w)
-        else:
-            w, h = int(side * w / h), side
-        im = im.resize((w, h), resample)
-    left, top = round((w - side) / 2), round((h - side) / 2)
-    return im.crop((left, top, left + side, top + side))
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Step 1: any mode Pillow reads → 8-bit RGB, as ``predict`` decodes files."""
-    im = image
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        im = Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), mode="L")
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("RGBA", "LA", "PA"):
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return im.convert("RGB")
