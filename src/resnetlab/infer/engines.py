@@ -116,7 +116,7 @@ def export_onnx(
             verbose=False,
             input_names=["images"],
             output_names=["logits"],
-            dynamic_shapes={"x": {0: batch}},
+            dynamic_shapes=({0: batch},),  # by position: forward need not call it x
         )
     if program is None:
         raise RuntimeError("ONNX export produced no program")
