@@ -87,6 +87,33 @@ def test_the_batch_that_fits_is_the_largest_whose_estimate_fits(
     assert batch_that_fits(model, (8, 3, 32, 32)).note == ""  # it fits: no note
 
 
+@pytest.mark.parametrize(
+    ("name", "n", "side"),
+    [("resnet20", 100, 32), ("preact_resnet164", 50, 32), ("vgg16", 4, 224), ("resnet50", 4, 224)],
+)
+def test_the_untraced_bound_is_above_the_estimate(name: str, n: int, side: int) -> None:
+    """``surely_fits`` skips the meta trace (seconds, the first time in a process) where a
+    bound says the batch fits: the bound must never be below the estimate."""
+    from resnetlab.analysis.memory_estimate import surely_fits
+
+    with torch.device("meta"):
+        model = create_model(name)
+    need = memory_needed(model, (n, 3, side, side), training=False)
+    assert not surely_fits(model, (n, 3, side, side), need)
+    assert not surely_fits(model, (n, 3, side, side), 4 * need)  # a fifth at most (ResNet-20)
+
+
+def test_a_small_batch_is_not_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resnetlab.analysis.memory_estimate as estimate
+
+    def traced(*args: object, **kwargs: object) -> int:
+        raise AssertionError("traced")
+
+    monkeypatch.setattr(estimate, "memory_needed", traced)
+    monkeypatch.setenv(LIMIT, "1G")
+    assert batch_that_fits(create_model("resnet20"), (4, 3, 32, 32)).batch == 4
+
+
 def test_not_even_one_image_that_fits_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LIMIT, "1K")
     with pytest.raises(InvalidValueError, match="not even one image fits"):

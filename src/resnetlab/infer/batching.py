@@ -34,10 +34,7 @@ def fit_batch(p: Predictor, batch: int) -> BatchFit:
         return batch_that_fits(model, (batch, c, side, side), device=p.place.device, bound=limit)
     if limit is None or batch <= limit[0]:
         return BatchFit(batch, batch)
-    n = limit[0]
-    note = f"{limit[1]} takes batches of at most {n:,}: running {batch:,} images in batches"
-    note += f" of {n:,}"
-    return BatchFit(batch, n, note)
+    return BatchFit.of(batch, limit[0], f"{limit[1]} takes batches of at most {limit[0]:,}")
 
 
 def memory_model(p: Predictor) -> nn.Module | None:
