@@ -463,6 +463,21 @@ CASES = [
          needle="run.budget_min must be a positive"),
     case("train-interpolation", "an unknown resize filter", *TRAIN,
          "--set", "data.interpolation=nearest", needle="data.interpolation must be one of"),
+    # ------------------------------------------------------------ issue 33: memory
+    case("train-eval-batch-memory", "validation at `data.eval_batch_size` that cannot fit "
+         "(the training step can)", *TRAIN, "--epochs", "1", "--limit-per-class", "50",
+         "--batch-size", "2", "--out", "{out}", env=(("RESNETLAB_MEMORY_LIMIT", "15M"),),
+         needle="validation on a batch of 100×3×32×32 needs about"),
+    case("eval-one-image-memory", "`eval` where not even one image fits in memory", "eval",
+         "{ckpt}", env=(("RESNETLAB_MEMORY_LIMIT", "1K"),), needle="not even one image fits"),
+    case("memory-limit-word", "a `RESNETLAB_MEMORY_LIMIT` that is not a size", "eval",
+         "{ckpt}", env=(("RESNETLAB_MEMORY_LIMIT", "lots"),), needle="is not a size"),
+    case("reproduce-previous-dev-zero", "`reproduce --previous /dev/zero` (it read until "
+         "memory ran out)", "reproduce", "cifar-table", "--previous", "/dev/zero", "--out",
+         "{out}", needle="/dev/zero: not a report's results.json (over 64 MiB, not read"),
+    case("predict-export-huge-image", "an exported .safetensors whose metadata asks for "
+         "30,000-pixel images", "predict", "{huge_safetensors}", "{image}",
+         needle="its input size 30000 is outside 1–4096 pixels", keep="huge_safetensors"),
 ]  # fmt: skip
 
 
@@ -666,7 +681,8 @@ def _pt2_files(root: Path, f: dict[str, Path]) -> None:
 
 
 def _misfit_export(root: Path, f: dict[str, Path]) -> None:
-    """Our export of the ResNet-20 run, its metadata edited to name ResNet-56."""
+    """Our export of the ResNet-20 run, its metadata edited to name ResNet-56, and to ask
+    for 30,000-pixel images."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -677,6 +693,10 @@ def _misfit_export(root: Path, f: dict[str, Path]) -> None:
         meta = {**fh.metadata(), "model": "resnet56"}
     f["misfit_safetensors"] = root / "misfit.safetensors"
     save_file(load_file(str(good)), str(f["misfit_safetensors"]), metadata=meta)
+    pre = json.loads(meta["preprocess"]) | {"image_size": 30_000}
+    meta |= {"model": "resnet20", "preprocess": json.dumps(pre)}
+    f["huge_safetensors"] = root / "huge.safetensors"
+    save_file(load_file(str(good)), str(f["huge_safetensors"]), metadata=meta)
     good.unlink()
 
 

@@ -67,3 +67,22 @@ def test_a_batch_over_the_process_limit_is_refused_in_one_line() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "needs about" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_inference_in_pieces_stays_under_the_limit() -> None:
+    """``eval``/``predict`` run a batch that does not fit in pieces: the piece chosen under a
+    200 MiB limit is measured in a fresh process, within 1.5× of its estimate and under
+    the limit."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from memory_peaks import measured_pieces_peak
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    batch, measured = measured_pieces_peak("resnet20", 2000, 32, "200M")
+    assert 1 < batch < 2000
+    with torch.device("meta"):
+        model = create_model("resnet20")
+    estimate = memory_needed(model, (batch, 3, 32, 32), training=False)
+    assert 1 / 1.5 <= estimate / measured <= 1.5, (estimate, measured)
+    assert measured < 200 * 2**20, measured

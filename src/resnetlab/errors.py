@@ -66,8 +66,12 @@ def find_cause(err: BaseException, kind: type[E]) -> E | None:
 def first_line(err: BaseException | str) -> str:
     """The first non-empty line of ``err``'s message (an exception's, or a reason given as
     text), else the exception type's name: the one line a report, a log or the command
-    prints for an exception."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    prints for an exception. Terminal escape codes (torch's exporter colours its errors)
+    are taken out: the line is plain text."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[@-_]", "", str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if lines:
         return lines[0]
     return type(err).__name__ if isinstance(err, BaseException) else ""

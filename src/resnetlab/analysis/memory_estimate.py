@@ -18,6 +18,13 @@ process's cgroup limit (v2 ``memory.max`` − ``memory.current``, or v1's
 ``memory.limit_in_bytes`` − ``memory.usage_in_bytes``), and what is left under
 ``RLIMIT_AS`` and ``RLIMIT_DATA`` (``ulimit -v`` / ``-d``). Each is what the kernel enforces:
 MemAvailable alone once let a batch that fitted in RAM be killed inside a 4 GiB container.
+``RESNETLAB_MEMORY_LIMIT`` (bytes, or ``512M``, ``4G``, …) caps it further: less memory
+for resnetlab than the machine has, on a shared machine or in a test.
+
+**Chunks.** Inference on many images is the same computed in smaller batches (every layer
+works per image in eval mode), so ``eval`` and ``predict`` run a batch that does not fit in
+the largest one that does (:func:`batch_that_fits`) and say so; a training step is not the
+same in pieces (BatchNorm's batch statistics), so ``train`` refuses.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import contextlib
 import functools
 import math
 import os
+import re
 import resource
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +47,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from resnetlab.analysis.counting import ShapeError
-from resnetlab.errors import InvalidValueError, first_line
+from resnetlab.errors import ConfigError, InvalidValueError, first_line
 
 # Measured peak RSS growth ÷ LiveBytes' peak, fresh process, fp32, 1 thread (docs/bad-input.md):
 # inference 1.26–1.80 over 9 nets (ResNet-18/20/50/56/101, VGG-16, WRN-50-2, ResNeXt-50,
@@ -46,6 +55,13 @@ from resnetlab.errors import InvalidValueError, first_line
 # with the high-water mark reset before the step, training read 15–25% higher: 1.50.
 INFERENCE_FACTOR = 1.55
 TRAINING_FACTOR = 1.50
+
+# Inference in pieces sizes each piece to this share of the free memory: the estimate has
+# read as low as 0.85× the measured peak (ResNet-56; ResNet-50 in pieces: 0.94).
+CHUNK_SHARE = 0.8
+
+LIMIT_VARIABLE = "RESNETLAB_MEMORY_LIMIT"
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 class LiveBytes(TorchDispatchMode):
@@ -164,13 +180,31 @@ def _rlimit_room() -> int | None:
     return min(rooms) if rooms else None
 
 
+def memory_limit_setting() -> int | None:
+    """``$RESNETLAB_MEMORY_LIMIT`` in bytes (``2147483648``, ``2G``, ``512MiB``, ``1.5g``),
+    None when unset; a value that is not a size is a one-line :class:`ConfigError`."""
+    text = os.environ.get(LIMIT_VARIABLE, "").strip()
+    if not text:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text, flags=re.IGNORECASE)
+    if m is None:
+        raise ConfigError(
+            f"{LIMIT_VARIABLE}={text!r} is not a size: give bytes, or a number with K, M, G "
+            "or T (4G)"
+        )
+    return int(float(m[1]) * _UNITS[m[2].upper()])
+
+
 def free_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     """Memory this process may still allocate (see the module docstring) for the CPU, the
-    free device memory for CUDA; None where it cannot be told."""
+    free device memory for CUDA, either capped by ``$RESNETLAB_MEMORY_LIMIT``; None where
+    it cannot be told."""
     dev = torch.device(device)
+    setting = memory_limit_setting()
     if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    rooms = [_cgroup_room(), _rlimit_room()]
+        free = int(torch.cuda.mem_get_info(dev)[0])
+        return free if setting is None else min(free, setting)
+    rooms = [_cgroup_room(), _rlimit_room(), setting]
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -183,6 +217,13 @@ def free_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     return min(known) if known else None
 
 
+def _size(nbytes: int) -> str:
+    """Bytes for a message: ``4,844.7 GiB``, ``24.8 MiB``, ``508 KiB``."""
+    if nbytes < 2**20:
+        return f"{nbytes / 2**10:,.0f} KiB"
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:,.1f} MiB"
+
+
 def check_memory(
     model: nn.Module,
     input_size: tuple[int, ...],
@@ -190,16 +231,88 @@ def check_memory(
     training: bool,
     device: torch.device | str = "cpu",
     hint: str = "use a smaller batch or image size",
+    what: str = "",
 ) -> int:
     """Refuse (one-line ``ValueError`` with the estimate) a step that would not fit in the
     memory this process may still take, before anything is allocated: ``--image-size
-    100000`` once asked for 1.2 TB and died in the allocator. Returns the estimate in bytes."""
+    100000`` once asked for 1.2 TB and died in the allocator. ``what`` names the step in
+    the message (default: training or inference). Returns the estimate in bytes."""
     need = memory_needed(model, input_size, training=training)
     free = free_memory_bytes(device)
     if free is not None and need > free:
         raise InvalidValueError(
-            f"{'training' if training else 'inference'} on a batch of "
-            f"{'×'.join(map(str, input_size))} needs about {need / 2**30:,.1f} GiB; "
-            f"{torch.device(device).type} has {free / 2**30:,.1f} GiB free ({hint})"
+            f"{what or ('training' if training else 'inference')} on a batch of "
+            f"{'×'.join(map(str, input_size))} needs about {_size(need)}; "
+            f"{torch.device(device).type} has {_size(free)} free ({hint})"
         )
     return need
+
+
+@dataclass(frozen=True)
+class BatchFit:
+    """The batch an inference over ``asked`` images runs in: ``batch`` (= ``asked`` when
+    it fits), and ``note``, one line saying why it is smaller ("" when it is not)."""
+
+    asked: int
+    batch: int
+    note: str = ""
+
+    @classmethod
+    def of(cls, asked: int, batch: int, why: str) -> BatchFit:
+        """``asked`` images run in batches of ``batch`` because ``why``."""
+        if batch == asked:
+            return cls(asked, batch)
+        return cls(asked, batch, f"{why}: running {asked:,} images in batches of {batch:,}")
+
+
+def batch_that_fits(
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    *,
+    device: torch.device | str = "cpu",
+    bound: tuple[int, str] | None = None,
+) -> BatchFit:
+    """The largest inference batch up to ``input_size[0]`` images whose estimate fits in
+    :data:`CHUNK_SHARE` of the memory this process may still take (the estimate and the
+    limit of :func:`check_memory`), and at most ``bound[0]`` (a program's largest batch;
+    ``bound[1]`` says whose). If not even one image fits, :func:`check_memory`'s one-line
+    refusal. Nothing is allocated: the estimate is linear in the batch, so two meta runs
+    place it and a third confirms."""
+    asked, rest = int(input_size[0]), tuple(input_size[1:])
+    n, why = asked, ""
+    if bound is not None and bound[0] < n:
+        n, why = bound[0], f"{bound[1]} takes batches of at most {bound[0]:,}"
+    free = free_memory_bytes(device)
+    room = None if free is None else int(free * CHUNK_SHARE)
+    if room is None or surely_fits(model, (n, *rest), room):
+        return BatchFit.of(asked, n, why)
+    need = memory_needed(model, (n, *rest), training=False)
+    if free is not None and need > room:
+        hint = "not even one image fits: use a smaller image size"
+        one = check_memory(model, (1, *rest), training=False, device=device, hint=hint)
+        per_image = max((need - one) / max(n - 1, 1), 1.0)
+        n_before = n
+        n = max(1, min(n - 1, int((room - one) / per_image) + 1))
+        while n > 1 and memory_needed(model, (n, *rest), training=False) > room:
+            n = max(1, int(n * 0.9))
+        why = (
+            f"a batch of {n_before:,} needs about {_size(need)}; "
+            f"{torch.device(device).type} has {_size(free)} free"
+        )
+    return BatchFit.of(asked, n, why)
+
+
+def surely_fits(model: nn.Module, input_size: tuple[int, ...], room: int) -> bool:
+    """Whether an inference batch fits in ``room`` bytes by a bound that needs no trace (the
+    first meta trace in a process imports torch's meta kernels: seconds, which ``predict``
+    of one photo should not pay): ten fp32 tensors per image, each as wide as the widest
+    layer at the input's full resolution. No network here comes near it (they narrow the
+    map as they widen): the estimate is a fifth of it for ResNet-20 and pre-act ResNet-164,
+    a tenth for VGG-16, 1/200 for ResNet-50."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    widest = max(
+        [input_size[1], *(m.out_channels if isinstance(m, nn.Conv2d) else 1 for m in layers)]
+    )
+    features = max([0, *(m.out_features for m in layers if isinstance(m, nn.Linear))])
+    per_image = 4 * math.prod(input_size[1:]) + 40 * (widest * math.prod(input_size[2:]) + features)
+    return input_size[0] * per_image <= room

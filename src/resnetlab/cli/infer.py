@@ -159,6 +159,11 @@ def _add_bench(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _say(note: str) -> None:
+    if note:
+        print(note, file=sys.stderr, flush=True)
+
+
 def _eval_split(args: argparse.Namespace, predictor: Predictor) -> Split:
     """The split ``eval`` measures: ``--split``, else test, else val (said, with why val's
     number is optimistic); ``args.split`` is set to the one chosen."""
@@ -186,7 +191,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     predictor = _load_for_eval(args)
     say_published(predictor)
     data = _eval_split(args, predictor)
-    metrics, cm = predictor.evaluate(data, batch_size=args.batch_size)
+    fit = predictor.fit_batch(max(1, min(args.batch_size, len(data))))
+    _say(fit.note)  # a batch that does not fit runs in pieces, with the same results
+    metrics, cm = predictor.evaluate(data, batch_size=fit.batch)
     per_class = dict(zip(predictor.classes, cm.per_class_accuracy(), strict=True))
     result = {
         "checkpoint": str(args.checkpoint),
@@ -280,6 +287,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
     say_published(predictor)
     files = [str(p) for p in args.images]
+    _say(predictor.fit_batch(len(files)).note)  # decoded and run in pieces if need be
     preds = predictor.predict_files(files, top_k=args.top_k)
     pngs = [str(p) for p, _ in predictor.explain_files(files, args.explain)] if args.explain else []
     if args.format == "json":
@@ -316,8 +324,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from resnetlab.analysis.compare import default_input_size
     from resnetlab.analysis.memory_estimate import check_memory
+    from resnetlab.infer.batching import int8_pieces
     from resnetlab.infer.engines import ENGINES
-    from resnetlab.infer.fast import optimize_for_inference
+    from resnetlab.infer.fast import default_engines, optimize_for_inference
     from resnetlab.models.registry import get_entry
 
     for engine in args.engines or []:
@@ -349,6 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check, why = None, "a bare model name has no data (give a checkpoint)"
     size = (args.batch_size, channels, side, side)
     check_memory(model, size, training=False)  # before the batch exists; a bad shape too
+    _say(int8_pieces(args.engines or default_engines(torch.device("cpu")), args.batch_size))
     x = torch.randn(*size)
     print(
         f"{label}: batch {args.batch_size}×{channels}×{side}×{side}; timing engines "
@@ -369,11 +379,13 @@ def _bench_quantized(args: argparse.Namespace) -> int:
     (``int8-reference``), on the batch shape asked for."""
     import torch
 
+    from resnetlab.infer.batching import check_program_batch
     from resnetlab.infer.int8_checkpoint import bench_quantized
     from resnetlab.infer.predict import Predictor
 
     p = Predictor.from_quantized(args.model)
     c, side = p.data_size[0], args.image_size or p.preprocess.image_size
+    _say(check_program_batch(p, (args.batch_size, c, side, side)))  # memory, pieces
     x = torch.randn(args.batch_size, c, side, side)
     print(
         f"{args.model} ({p.config.model.name}, int8): batch {args.batch_size}×{c}×{side}×{side}",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnetlab.data.augment import Augment
-from resnetlab.data.folders import FolderIndex, index_folder, is_archive
+from resnetlab.data.folders import MAX_IMAGE_BYTES, FolderIndex, index_folder, is_archive
 from resnetlab.data.images import IMAGE_SUFFIXES
 from resnetlab.data.tensors import DataError
 from resnetlab.errors import first_line
@@ -88,6 +88,8 @@ def probe_side(source: str) -> int | None:
         try:
             with tarfile.open(path) as tar:
                 for member in tar:
+                    if member.size > MAX_IMAGE_BYTES:
+                        continue  # not read (data/folders.py: loading reports it)
                     if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
                         f = tar.extractfile(member)
                         with Image.open(io.BytesIO(f.read() if f else b"")) as im:

@@ -12,6 +12,7 @@ the request's (:func:`earlier_command` gives the command to compare).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,31 @@ class EarlierReportError(InvalidValueError):
     without the per-run numbers a report needs."""
 
 
+# A report's results.json holds a few hundred runs' summaries: tens of kB. Read no more than
+# this (`--previous /dev/zero` read until memory ran out).
+MAX_REPORT_BYTES = 64 * 2**20
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refused by its size before it is read: a regular file larger than
+    :data:`MAX_REPORT_BYTES` by its size, anything else (a device, a pipe) once it has
+    given that many bytes."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = b"" if size > MAX_REPORT_BYTES else f.read(MAX_REPORT_BYTES + 1)
+    if size > MAX_REPORT_BYTES or len(data) > MAX_REPORT_BYTES:
+        cap = MAX_REPORT_BYTES // 2**20
+        what = f"{size / 2**20:,.0f} MiB" if size > MAX_REPORT_BYTES else f"over {cap} MiB"
+        raise EarlierReportError(
+            f"{path}: not a report's results.json ({what}, not read further; a report's "
+            f"is tens of kB, and at most {cap} MiB are read)"
+        )
+    return data.decode("utf-8")
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_text(path))
     except FileNotFoundError:
         raise EarlierReportError(
             f"{path}: no such file (an earlier report's results.json)"

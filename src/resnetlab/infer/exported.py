@@ -27,6 +27,7 @@ from resnetlab.errors import InvalidValueError, MissingExtraError, first_line
 from resnetlab.models.registry import create_model
 from resnetlab.runtime.checkpoint import CheckpointError, eval_preprocess
 from resnetlab.runtime.config import ConfigError, TrainConfig, config_from_dict
+from resnetlab.runtime.trust import check_numbers
 
 OWN_FORMAT = "resnetlab"
 
@@ -112,6 +113,7 @@ def _read_safetensors(path: Path) -> Exported:
         cfg = _config(meta.get("config"))
     except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise ExportedFileError(f"{path}: its resnetlab metadata is incomplete ({err})") from None
+    check_sizes(path, pre, classes, (c, h, w))
     try:
         model = create_model(name, **{**options, "num_classes": len(classes), "in_channels": c})
     except (InvalidValueError, TypeError) as err:
@@ -122,6 +124,26 @@ def _read_safetensors(path: Path) -> Exported:
         raise ExportedFileError(f"{path}: its weights do not fit {name} ({misfit})")
     model.load_state_dict(weights)
     return Exported(model.eval(), name, options, classes, pre, (c, h, w), cfg)
+
+
+def check_sizes(
+    path: str | os.PathLike[str],
+    pre: Preprocess,
+    classes: tuple[str, ...],
+    data_size: tuple[int, int, int],
+) -> None:
+    """The sizes and numbers an export's or an int8 file's metadata carries, checked as a
+    checkpoint's are (:func:`~resnetlab.runtime.trust.check_numbers`) before any image is
+    made at them: an ``image_size`` of 30,000 made ``predict`` allocate 10.8 GB."""
+    check_numbers(
+        path,
+        weights={},
+        classes=classes,
+        mean=pre.mean,
+        std=pre.std,
+        image_size=pre.image_size,
+        data_size=data_size,
+    )
 
 
 def _misfit(want: dict[str, Tensor], got: dict[str, Tensor]) -> str:
@@ -219,5 +241,6 @@ def _read_onnx(path: Path) -> Exported:
         cfg = _config(meta.get("resnetlab.config"))
     except (KeyError, TypeError, ValueError, IndexError, ConfigError) as err:
         raise ExportedFileError(f"{path}: its resnetlab metadata is incomplete ({err})") from None
+    check_sizes(path, pre, classes, (c, h, w))
     name = meta["resnetlab.model"]
     return Exported(OnnxModel(session), name, {}, classes, pre, (c, h, w), cfg)

@@ -14,12 +14,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from resnetlab.analysis.memory_estimate import BatchFit
 from resnetlab.data.augment import Preprocess, eval_transform
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.images import ImageError, decode_image, decode_square
 from resnetlab.data.tensors import DataError, Split
 from resnetlab.errors import InvalidValueError
-from resnetlab.infer.exported import OnnxModel, is_own_export, read_exported
+from resnetlab.infer.exported import OnnxModel, check_sizes, is_own_export, read_exported
 from resnetlab.infer.int8_file import QuantizedFileError, is_quantized_file, load_quantized
 from resnetlab.interop.compat import Layout
 from resnetlab.interop.fact_sheet import PublishedWeights, imagenet_classes
@@ -148,6 +149,7 @@ class Predictor:
             classes = tuple(str(v) for v in meta["classes"])
         except (KeyError, TypeError, ValueError) as err:
             raise QuantizedFileError(f"{path}: its metadata is incomplete ({err})") from err
+        check_sizes(path, pre, classes, (c, h, w))  # before any image is made at them
         net = QuantizedNet(program, compile=compile)
         return cls(
             net, pre, classes, (c, h, w), cfg, choose("cpu", "fp32"), int(meta.get("epoch", 0))
@@ -211,8 +213,12 @@ class Predictor:
         return torch.stack(images)
 
     def predict_files(self, paths: list[str], *, top_k: int = 5) -> list[Prediction]:
-        """Top-k classes of each image file; an unreadable file raises ``ImageError``."""
-        probs = self.probabilities(self.read_images(paths))
+        """Top-k classes of each image file; an unreadable file raises ``ImageError``. The
+        files are decoded and run in batches that fit (:meth:`fit_batch`): 6,000 photos in
+        one batch were killed by the kernel."""
+        n = self.fit_batch(len(paths)).batch
+        chunks = [paths[i : i + n] for i in range(0, len(paths), n)]
+        probs = torch.cat([self.probabilities(self.read_images(c)) for c in chunks])
         k = max(1, min(top_k, len(self.classes)))
         values, index = probs.topk(k, dim=1)
         return [
@@ -331,15 +337,23 @@ class Predictor:
     def evaluate(
         self, data: Split, *, batch_size: int = 500
     ) -> tuple[dict[str, float], ConfusionMatrix]:
-        """Metrics with the run's test-time views (``run.tta``), as in its final test."""
+        """Metrics with the run's test-time views (``run.tta``), as in its final test, in
+        batches of ``batch_size`` or fewer where that does not fit (:meth:`fit_batch`)."""
         cm = ConfusionMatrix(len(self.classes))
+        batch = self.fit_batch(max(1, min(batch_size, len(data)))).batch
         metrics = evaluate(
             self.model,
-            eval_split_batches(
-                data, self.preprocess, batch_size=batch_size, device=self.place.device
-            ),
+            eval_split_batches(data, self.preprocess, batch_size=batch, device=self.place.device),
             place=self.place,
             confusion=cm,
             tta=self.config.run.tta,
         )
         return metrics, cm
+
+    def fit_batch(self, batch: int) -> BatchFit:
+        """The batch an inference over ``batch`` images runs in: no more than fits in the
+        memory this process may still take and than an int8 program takes, with a note
+        saying why when smaller (:func:`resnetlab.infer.batching.fit_batch`)."""
+        from resnetlab.infer.batching import fit_batch
+
+        return fit_batch(self, batch)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,8 +138,11 @@ def layer_sensitivity(
 
 
 # ---------------------------------------------------------------------- quantization
+MAX_BATCH = 4096  # the largest batch the int8 programs take (their guards say so)
+
+
 def _export(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     # Traced on a batch of two: a batch of one would be specialised to 1 (PyTorch treats a
     # size-1 dimension as a constant), which the dynamic batch then contradicts.
     two = example[:2] if len(example) >= 2 else example[:1].expand(2, *example.shape[1:])
@@ -233,6 +237,8 @@ class QuantizedNet(nn.Module):
     def __init__(self, program: torch.export.ExportedProgram, *, compile: bool = False) -> None:
         super().__init__()
         self.graph = program.module()
+        # The program's guards refuse a larger batch (ours: 4,096); forward runs one in pieces.
+        self.max_batch: int | None = program_max_batch(program)
         self.compiled = compile
         self._run: Callable[[Tensor], Tensor] = (
             torch.compile(self.graph, dynamic=False) if compile else self.graph
@@ -243,9 +249,36 @@ class QuantizedNet(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of ``x``; a batch above :attr:`max_batch` runs in pieces of at most that
+        (the same logits: the program works per image)."""
+        n = self.max_batch
         with _freezing(self.compiled), torch.no_grad():
+            if n is not None and len(x) > n:
+                parts = torch.split(x, n)
+                return torch.cat([self._run(part.float().contiguous()) for part in parts])
             out: Tensor = self._run(x.float().contiguous())
         return out
+
+
+def program_max_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The largest batch ``program``'s guards accept: the upper bound of its first input's
+    dynamic batch (``torch.export.Dim(max=…)``; 4,096 in our files), or its static batch;
+    None where unbounded or not told."""
+    users = set(program.graph_signature.user_inputs)
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in users]
+    first = inputs[0] if inputs else None
+    value = None if first is None else first.meta.get("val")
+    if not isinstance(value, Tensor) or value.dim() == 0:
+        return None
+    size = value.shape[0]
+    if isinstance(size, int):
+        return size
+    bound = program.range_constraints.get(size.node.expr)
+    upper = getattr(bound, "upper", None)
+    try:
+        return int(upper) if upper is not None and math.isfinite(float(upper)) else None
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _freezing(on: bool) -> contextlib.AbstractContextManager[Any]:

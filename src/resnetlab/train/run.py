@@ -162,6 +162,13 @@ class Run:
         step = (cfg.data.batch_size, channels, side, side)
         hint = "use a smaller --batch-size or --image-size"
         check_memory(self.model, step, training=True, device=self.place.device, hint=hint)
+        # Validation and the final test run at data.eval_batch_size (their whole split at most).
+        test = self.bundle.test if cfg.run.test else None
+        split = max((len(s) for s in (self.val, test) if s is not None), default=1)
+        step = (min(cfg.data.eval_batch_size, split), channels, side, side)
+        hint = "it runs at data.eval_batch_size: lower it with --set data.eval_batch_size=N"
+        dev = self.place.device
+        check_memory(self.model, step, training=False, device=dev, hint=hint, what="validation")
         # The run ends at the first of: the iteration budget, the epoch budget.
         planned = [cfg.run.iterations, (cfg.run.epochs or 0) * self.steps_per_epoch]
         self.total_steps = min([v for v in planned if v] or [10**12])
