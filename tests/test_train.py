@@ -345,7 +345,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_eval_cli(capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path) -> None:
     code, out, _ = cli(capsys, "eval", str(trained), "--split", "val", "--out", str(tmp_path))
-    assert code == 0 and "top-1" in out and "airplane" in out
+    assert code == 0 and "top-1" in out and "top-5" in out and "airplane" in out  # 10 classes
     data = json.loads((tmp_path / "eval-val.json").read_text())
     assert data["images"] == 100 and len(data["confusion"]) == 10
     assert (tmp_path / "confusion-val.png").read_bytes()[:4] == b"\x89PNG"

@@ -104,6 +104,9 @@ def test_top5_only_where_there_are_more_than_5_classes(
     assert "top1" in text and "top-1" in text
     assert "top5" not in text and "top-5" not in text
     assert "top-5" not in (tmp_path / "t" / "report.md").read_text()
+    code, out, err = cli(capsys, "eval", str(tmp_path / "t" / "best.pt"), "--split", "val")
+    assert code == 0, err
+    assert "top-1" in out and "top-5" not in out
 
 
 def test_resuming_a_finished_run_says_so_and_changes_nothing(

@@ -211,8 +211,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(
             f"{args.checkpoint} on {args.split} ({len(data):,} images): "
-            f"top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}%, "
-            f"loss {metrics['loss']:.4f}"
+            f"top-1 {metrics['top1']:.2f}%, "
+            + (f"top-5 {metrics['top5']:.2f}%, " if len(predictor.classes) > 5 else "")
+            + f"loss {metrics['loss']:.4f}"  # top-5 of 5 classes or fewer is always 100%
         )
         print(cm.to_text(predictor.classes))
     if predictor.weights is not None:
