@@ -165,3 +165,29 @@ def test_a_gradcam_picture_has_its_title_and_both_panels(
     assert not gold[:, : round(10 * scale) - 2].any()
     # The overlay panel is the model's view with heat on it, not a copy of the original.
     assert not np.array_equal(pixels[oy0:oy1, ox0 : ox0 + 20], pixels[y0:y1, x0 : x0 + 20])
+
+
+def test_many_files_are_explained_a_few_at_a_time_with_the_same_results(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grad-CAM keeps activations and gradients, so files are explained EXPLAIN_PIECE at a
+    time (memory does not grow with the file count): 5 files in pieces of 2 give each file
+    the heatmap and probability of one batch of all 5, and every PNG is written."""
+    from resnetlab.infer import predict as predict_module
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    predictor = Predictor.load(checkpoint, device="cpu")
+    whole = predictor.explain(predictor.read_images(paths))
+    monkeypatch.setattr(predict_module, "EXPLAIN_PIECE", 2)
+    pieces = predictor.explain_files(paths, tmp_path / "cams")
+    assert [target.name for target, _ in pieces] == [f"im{i}.gradcam.png" for i in range(5)]
+    assert all(target.exists() for target, _ in pieces)
+    for (_, e), w in zip(pieces, whole, strict=True):
+        assert e.label == w.label
+        assert e.probability == pytest.approx(w.probability, abs=1e-5)
+        torch.testing.assert_close(e.heatmap, w.heatmap, atol=1e-5, rtol=1e-4)

@@ -31,6 +31,8 @@ from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, choose
 
+EXPLAIN_PIECE = 16  # images explained at a time (Grad-CAM keeps activations and gradients)
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -264,16 +266,22 @@ class Predictor:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         for target in targets:  # before the work: a FIFO, a 256-byte name, …
             check_writable(target)
-        found = self.explain(self.read_images(paths))
         _, h, w = self.data_size
         pre = self.preprocess
         inner = pre.image_size / h if pre.augment == "imagenet" and h != pre.image_size else 1.0
-        for path, target, e in zip(paths, targets, found, strict=True):
-            with Image.open(path) as im:
-                original = im.convert("RGB")
-            box = seen_box(original.size, inner) if h == w else None
-            title = f"{e.label} {e.probability:.1%}"
-            save_figure(figure(original, overlay(e.image, e.heatmap), title, box), title, target)
+        found: list[Explanation] = []
+        # Grad-CAM keeps every activation and its gradient: a few images at a time, so that
+        # memory does not grow with the number of files (eval mode: each image on its own).
+        for start in range(0, len(paths), EXPLAIN_PIECE):
+            piece = paths[start : start + EXPLAIN_PIECE]
+            found += self.explain(self.read_images(piece))
+            for path, target, e in zip(piece, targets[start:], found[start:], strict=False):
+                with Image.open(path) as im:
+                    original = im.convert("RGB")
+                box = seen_box(original.size, inner) if h == w else None
+                title = f"{e.label} {e.probability:.1%}"
+                picture = figure(original, overlay(e.image, e.heatmap), title, box)
+                save_figure(picture, title, target)
         return list(zip(targets, found, strict=True))
 
     def split(self, split: str, source: str | None = None) -> Split:
