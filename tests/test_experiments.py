@@ -359,7 +359,7 @@ def test_budget_protocol_schedule() -> None:
 
     budget = Budget(epochs=5, data="sample")
     cfg = budget.config("resnet56", 0, Path("store"))
-    assert (cfg.schedule.name, cfg.run.epochs, cfg.run.iterations) == ("onecycle", 5, None)
+    assert (cfg.schedule.name, cfg.run.epochs, cfg.run.iterations) == ("warmup-linear", 5, None)
     assert cfg.optim.nesterov and cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 0.2
     assert cfg.data.batch_size == 128 and cfg.data.val_fraction == 0.1
     assert cfg.schedule.warmup_lr is None and cfg.model.options == {}  # option A

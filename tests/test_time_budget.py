@@ -113,7 +113,7 @@ def test_the_budget_is_the_time_limit_too(tmp_path: Path, monkeypatch: pytest.Mo
 
 def _schedule() -> LRSchedule:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    cfg = ScheduleConfig(name="onecycle")
+    cfg = ScheduleConfig(name="warmup-linear")
     return LRSchedule(opt, cfg, base_lr=0.1, steps_per_epoch=10, total_steps=100, model_depth=20)
 
 

@@ -132,7 +132,7 @@ def test_lr_schedules() -> None:
     assert shallow.lr_at(0) == 0.1
     one = LRSchedule(
         opt,
-        ScheduleConfig(name="onecycle", warmup_epochs=1),
+        ScheduleConfig(name="warmup-linear", warmup_epochs=1),
         base_lr=0.2,
         steps_per_epoch=5,
         total_steps=25,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
+from resnetlab.runtime.config import SCHEDULE_ALIASES, ConfigError, TrainConfig, resolve_config
 from resnetlab.runtime.run_folder import RunFolder
 from resnetlab.train.logs import read_metrics, read_steps
 from resnetlab.train.run_files import clear_dead_run
@@ -98,7 +98,7 @@ class Budget:
                 "optim.lr": self.peak_lr,
             }
         return {
-            "schedule.name": "onecycle",
+            "schedule.name": "warmup-linear",
             "schedule.warmup_epochs": BUDGET_WARMUP * self.epochs,
             "schedule.warmup_lr": None,  # the linear warm-up replaces §4.2's 0.01 start
             "schedule.milestones": [],
@@ -144,6 +144,11 @@ def digest(cfg: TrainConfig) -> str:
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
     data = cfg.to_dict()
+    # The digests of the runs made before the schedule's rename name it as they did then,
+    # so a store's folder names stay those of the same runs.
+    renamed = {new: old for old, new in SCHEDULE_ALIASES.items()}
+    name = data["schedule"]["name"]
+    data["schedule"]["name"] = renamed.get(name, name)
     data["run"] = {k: v for k, v in data["run"].items() if k not in _IGNORED}
     return data
 

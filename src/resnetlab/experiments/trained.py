@@ -33,9 +33,9 @@ class Trained:
     def load(cls, record: RunRecord, log: Log) -> Trained:
         ckpt = RunFolder(record.run_dir).checkpoint()
         bundle = load_run_data(ckpt.config, lambda _s: None)
-        model = ckpt.model()
+        model = ckpt.load_model()
         assert isinstance(model, ResNet)
-        return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.preprocess)
+        return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.eval_preprocess)
 
     def batches(
         self, split: Split, images: int | None, seed: int, place: Execution

@@ -109,9 +109,9 @@ class Predictor:
                 load_published(text, model=model, layout=layout), device=device, precision=precision
             )
         place = choose(device, precision)
-        net = ckpt.model().to(place.device)
+        net = ckpt.load_model().to(place.device)
         return cls(
-            net, ckpt.preprocess, ckpt.classes, ckpt.data_size, ckpt.config, place, ckpt.epoch
+            net, ckpt.eval_preprocess, ckpt.classes, ckpt.data_size, ckpt.config, place, ckpt.epoch
         )
 
     @classmethod

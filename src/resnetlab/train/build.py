@@ -249,7 +249,7 @@ def _pretrained_state(
     from resnetlab.interop.published import resolve
 
     try:
-        return dict(Checkpoint.load(path).weights)
+        return dict(Checkpoint.load(path).model)
     except CheckpointError:
         if source is not None and source.file is not None:
             file, entry = source.file, source.entry

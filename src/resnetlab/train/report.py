@@ -37,7 +37,7 @@ def final_test(
     place = Execution(place.device, None, channels_last=False)
     assert bundle.test is not None
     best = Checkpoint.load(RunFolder(run_dir).best)
-    model.load_state_dict(best.weights)
+    model.load_state_dict(best.model)
     cm = ConfusionMatrix(len(bundle.classes))
     test = evaluate(
         model,
