@@ -113,7 +113,7 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
 
 def _fit(data: str, model: str, epochs: int, over: dict[str, Any], smoke: bool) -> Any:
     from resnetlab.runtime.config import resolve_config
-    from resnetlab.train.runner import fit
+    from resnetlab.train.fitting import fit
 
     cuda = torch.cuda.is_available()
     cfg = {

@@ -24,7 +24,7 @@ from resnetlab.runtime.checkpoint import (
     save_checkpoint,
 )
 from resnetlab.runtime.config import resolve_config, save_config
-from resnetlab.runtime.run_folder import RunFolder, checkpoint_file
+from resnetlab.runtime.folder_layout import RunFolder, checkpoint_file
 
 CLASSES = ("cat", "dog", "frog")
 

@@ -12,7 +12,7 @@ import torch
 from resnetlab.runtime import execution
 from resnetlab.runtime.config import ConfigError, resolve_config
 from resnetlab.train import build as train_build
-from resnetlab.train.runner import fit
+from resnetlab.train.fitting import fit
 
 
 def _tiny(tmp_path: Path, **over: Any) -> Any:

@@ -24,7 +24,7 @@ from resnetlab.data.loaders import BatchPlan, TrainBatches, shard_order
 from resnetlab.data.tensors import ImageTensors
 from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
-from resnetlab.train import run, runner
+from resnetlab.train import fitting, parts
 from resnetlab.train.distributed import (
     _parent_started,
     agreed_stop,
@@ -134,11 +134,11 @@ def tiny(out: Path, name: str, **over: Any) -> TrainConfig:
 
 
 def test_resume_needs_the_same_number_of_processes(tmp_path: Path) -> None:
-    done = runner.fit(tiny(tmp_path, "one", **{"run.iterations": 1}), log=quiet)
+    done = fitting.fit(tiny(tmp_path, "one", **{"run.iterations": 1}), log=quiet)
     state = load_checkpoint(done.run_dir / "last.pt")
     save_checkpoint({**state, "world_size": 2}, done.run_dir / "last.pt")
     with pytest.raises(ConfigError, match="trained by 2 process"):
-        runner.fit(tiny(tmp_path, "one", **{"run.iterations": 2}), resume=done.run_dir, log=quiet)
+        fitting.fit(tiny(tmp_path, "one", **{"run.iterations": 2}), resume=done.run_dir, log=quiet)
 
 
 # ---------------------------------------------------------------- 2 ranks = 1 process
@@ -156,8 +156,8 @@ class Float64(nn.Module):
 
 
 def _float64_models() -> None:
-    build = run.build_model
-    run.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
+    build = parts.build_model
+    parts.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
 
 
 # A weight EMA rides along: the average each rank keeps must be the single process's too.
@@ -176,10 +176,10 @@ def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
     )
     torch.set_num_threads(1)
     _float64_models()
-    first = runner.fit(tiny(Path(out), "ddp", **EMA, **{"run.time_limit_min": 1e-6}), log=quiet)
+    first = fitting.fit(tiny(Path(out), "ddp", **EMA, **{"run.time_limit_min": 1e-6}), log=quiet)
     assert first.status == "time", first.status
     os.environ["MASTER_PORT"] = str(ports[1])
-    runner.fit(tiny(Path(out), "ddp", **EMA), resume=first.run_dir, log=quiet)
+    fitting.fit(tiny(Path(out), "ddp", **EMA), resume=first.run_dir, log=quiet)
 
 
 @pytest.mark.slow
@@ -206,9 +206,9 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
     steps = (tmp_path / "ddp" / "steps.csv").read_text().splitlines()
     assert [s.split(",")[0] for s in steps] == ["step", "2", "4", "6"]
 
-    monkeypatch.setattr(run, "build_model", run.build_model)  # undone after the test
+    monkeypatch.setattr(parts, "build_model", parts.build_model)  # undone after the test
     _float64_models()
-    single = runner.fit(tiny(tmp_path, "single", **EMA, **{"data.batch_size": 16}), log=quiet)
+    single = fitting.fit(tiny(tmp_path, "single", **EMA, **{"data.batch_size": 16}), log=quiet)
     alone = load_checkpoint(single.run_dir / "last.pt")
     assert paused_then_resumed["ema_updates"] == alone["ema_updates"] == 6
     for part in ("model", "train_model"):  # the average, and the weights that train

@@ -24,7 +24,7 @@ from resnetlab.experiments.responses import findings as response_findings
 from resnetlab.experiments.responses import response_stds
 from resnetlab.experiments.runs import Budget, digest, read_run, run_job
 from resnetlab.runtime.config import resolve_config
-from resnetlab.train.runner import fit
+from resnetlab.train.fitting import fit
 
 TINY = [
     "--data",

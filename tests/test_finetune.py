@@ -20,7 +20,7 @@ from resnetlab.runtime.config import (
     ScheduleConfig,
     resolve_config,
 )
-from resnetlab.train import build, runner
+from resnetlab.train import build, fitting
 from resnetlab.train.optim import LRSchedule, build_optimizer
 
 CPU = torch.device("cpu")
@@ -127,7 +127,7 @@ def test_finetune_recipe_from_pretrained_weights(tmp_path: Path) -> None:
         "optim.lr": 0.01,
     }
     messages: list[str] = []
-    result = runner.fit(resolve_config("finetune", over), log=messages.append)
+    result = fitting.fit(resolve_config("finetune", over), log=messages.append)
     assert result.status == "completed"
     assert any("discriminative lr: the pretrained backbone at lr × 0.1" in m for m in messages)
     before, after = pre.state_dict(), checkpoint_weights(result.run_dir / "last.pt")

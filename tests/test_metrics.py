@@ -1,4 +1,4 @@
-"""Tests for the metrics: top-k counts and the confusion matrix (resnetlab.runtime.counts),
+"""Tests for the metrics: top-k counts and the confusion matrix (resnetlab.runtime.metrics),
 logs (train.logs), the progress bar and the epoch line (train.progress), curves (train.curves)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetlab.runtime.counts import ConfusionMatrix, topk_correct
+from resnetlab.runtime.metrics import ConfusionMatrix, topk_correct
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.logs import TENSORBOARD_DIR, MetricsLogger, read_metrics
 from resnetlab.train.progress import ProgressBar, format_epoch
@@ -297,7 +297,7 @@ def test_metrics_logger_without_tensorboard(
 @pytest.mark.parametrize(
     "module",
     [
-        "resnetlab.runtime.counts",
+        "resnetlab.runtime.metrics",
         "resnetlab.train.logs",
         "resnetlab.train.progress",
         "resnetlab.train.curves",

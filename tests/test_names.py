@@ -15,7 +15,7 @@ from resnetlab.experiments.runs import Budget, digest, find_run
 from resnetlab.runtime.checkpoint import Checkpoint, load_checkpoint
 from resnetlab.runtime.config import ConfigError, config_from_dict, resolve_config
 from resnetlab.train.optim import LRSchedule
-from resnetlab.train.run_files import check_config_file
+from resnetlab.train.start_or_resume import check_config_file
 
 LEGACY = Path(__file__).parent / "legacy" / "run"
 

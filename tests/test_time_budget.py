@@ -16,9 +16,9 @@ import torch
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import ConfigError, ScheduleConfig, resolve_config
 from resnetlab.train import time_budget
+from resnetlab.train.fitting import fit
 from resnetlab.train.logs import read_metrics
 from resnetlab.train.optim import LRSchedule
-from resnetlab.train.runner import fit
 from resnetlab.train.time_budget import check_budget, epochs_that_fit, fixing_epoch
 
 

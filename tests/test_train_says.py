@@ -19,7 +19,7 @@ from resnetlab.runtime.checkpoint import Checkpoint
 def test_a_checkpoint_of_another_architecture_names_both_and_the_fix(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from resnetlab.train import run
+    from resnetlab.train import parts
 
     file = tmp_path / "r18.pth"
     torch.save(create_model("resnet18", num_classes=10).state_dict(), file)
@@ -27,7 +27,7 @@ def test_a_checkpoint_of_another_architecture_names_both_and_the_fix(
     def no_data(*_a: object, **_k: object) -> None:
         raise AssertionError("data decoded before the weights were checked")
 
-    monkeypatch.setattr(run, "load_run_data", no_data)
+    monkeypatch.setattr(parts, "load_run_data", no_data)
     argv = tiny_train("--out", str(tmp_path), "--pretrained", str(file))  # a resnet20 run
     code, _, err = cli(capsys, *argv)
     assert code == 2, err

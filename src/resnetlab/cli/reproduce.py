@@ -197,7 +197,7 @@ def _earlier_runs(path: Path, request: Any, parser: argparse.ArgumentParser) -> 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from resnetlab.experiments.driver import reproduce
     from resnetlab.experiments.runs import RunInterruptedError
-    from resnetlab.train.runner import EXIT_CODES
+    from resnetlab.train.fitting import EXIT_CODES
 
     req = request_from_args(args)
     try:

@@ -100,9 +100,9 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.runtime.run_folder import checkpoint_file
-    from resnetlab.train.run_files import resume_config
-    from resnetlab.train.runner import fit
+    from resnetlab.runtime.folder_layout import checkpoint_file
+    from resnetlab.train.fitting import fit
+    from resnetlab.train.start_or_resume import resume_config
 
     overrides = train_overrides(args)
     if args.resume is not None:

@@ -20,10 +20,10 @@ from typing import Any, Literal
 import yaml
 
 from resnetlab.runtime.config import SCHEDULE_ALIASES, ConfigError, TrainConfig, resolve_config
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.folder_layout import RunFolder
+from resnetlab.train.fitting import fit
 from resnetlab.train.logs import read_metrics, read_steps
-from resnetlab.train.run_files import clear_dead_run
-from resnetlab.train.runner import fit
+from resnetlab.train.start_or_resume import clear_dead_run
 
 Log = Callable[[str], None]
 FINISHED = ("completed", "iterations", "early_stop")

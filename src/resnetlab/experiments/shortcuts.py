@@ -10,7 +10,7 @@ from typing import Any
 from resnetlab.experiments.base import Experiment, Job, Request, budget_note, mean, params, pm
 from resnetlab.experiments.report import Cell, Report, Table, provenance
 from resnetlab.experiments.runs import Log, RunRecord
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.folder_layout import RunFolder
 
 # He et al. 2015, Table 3: ImageNet val top-1 error (%, 10-crop) of the 34-layer nets.
 PAPER_TABLE3 = {"plain": "28.54", "A": "25.03", "B": "24.52", "C": "24.19"}

@@ -13,9 +13,9 @@ from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import Split
 from resnetlab.experiments.runs import Log, RunRecord
 from resnetlab.models.resnet import ResNet
+from resnetlab.runtime.configured_data import load_run_data
 from resnetlab.runtime.execution import Execution, to_input
-from resnetlab.runtime.run_folder import RunFolder
-from resnetlab.runtime.rundata import load_run_data
+from resnetlab.runtime.folder_layout import RunFolder
 
 
 @dataclass

@@ -26,9 +26,9 @@ from resnetlab.interop.fact_sheet import PublishedWeights, imagenet_classes
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
 from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
-from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, choose
+from resnetlab.runtime.metrics import ConfusionMatrix
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ class Predictor:
         return self._pick(None, source)
 
     def _pick(self, split: str | None, source: str | None) -> tuple[str, Split]:
-        from resnetlab.runtime.rundata import load_run_data
+        from resnetlab.runtime.configured_data import load_run_data
 
         d = self.config.data
         if not (source or d.source):

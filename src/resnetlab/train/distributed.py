@@ -27,9 +27,9 @@ from torch.distributed.rendezvous import rendezvous
 from resnetlab.data.loaders import MIN_BATCH
 from resnetlab.errors import InvalidValueError, env_int
 from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.folder_layout import LAST
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import LAST
-from resnetlab.train.run_files import clear_dead_run, dead_run_files
+from resnetlab.train.start_or_resume import clear_dead_run, dead_run_files
 
 Log = Callable[[str], None]
 

@@ -14,10 +14,10 @@ from resnetlab.data.datasets import DataBundle, eval_split_batches
 from resnetlab.fileio import json_text, write_text_atomic
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import TrainConfig
-from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, code_version, hardware
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.folder_layout import RunFolder
+from resnetlab.runtime.metrics import ConfusionMatrix
 
 Log = Callable[[str], None]
 

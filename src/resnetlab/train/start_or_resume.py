@@ -21,7 +21,7 @@ from resnetlab.runtime.config import (
     current_names,
     plain,
 )
-from resnetlab.runtime.run_folder import BEST, CONFIG_NAME, LAST, checkpoint_file
+from resnetlab.runtime.folder_layout import BEST, CONFIG_NAME, LAST, checkpoint_file
 from resnetlab.runtime.yaml_text import load_yaml, yaml_reason
 from resnetlab.train.logs import CSV_NAME, JSONL_NAME, STEPS_NAME
 

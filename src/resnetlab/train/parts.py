@@ -21,11 +21,11 @@ from resnetlab.data.loaders import MIN_BATCH, BatchPlan, epoch_shape
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
 from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.configured_data import load_run_data
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import choose
+from resnetlab.runtime.folder_layout import BEST, LAST
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import BEST, LAST
-from resnetlab.runtime.rundata import load_run_data
 from resnetlab.train.build import (
     PretrainedSource,
     backbone_parameters,

@@ -22,8 +22,8 @@ from types import FrameType
 
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, save_config
+from resnetlab.runtime.folder_layout import RunFolder, checkpoint_file
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import RunFolder, checkpoint_file
 from resnetlab.train.build import (
     PretrainedSource,
     resolve_pipeline,
@@ -33,9 +33,9 @@ from resnetlab.train.build import (
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.distributed import restart_point, session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
+from resnetlab.train.parts import Run
 from resnetlab.train.report import final_test, write_results
-from resnetlab.train.run import Run
-from resnetlab.train.run_files import (
+from resnetlab.train.start_or_resume import (
     check_out_dir,
     check_resumable,
     finished_run,
