@@ -48,7 +48,7 @@ from resnetlab.train.loop import (
 )
 from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
 from resnetlab.train.position import Position, best_value, early_stopping
-from resnetlab.train.progress import ProgressBar, format_epoch
+from resnetlab.train.progress import epoch_bar, format_epoch
 from resnetlab.train.snapshot import RunFacts, Trainable, restore, snapshot
 
 Log = Callable[[str], None]
@@ -227,16 +227,19 @@ class Run:
         )
         batches = self.bundle.train.train_batches(self.pre, plan, self.place.device)
         epoch = pos.epoch + 1
-        bar = ProgressBar(
-            self.steps_per_epoch, desc=f"epoch {epoch}", enabled=None if g.is_main else False
+        bar = epoch_bar(
+            self.steps_per_epoch,
+            desc=f"epoch {epoch}",
+            initial=pos.partial.batches_done,
+            enabled=None if g.is_main else False,
         )
-        bar.update(pos.partial.batches_done)
 
         def on_log(point: LogPoint) -> None:
             if steps is not None and point.window_loss is not None:
                 assert point.window_error is not None
                 steps.log(point.step, epoch, point.window_loss, point.window_error)
-            bar.update(point.batches_done - bar.done, loss=point.loss, top1=point.top1, lr=point.lr)
+            bar.set_postfix(loss=point.loss, top1=point.top1, lr=point.lr, refresh=False)
+            bar.update(point.batches_done - bar.n)
 
         parts = TrainStep(
             self.net,
