@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from resnetlab.train.fitting import fit
 from resnetlab.train.logs import read_metrics, read_steps
 from resnetlab.train.start_or_resume import clear_dead_run
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 FINISHED = ("completed", "iterations", "early_stop")
 # Settings that do not change what a run computes: where it lives, how it reports, and how
 # its step is executed (a compiled step fuses the same arithmetic into fewer kernels, as a
@@ -256,7 +256,6 @@ def run_job(
     seed: int,
     store: Path,
     *,
-    log: Log = print,
     command: str | None = None,
     **options: Any,
 ) -> RunRecord:
@@ -264,15 +263,15 @@ def run_job(
     cfg, run_dir = _locate(budget, model, seed, store, **options)
     done = read_run(run_dir, model, seed)
     if done is not None:
-        log(f"{model} seed {seed}: finished earlier in {run_dir}")
+        log.info(f"{model} seed {seed}: finished earlier in {run_dir}")
         return done
     resume = run_dir if RunFolder(run_dir).last.is_file() else None
     if resume is None and run_dir.is_dir():  # killed before its first checkpoint
         cleared = clear_dead_run(run_dir)
         if cleared:
-            log(f"{model} seed {seed}: {run_dir} saved no checkpoint; starting it again")
-    log(f"{model} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
-    result = fit(cfg, resume=resume, log=log, command=command)
+            log.info(f"{model} seed {seed}: {run_dir} saved no checkpoint; starting it again")
+    log.info(f"{model} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
+    result = fit(cfg, resume=resume, command=command)
     record = read_run(run_dir, model, seed)
     if record is None:
         raise RunInterruptedError(

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import Split
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.configured_data import load_run_data
 from resnetlab.runtime.execution import Execution, to_input
@@ -30,9 +30,9 @@ class Trained:
     pre: Any
 
     @classmethod
-    def load(cls, record: RunRecord, log: Log) -> Trained:
+    def load(cls, record: RunRecord) -> Trained:
         ckpt = RunFolder(record.run_dir).checkpoint()
-        bundle = load_run_data(ckpt.config, lambda _s: None)
+        bundle = load_run_data(ckpt.config, say=False)
         model = ckpt.load_model()
         assert isinstance(model, ResNet)
         return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.eval_preprocess)

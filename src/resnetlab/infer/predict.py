@@ -291,7 +291,7 @@ class Predictor:
         # The training run's data settings (so val is the same images), but the whole of
         # each split, nothing downloaded, and optionally another source with the same classes.
         data_cfg = replace(d, source=source or d.source, download=False, limit_per_class=None)
-        bundle = load_run_data(replace(self.config, data=data_cfg), log=lambda _m: None)
+        bundle = load_run_data(replace(self.config, data=data_cfg), say=False)
         splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
         if split is None:
             split = "test" if bundle.test is not None else "val"
