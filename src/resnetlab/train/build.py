@@ -13,7 +13,6 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
 from resnetlab.data.datasets import DataBundle
-from resnetlab.data.pipeline import SMALL_SIDE
 from resnetlab.errors import InvalidValueError
 from resnetlab.interop.fact_sheet import PublishedWeights
 from resnetlab.models.registry import create_model
@@ -330,9 +329,9 @@ def preprocess_for(
     d, side = cfg.data, bundle.train.image_size[1]
     w = _entry(cfg, pretrained)
     mean, std = (w.preprocessing.mean, w.preprocessing.std) if w else (bundle.mean, bundle.std)
-    # "auto" here only when the caller did not resolve it (fit does): go by the size.
-    augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")
-    base, policy = split_augment(augment, side, d.image_size or side)
+    if d.augment == "auto":  # resolved once, before: a second guess here could disagree
+        raise RuntimeError("data.augment is still 'auto': resolve_pipeline(cfg) comes first")
+    base, policy = split_augment(d.augment, side, d.image_size or side)
     if d.padding > (d.image_size or side):  # pad-and-crop by more than the image: no image
         raise ConfigError(
             f"data.padding {d.padding} is larger than the {d.image_size or side}-pixel images"
