@@ -112,8 +112,9 @@ def bench_resnet50(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fit(data: str, model: str, epochs: int, over: dict[str, Any], smoke: bool) -> Any:
+    from resnetlab.cli.console import console_log
     from resnetlab.runtime.config import resolve_config
-    from resnetlab.train.runner import fit
+    from resnetlab.train.fitting import fit
 
     cuda = torch.cuda.is_available()
     cfg = {
@@ -129,7 +130,8 @@ def _fit(data: str, model: str, epochs: int, over: dict[str, Any], smoke: bool) 
         cfg["model.options.stem"] = "cifar"  # 3×3 stem, no max-pool: the usual CIFAR ResNet-18
     if smoke:
         cfg |= {"data.limit_per_class": 20, "data.batch_size": 50, "data.eval_batch_size": 100}
-    return fit(resolve_config("fast", cfg), log=lambda m: print(m, flush=True))
+    with console_log():  # the run's lines, as `resnetlab train` prints them
+        return fit(resolve_config("fast", cfg))
 
 
 def bench_cifar_epoch(args: argparse.Namespace) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def reference(setup: Setup, out: Path) -> Path:
 
 def compare(a: Path, b: Path) -> tuple[bool, float]:
     """Whether two checkpoints hold bit-identical weights, and the largest difference."""
-    wa, wb = Checkpoint.load(a).weights, Checkpoint.load(b).weights
+    wa, wb = Checkpoint.load(a).model, Checkpoint.load(b).model
     if wa.keys() != wb.keys():
         return False, float("inf")
     identical = all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -966,9 +966,9 @@ def test_sigterm_during_the_final_test_stops_cleanly_and_resumes(
     test. It exited 143 with no report."""
     import signal
 
-    from resnetlab.train import runner
+    from resnetlab.train import fitting
 
-    real = runner.final_test
+    real = fitting.final_test
 
     def preempted(*args: Any, **kw: Any) -> Any:
         os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's preemption, mid-evaluation
@@ -977,7 +977,7 @@ def test_sigterm_during_the_final_test_stops_cleanly_and_resumes(
     def default_action(signum: int, frame: Any) -> None:  # instead of killing pytest
         raise AssertionError("SIGTERM reached the process's default handler")
 
-    monkeypatch.setattr(runner, "final_test", preempted)
+    monkeypatch.setattr(fitting, "final_test", preempted)
     old = signal.signal(signal.SIGTERM, default_action)
     argv = [a for a in TRAIN if a != "--no-test"]
     out_dir = ["--epochs", "1", "--out", str(tmp_path), "--name", "run"]
@@ -992,7 +992,7 @@ def test_sigterm_during_the_final_test_stops_cleanly_and_resumes(
     assert "stopped during the test evaluation" in out
     assert not (run / "confusion.png").exists() and not (run / "confusion.txt").exists()
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
-    monkeypatch.setattr(runner, "final_test", real)
+    monkeypatch.setattr(fitting, "final_test", real)
     code, out, err = cli(capsys, "train", "--resume", str(run))
     assert code == 0, err
     results = json.loads((run / "results.json").read_text())

@@ -24,7 +24,7 @@ from resnetlab.runtime.checkpoint import (
     save_checkpoint,
 )
 from resnetlab.runtime.config import resolve_config, save_config
-from resnetlab.runtime.run_folder import RunFolder, checkpoint_file
+from resnetlab.runtime.folder_layout import RunFolder, checkpoint_file
 
 CLASSES = ("cat", "dog", "frog")
 
@@ -40,10 +40,10 @@ def _checkpoint() -> Checkpoint:
         mixup_alpha=0.2,
     )
     return Checkpoint(
-        weights=net.state_dict(),
+        model=net.state_dict(),
         config=cfg,
         classes=CLASSES,
-        pipeline=pre,
+        preprocess=pre,
         data_size=(3, 32, 32),
         model_name="resnet20",
         epoch=3,
@@ -83,18 +83,18 @@ def test_saved_checkpoint_is_the_dict_runs_always_wrote(tmp_path: Path) -> None:
     assert raw["config"] == ckpt.config.to_dict()
     back = Checkpoint.load(tmp_path / "best.pt")
     assert back.to_state().keys() == ckpt.to_state().keys()
-    assert back.config == ckpt.config and back.pipeline == ckpt.pipeline
+    assert back.config == ckpt.config and back.preprocess == ckpt.preprocess
     assert (back.epoch, back.step, back.classes, back.data_size) == (3, 24, CLASSES, (3, 32, 32))
 
 
 def test_model_rebuilds_the_network_and_preprocess_is_the_evaluation_part(tmp_path: Path) -> None:
     ckpt = _checkpoint()
     ckpt.save(tmp_path / "best.pt")
-    net = Checkpoint.load(tmp_path / "best.pt").model()
+    net = Checkpoint.load(tmp_path / "best.pt").load_model()
     assert not net.training
     for key, value in net.state_dict().items():
-        assert torch.equal(value, ckpt.weights[key]), key
-    pre = ckpt.preprocess
+        assert torch.equal(value, ckpt.model[key]), key
+    pre = ckpt.eval_preprocess
     assert (pre.mean, pre.std, pre.image_size) == ((0.5, 0.4, 0.3), (0.2, 0.2, 0.25), 32)
     assert pre.policy == "none" and pre.mixup_alpha == 0.0  # training-only augmentations
 

@@ -12,7 +12,7 @@ import torch
 from resnetlab.runtime import execution
 from resnetlab.runtime.config import ConfigError, resolve_config
 from resnetlab.train import build as train_build
-from resnetlab.train.runner import fit
+from resnetlab.train.fitting import fit
 
 
 def _tiny(tmp_path: Path, **over: Any) -> Any:
@@ -43,15 +43,15 @@ def test_fast_recipe_compiles_where_it_measured_faster() -> None:
 
 @pytest.mark.parametrize(("amx", "min_steps"), [(True, 1), (False, 1), (True, 10**6)])
 def test_auto_follows_the_cpu_and_the_run_length(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, min_steps: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, min_steps: int, log_lines: list[str]
 ) -> None:
     compiled: list[Any] = []
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(execution, "COMPILE_MIN_STEPS", min_steps)
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
-    lines: list[str] = []
+    lines = log_lines
     cfg = _tiny(tmp_path, **{"run.compile": "auto", "run.name": f"a{amx}{min_steps}"})
-    result = fit(cfg, log=lines.append)
+    result = fit(cfg)
     assert result.status in ("completed", "iterations")
     on = amx and min_steps == 1
     assert len(compiled) == int(on)
@@ -61,13 +61,13 @@ def test_auto_follows_the_cpu_and_the_run_length(
 
 
 def test_no_compiler_trains_eager_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
 ) -> None:
     compiled: list[Any] = []
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
     monkeypatch.setattr(train_build, "compile_unavailable", lambda _d: "no C++ compiler (test)")
-    lines: list[str] = []
-    result = fit(_tiny(tmp_path, **{"run.compile": True, "run.name": "nocc"}), log=lines.append)
+    lines = log_lines
+    result = fit(_tiny(tmp_path, **{"run.compile": True, "run.name": "nocc"}))
     assert result.status in ("completed", "iterations") and compiled == []
     assert any(
         "run.compile skipped: no C++ compiler (test); training runs eager" in x for x in lines

@@ -24,7 +24,7 @@ from resnetlab.data.loaders import BatchPlan, TrainBatches, shard_order
 from resnetlab.data.tensors import ImageTensors
 from resnetlab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
-from resnetlab.train import run, runner
+from resnetlab.train import fitting, parts
 from resnetlab.train.distributed import (
     _parent_started,
     agreed_stop,
@@ -33,10 +33,6 @@ from resnetlab.train.distributed import (
     stop_flags,
 )
 from resnetlab.train.logs import read_steps
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 def free_port() -> int:
@@ -134,11 +130,11 @@ def tiny(out: Path, name: str, **over: Any) -> TrainConfig:
 
 
 def test_resume_needs_the_same_number_of_processes(tmp_path: Path) -> None:
-    done = runner.fit(tiny(tmp_path, "one", **{"run.iterations": 1}), log=quiet)
+    done = fitting.fit(tiny(tmp_path, "one", **{"run.iterations": 1}))
     state = load_checkpoint(done.run_dir / "last.pt")
     save_checkpoint({**state, "world_size": 2}, done.run_dir / "last.pt")
     with pytest.raises(ConfigError, match="trained by 2 process"):
-        runner.fit(tiny(tmp_path, "one", **{"run.iterations": 2}), resume=done.run_dir, log=quiet)
+        fitting.fit(tiny(tmp_path, "one", **{"run.iterations": 2}), resume=done.run_dir)
 
 
 # ---------------------------------------------------------------- 2 ranks = 1 process
@@ -156,8 +152,8 @@ class Float64(nn.Module):
 
 
 def _float64_models() -> None:
-    build = run.build_model
-    run.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
+    build = parts.build_model
+    parts.build_model = lambda *a, **k: Float64(build(*a, **k))  # type: ignore[assignment]
 
 
 # A weight EMA rides along: the average each rank keeps must be the single process's too.
@@ -176,10 +172,10 @@ def _rank(rank: int, ports: tuple[int, int], out: str) -> None:
     )
     torch.set_num_threads(1)
     _float64_models()
-    first = runner.fit(tiny(Path(out), "ddp", **EMA, **{"run.time_limit_min": 1e-6}), log=quiet)
+    first = fitting.fit(tiny(Path(out), "ddp", **EMA, **{"run.time_limit_min": 1e-6}))
     assert first.status == "time", first.status
     os.environ["MASTER_PORT"] = str(ports[1])
-    runner.fit(tiny(Path(out), "ddp", **EMA), resume=first.run_dir, log=quiet)
+    fitting.fit(tiny(Path(out), "ddp", **EMA), resume=first.run_dir)
 
 
 @pytest.mark.slow
@@ -206,9 +202,9 @@ def test_two_ranks_match_one_process_with_twice_the_batch(
     steps = (tmp_path / "ddp" / "steps.csv").read_text().splitlines()
     assert [s.split(",")[0] for s in steps] == ["step", "2", "4", "6"]
 
-    monkeypatch.setattr(run, "build_model", run.build_model)  # undone after the test
+    monkeypatch.setattr(parts, "build_model", parts.build_model)  # undone after the test
     _float64_models()
-    single = runner.fit(tiny(tmp_path, "single", **EMA, **{"data.batch_size": 16}), log=quiet)
+    single = fitting.fit(tiny(tmp_path, "single", **EMA, **{"data.batch_size": 16}))
     alone = load_checkpoint(single.run_dir / "last.pt")
     assert paused_then_resumed["ema_updates"] == alone["ema_updates"] == 6
     for part in ("model", "train_model"):  # the average, and the weights that train
@@ -488,23 +484,23 @@ def test_a_killed_worker_is_restarted_and_ends_as_an_uninterrupted_run(
 
 
 def test_a_restart_resumes_or_clears_only_what_this_launch_wrote(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
 ) -> None:
     """This process's parent (pytest's) stands in for the torchrun agent: files written now
     are this "launch's", files dated before the parent started are an older run's."""
-    said: list[str] = []
+    said = log_lines
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "last.pt").write_bytes(b"x")
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
-    assert restart_point(run_dir, said.append) is None  # the first start: as always
+    assert restart_point(run_dir) is None  # the first start: as always
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    assert restart_point(run_dir, said.append) == run_dir / "last.pt"
+    assert restart_point(run_dir) == run_dir / "last.pt"
     assert said == [f"torchrun restart 1: resuming {run_dir / 'last.pt'}, saved by this launch"]
     started = _parent_started()
     assert started is not None and started <= time.time()
     os.utime(run_dir / "last.pt", (started - 60, started - 60))
-    assert restart_point(run_dir, said.append) is None  # an older run's: left to the error
+    assert restart_point(run_dir) is None  # an older run's: left to the error
     assert len(said) == 1
 
     (run_dir / "last.pt").unlink()  # an attempt that died before its first checkpoint
@@ -512,9 +508,9 @@ def test_a_restart_resumes_or_clears_only_what_this_launch_wrote(
     (run_dir / "steps.csv").write_text("step\n")
     (run_dir / "notes.txt").write_text("mine")
     os.utime(run_dir / "steps.csv", (started - 60, started - 60))
-    assert restart_point(run_dir, said.append) is None
+    assert restart_point(run_dir) is None
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "notes.txt", "steps.csv"]
     os.utime(run_dir / "steps.csv")  # now all of this launch
-    assert restart_point(run_dir, said.append) is None
+    assert restart_point(run_dir) is None
     assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]  # only the run's own files
     assert said[-1].startswith("torchrun restart 1: the failed attempt saved no checkpoint")

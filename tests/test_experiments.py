@@ -24,7 +24,7 @@ from resnetlab.experiments.responses import findings as response_findings
 from resnetlab.experiments.responses import response_stds
 from resnetlab.experiments.runs import Budget, digest, read_run, run_job
 from resnetlab.runtime.config import resolve_config
-from resnetlab.train.runner import fit
+from resnetlab.train.fitting import fit
 
 TINY = [
     "--data",
@@ -121,7 +121,7 @@ def test_shortcuts_report(store: Path) -> None:
     assert p["plain"] == p["A"] < p["B"] < p["C"]  # A adds nothing; C projects everywhere
 
 
-def test_interrupted_job_resumes(tmp_path: Path) -> None:
+def test_interrupted_job_resumes(tmp_path: Path, log_lines: list[str]) -> None:
     budget = Budget(
         protocol="step",
         iterations=6,
@@ -138,12 +138,11 @@ def test_interrupted_job_resumes(tmp_path: Path) -> None:
                 "run": cfg.run.__class__(**{**cfg.run.__dict__, "time_limit_min": 1e-9}),
             }
         ),
-        log=lambda _s: None,
     )
     assert stopped.status == "time" and stopped.epochs_done == 0
     assert read_run(stopped.run_dir, "resnet20", 0) is None  # not finished: not reused
-    lines: list[str] = []
-    record = run_job(budget, "resnet20", 0, tmp_path, log=lines.append)
+    lines = log_lines
+    record = run_job(budget, "resnet20", 0, tmp_path)
     assert record.run_dir == stopped.run_dir
     assert any(line.startswith("resnet20 seed 0: resuming") for line in lines)
     assert record.results["status"] == "completed"
@@ -157,7 +156,7 @@ def test_interrupted_job_resumes(tmp_path: Path) -> None:
     del saved["optim"]["label_smoothing"]
     (old / "config.yaml").write_text(yaml.safe_dump(saved))
     lines.clear()
-    again = run_job(budget, "resnet20", 0, tmp_path, log=lines.append)
+    again = run_job(budget, "resnet20", 0, tmp_path)
     assert again.run_dir == old and lines == [f"resnet20 seed 0: finished earlier in {old}"]
 
 
@@ -304,13 +303,13 @@ def test_partial_grid_resumes_along_the_same_directions(tmp_path: Path) -> None:
     place = choose("cpu", "fp32")
     before = [p.detach().clone() for p in model.parameters()]
     path = tmp_path / "g.npz"
-    full = surface(model, batches, place, points=3, span=0.5, seed=1, save_to=path, log=str)
+    full = surface(model, batches, place, points=3, span=0.5, seed=1, save_to=path)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     partial = Grid.load(path, 3, 0.5)
     partial.loss2d[1:] = float("nan")
     partial.loss1d[0] = float("nan")
     partial.save(path)
-    resumed = surface(model, batches, place, points=3, span=0.5, seed=1, save_to=path, log=str)
+    resumed = surface(model, batches, place, points=3, span=0.5, seed=1, save_to=path)
     assert resumed.done
     assert resumed.loss2d == pytest.approx(full.loss2d, rel=1e-6)
     assert resumed.loss1d == pytest.approx(full.loss1d, rel=1e-6)
@@ -359,7 +358,7 @@ def test_budget_protocol_schedule() -> None:
 
     budget = Budget(epochs=5, data="sample")
     cfg = budget.config("resnet56", 0, Path("store"))
-    assert (cfg.schedule.name, cfg.run.epochs, cfg.run.iterations) == ("onecycle", 5, None)
+    assert (cfg.schedule.name, cfg.run.epochs, cfg.run.iterations) == ("warmup-linear", 5, None)
     assert cfg.optim.nesterov and cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 0.2
     assert cfg.data.batch_size == 128 and cfg.data.val_fraction == 0.1
     assert cfg.schedule.warmup_lr is None and cfg.model.options == {}  # option A

@@ -141,7 +141,7 @@ def test_a_dead_owner_does_not_block_and_a_dead_run_is_cleared_only_when_asked(
     and refuses a folder that holds one."""
     from resnetlab.fileio import FolderBusyError, folder_lock
     from resnetlab.runtime.config import ConfigError
-    from resnetlab.train.run_files import clear_dead_run
+    from resnetlab.train.start_or_resume import clear_dead_run
 
     run = tmp_path / "run"
     run.mkdir()

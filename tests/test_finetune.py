@@ -20,7 +20,7 @@ from resnetlab.runtime.config import (
     ScheduleConfig,
     resolve_config,
 )
-from resnetlab.train import build, runner
+from resnetlab.train import build, fitting
 from resnetlab.train.optim import LRSchedule, build_optimizer
 
 CPU = torch.device("cpu")
@@ -82,7 +82,7 @@ def test_freeze_until_leaves_frozen_weights_without_gradients() -> None:
     cfg = resolve_config(
         "finetune", {"run.epochs": 1, "model.name": "resnet18", "model.freeze_until": "layer2"}
     )
-    model = build.build_model(cfg, num_classes=3, in_channels=3, log=print)
+    model = build.build_model(cfg, num_classes=3, in_channels=3)
     model.train()
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     for name, p in model.named_parameters():
@@ -97,11 +97,10 @@ def test_freeze_until_leaves_frozen_weights_without_gradients() -> None:
             ),
             num_classes=3,
             in_channels=3,
-            log=print,
         )
 
 
-def test_finetune_recipe_from_pretrained_weights(tmp_path: Path) -> None:
+def test_finetune_recipe_from_pretrained_weights(tmp_path: Path, log_lines: list[str]) -> None:
     """The finetune recipe from a published-style weights file (a plain state dict):
     frozen stem and layer1 come back unchanged, BN running statistics included (their BN
     ran in eval mode), the rest trains; the discriminative lr is logged."""
@@ -126,8 +125,8 @@ def test_finetune_recipe_from_pretrained_weights(tmp_path: Path) -> None:
         "run.precision": "fp32",
         "optim.lr": 0.01,
     }
-    messages: list[str] = []
-    result = runner.fit(resolve_config("finetune", over), log=messages.append)
+    messages = log_lines
+    result = fitting.fit(resolve_config("finetune", over))
     assert result.status == "completed"
     assert any("discriminative lr: the pretrained backbone at lr × 0.1" in m for m in messages)
     before, after = pre.state_dict(), checkpoint_weights(result.run_dir / "last.pt")

@@ -27,7 +27,7 @@ from conftest import cli
 from resnetlab.data.tensors import DataError
 from resnetlab.models.registry import get_entry
 from resnetlab.runtime import config as C
-from resnetlab.train import run as train_run
+from resnetlab.train import parts as train_parts
 
 Capture = pytest.CaptureFixture[str]
 
@@ -143,7 +143,7 @@ def stop_before_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def stop(*_args: Any, **_kw: Any) -> Any:
         raise DataError("config accepted (the fuzz test stops before the data)")
 
-    monkeypatch.setattr(train_run, "load_run_data", stop)
+    monkeypatch.setattr(train_parts, "load_run_data", stop)
 
 
 @pytest.fixture

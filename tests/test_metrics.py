@@ -1,4 +1,4 @@
-"""Tests for the metrics: top-k counts and the confusion matrix (resnetlab.runtime.counts),
+"""Tests for the metrics: top-k counts and the confusion matrix (resnetlab.runtime.metrics),
 logs (train.logs), the progress bar and the epoch line (train.progress), curves (train.curves)."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetlab.runtime.counts import ConfusionMatrix, topk_correct
+from resnetlab.runtime.metrics import ConfusionMatrix, topk_correct
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.logs import TENSORBOARD_DIR, MetricsLogger, read_metrics
-from resnetlab.train.progress import ProgressBar, format_epoch
+from resnetlab.train.progress import epoch_bar, format_epoch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -192,19 +192,28 @@ def test_read_metrics_missing_and_truncated(tmp_path: Path) -> None:
 
 def test_progress_bar_silent_when_not_a_tty() -> None:
     stream = io.StringIO()
-    bar = ProgressBar(10, desc="train", stream=stream)
-    assert not bar.enabled
+    bar = epoch_bar(10, desc="train", stream=stream)
+    assert bar.disable
     for _ in range(10):
-        bar.update(loss=1.0)
+        bar.set_postfix(loss=1.0, refresh=False)
+        bar.update(1)
     bar.close()
     assert stream.getvalue() == ""
+    bar = epoch_bar(10, desc="train", stream=_Terminal(), enabled=False)  # a rank other than 0
+    assert bar.disable
 
 
-def test_progress_bar_enabled_draws_and_ends_line() -> None:
-    stream = io.StringIO()
-    with ProgressBar(4, desc="train", stream=stream, enabled=True) as bar:
-        for _ in range(4):
-            bar.update(1, loss=1.234)
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_draws_and_ends_line() -> None:
+    stream = _Terminal()
+    with epoch_bar(4, desc="train", stream=stream, initial=1) as bar:
+        for _ in range(3):
+            bar.set_postfix(loss=1.234, refresh=False)
+            bar.update(1)
     text = stream.getvalue()
     assert text.startswith("\r")
     assert text.endswith("\n")
@@ -214,7 +223,7 @@ def test_progress_bar_enabled_draws_and_ends_line() -> None:
     assert "4/4" in last
     assert "100%" in last
     assert "it/s" in last
-    assert "loss=1.234" in last
+    assert "loss=1.23" in last
 
 
 # --------------------------------------------------------------------------- curves, text
@@ -297,7 +306,7 @@ def test_metrics_logger_without_tensorboard(
 @pytest.mark.parametrize(
     "module",
     [
-        "resnetlab.runtime.counts",
+        "resnetlab.runtime.metrics",
         "resnetlab.train.logs",
         "resnetlab.train.progress",
         "resnetlab.train.curves",

@@ -27,7 +27,7 @@ from resnetlab.analysis import (
     summarize,
     weights_table,
 )
-from resnetlab.runtime.counts import ConfusionMatrix
+from resnetlab.runtime.metrics import ConfusionMatrix
 
 
 class Cells(HTMLParser):

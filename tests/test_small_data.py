@@ -133,14 +133,14 @@ def test_the_last_partial_batch_trains(capsys: pytest.CaptureFixture[str], tmp_p
     assert "2 steps/epoch" in out + err  # 50 images: 32 + 18, not "1 steps/epoch"
 
 
-def test_too_few_images_for_a_batch_is_bad_input() -> None:
+def test_too_few_images_for_a_batch_is_bad_input(log_lines: list[str]) -> None:
     from resnetlab.errors import InvalidValueError
     from resnetlab.runtime.config import resolve_config
     from resnetlab.train.distributed import fit_batches
 
     cfg = resolve_config("fast", {"data.batch_size": 128})
-    said: list[str] = []
-    assert fit_batches(cfg, 7, 2, said.append).data.batch_size == 3
+    said = log_lines
+    assert fit_batches(cfg, 7, 2).data.batch_size == 3
     assert said == [
         "data.batch_size 128 is larger than the 7 training images shared by 2 processes: "
         "using batches of 3"
@@ -148,4 +148,4 @@ def test_too_few_images_for_a_batch_is_bad_input() -> None:
     with pytest.raises(
         InvalidValueError, match="3 training images shared by 2 processes are too few"
     ):
-        fit_batches(cfg, 3, 2, said.append)
+        fit_batches(cfg, 3, 2)

@@ -16,9 +16,9 @@ import torch
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import ConfigError, ScheduleConfig, resolve_config
 from resnetlab.train import time_budget
+from resnetlab.train.fitting import fit
 from resnetlab.train.logs import read_metrics
 from resnetlab.train.optim import LRSchedule
-from resnetlab.train.runner import fit
 from resnetlab.train.time_budget import check_budget, epochs_that_fit, fixing_epoch
 
 
@@ -75,7 +75,7 @@ def _budget_run(tmp_path: Path, name: str, minutes: float = 30.0) -> Any:
 
 
 def test_a_budgeted_run_ends_where_its_budget_fixed_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
 ) -> None:
     """The measured epoch time is what the length is computed from (the arithmetic is
     tested above; here a fixed answer, so the test does not depend on the machine's speed):
@@ -88,8 +88,8 @@ def test_a_budgeted_run_ends_where_its_budget_fixed_it(
         return 3
 
     monkeypatch.setattr(time_budget, "epochs_that_fit", three)
-    lines: list[str] = []
-    result = fit(_budget_run(tmp_path, "budget"), log=lines.append)
+    lines = log_lines
+    result = fit(_budget_run(tmp_path, "budget"))
     assert result.status == "completed" and result.epochs_done == 3
     assert seen["epochs_done"] == 1 and seen["budget_s"] == 1800 and seen["epoch_s"] > 0
     assert any("budget 30 min: epoch 1 took" in x and "ends after epoch 3" in x for x in lines)
@@ -107,13 +107,13 @@ def test_the_budget_is_the_time_limit_too(tmp_path: Path, monkeypatch: pytest.Mo
     """A machine that slows down after the length is fixed: the budget stops the run."""
     cfg = _budget_run(tmp_path, "limit", minutes=1e-6)
     monkeypatch.setattr(time_budget, "epochs_that_fit", lambda **kw: 40)
-    result = fit(cfg, log=lambda _s: None)
+    result = fit(cfg)
     assert result.status == "time" and result.epochs_done <= 1
 
 
 def _schedule() -> LRSchedule:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    cfg = ScheduleConfig(name="onecycle")
+    cfg = ScheduleConfig(name="warmup-linear")
     return LRSchedule(opt, cfg, base_lr=0.1, steps_per_epoch=10, total_steps=100, model_depth=20)
 
 

@@ -26,7 +26,7 @@ from resnetlab.runtime.config import (
     config_from_dict,
     resolve_config,
 )
-from resnetlab.train import runner
+from resnetlab.train import fitting
 
 CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
 
@@ -48,15 +48,11 @@ def tiny(tmp_path: Path, name: str = "run", **over: Any) -> TrainConfig:
     return resolve_config("paper-cifar", base)
 
 
-def quiet(_msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory: pytest.TempPathFactory) -> runner.RunResult:
+def whole(tmp_path_factory: pytest.TempPathFactory) -> fitting.RunResult:
     """One uninterrupted ``tiny`` run (``run.out_dir``: its folder's parent), shared: the
     reference of the exact resume, a run to resume with other settings, pretrained weights."""
-    return runner.fit(tiny(tmp_path_factory.mktemp("whole"), "whole"), log=quiet)
+    return fitting.fit(tiny(tmp_path_factory.mktemp("whole"), "whole"))
 
 
 # ---------------------------------------------------------------- config
@@ -132,7 +128,7 @@ def test_lr_schedules() -> None:
     assert shallow.lr_at(0) == 0.1
     one = LRSchedule(
         opt,
-        ScheduleConfig(name="onecycle", warmup_epochs=1),
+        ScheduleConfig(name="warmup-linear", warmup_epochs=1),
         base_lr=0.2,
         steps_per_epoch=5,
         total_steps=25,
@@ -168,7 +164,7 @@ def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     else:  # without ../shared: the 900 training images the package ships, for longer
         over |= {"data.source": "sample", "data.batch_size": 16, "run.epochs": 4}
         floor = 15.0
-    result = runner.fit(resolve_config("fast", over), log=quiet)
+    result = fitting.fit(resolve_config("fast", over))
     assert result.status == "completed"
     assert result.best_val_top1 > floor
     assert result.test is not None
@@ -195,7 +191,7 @@ def test_short_real_run_beats_chance(tmp_path: Path) -> None:
 
 
 def test_pretrained_weights_keep_a_fresh_head(
-    tmp_path: Path, whole: runner.RunResult, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, whole: fitting.RunResult, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
 ) -> None:
     from resnetlab.interop import published
 
@@ -216,7 +212,7 @@ def test_pretrained_weights_keep_a_fresh_head(
                 Image.new("RGB", (32, 32), (40 * i, 100, 200 if cls == "cat" else 0)).save(
                     folder / split / cls / f"{i}.png"
                 )
-    messages: list[str] = []
+    messages = log_lines
     cfg = tiny(
         tmp_path,
         "second",
@@ -230,7 +226,7 @@ def test_pretrained_weights_keep_a_fresh_head(
             "model.freeze_backbone": True,
         },
     )
-    result = runner.fit(cfg, log=messages.append)
+    result = fitting.fit(cfg)
     assert result.status == "completed"
     assert any("kept fresh (fc.bias, fc.weight)" in m for m in messages)
     assert hashed == [first.run_dir / "best.pt"]  # model.pretrained is resolved once
@@ -241,7 +237,7 @@ def test_pretrained_weights_keep_a_fresh_head(
     assert after["fc.weight"].shape == (2, 64)
 
 
-class _FireAfter(runner._Signals):
+class _FireAfter(fitting._Signals):
     """Acts as if SIGTERM arrived after ``reads`` checks (a deterministic mid-epoch stop)."""
 
     reads = 11
@@ -260,15 +256,15 @@ class _FireAfter(runner._Signals):
 
 
 def test_resume_mid_epoch_gives_the_same_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: runner.RunResult
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: fitting.RunResult
 ) -> None:
     with monkeypatch.context() as m:
-        m.setattr(runner, "_Signals", _FireAfter)
-        stopped = runner.fit(tiny(tmp_path, "stopped"), log=quiet)
+        m.setattr(fitting, "_Signals", _FireAfter)
+        stopped = fitting.fit(tiny(tmp_path, "stopped"))
     assert stopped.status == "sigterm" and stopped.exit_code == 0
     paused = load_checkpoint(stopped.run_dir / "last.pt")
     assert paused["partial"] is not None and 0 < paused["partial"]["batches_done"] < 8
-    resumed = runner.fit(tiny(tmp_path, "stopped"), resume=stopped.run_dir, log=quiet)
+    resumed = fitting.fit(tiny(tmp_path, "stopped"), resume=stopped.run_dir)
     assert resumed.status == "completed"
     a, b = (
         checkpoint_weights(whole.run_dir / "last.pt"),
@@ -282,21 +278,23 @@ def test_resume_mid_epoch_gives_the_same_weights(
     assert epochs == [1, 2]
 
 
-def test_resume_refuses_a_different_config(whole: runner.RunResult) -> None:
+def test_resume_refuses_a_different_config(whole: fitting.RunResult) -> None:
     before = (whole.run_dir / "last.pt").read_bytes()
     changed = tiny(whole.run_dir.parent, "whole", **{"optim.lr": 0.5})
     with pytest.raises(ConfigError, match="different optim"):
-        runner.fit(changed, resume=whole.run_dir, log=quiet)
+        fitting.fit(changed, resume=whole.run_dir)
     assert (whole.run_dir / "last.pt").read_bytes() == before  # refused before any write
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, log_lines: list[str]
+) -> None:
     # Epoch 2's learning rate jumps to 1e11: the loss overflows within a few steps.
     cfg = tiny(
         tmp_path, "nan", **{"schedule.milestones": [8], "schedule.gamma": 1e12, "run.epochs": 3}
     )
-    messages: list[str] = []
-    result = runner.fit(cfg, log=messages.append)
+    messages = log_lines
+    result = fitting.fit(cfg)
     assert result.status == "nan" and result.exit_code == 3
     assert any("NaN/inf" in m and "last good checkpoint" in m for m in messages)
     state = load_checkpoint(result.run_dir / "last.pt")
@@ -526,9 +524,9 @@ def test_compile_trains_and_checkpoints_the_plain_model(
         "run.iterations": 2,
         "run.compile": True,
     }  # ResNet-8, two steps
-    result = runner.fit(tiny(tmp_path, "compiled", **over), log=quiet)
+    result = fitting.fit(tiny(tmp_path, "compiled", **over))
     assert result.status == "completed" and len(compiled) == 1
-    plain = runner.fit(tiny(tmp_path, "plain", **{**over, "run.compile": False}), log=quiet)
+    plain = fitting.fit(tiny(tmp_path, "plain", **{**over, "run.compile": False}))
     a, b = (
         checkpoint_weights(result.run_dir / "last.pt"),
         checkpoint_weights(plain.run_dir / "last.pt"),
@@ -641,12 +639,12 @@ def test_ema_run_saves_the_average_and_resumes_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     over = {"model.options.layers": [1, 1, 1], "optim.ema_decay": 0.9}
-    whole = runner.fit(tiny(tmp_path, "whole", **over), log=quiet)
+    whole = fitting.fit(tiny(tmp_path, "whole", **over))
     with monkeypatch.context() as m:
-        m.setattr(runner, "_Signals", _FireAfter)
-        stopped = runner.fit(tiny(tmp_path, "stopped", **over), log=quiet)
+        m.setattr(fitting, "_Signals", _FireAfter)
+        stopped = fitting.fit(tiny(tmp_path, "stopped", **over))
     assert stopped.status == "sigterm"
-    resumed = runner.fit(tiny(tmp_path, "stopped", **over), resume=stopped.run_dir, log=quiet)
+    resumed = fitting.fit(tiny(tmp_path, "stopped", **over), resume=stopped.run_dir)
     assert resumed.status == "completed"
     a = load_checkpoint(whole.run_dir / "last.pt")
     b = load_checkpoint(resumed.run_dir / "last.pt")
@@ -744,7 +742,7 @@ def test_modern_options_train_together(tmp_path: Path) -> None:
         "run.tta": "flip-shift",
         "run.epochs": 1,
     }
-    result = runner.fit(tiny(tmp_path, "modern", **over), log=quiet)
+    result = fitting.fit(tiny(tmp_path, "modern", **over))
     assert result.status == "completed" and result.test is not None
     results = json.loads((result.run_dir / "results.json").read_text())
     assert results["tta"] == "flip-shift" and results["ema_decay"] == 0.9
@@ -753,10 +751,9 @@ def test_modern_options_train_together(tmp_path: Path) -> None:
     assert state["preprocess"]["policy"] == "trivialaugment"
     assert state["preprocess"]["augment"] == "cifar"
     with pytest.raises(ConfigError, match="run.tta"):
-        runner.fit(
+        fitting.fit(
             tiny(tmp_path, "modern", **{**over, "run.tta": "none"}),
             resume=result.run_dir,
-            log=quiet,
         )
 
 

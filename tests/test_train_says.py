@@ -19,7 +19,7 @@ from resnetlab.runtime.checkpoint import Checkpoint
 def test_a_checkpoint_of_another_architecture_names_both_and_the_fix(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from resnetlab.train import run
+    from resnetlab.train import parts
 
     file = tmp_path / "r18.pth"
     torch.save(create_model("resnet18", num_classes=10).state_dict(), file)
@@ -27,7 +27,7 @@ def test_a_checkpoint_of_another_architecture_names_both_and_the_fix(
     def no_data(*_a: object, **_k: object) -> None:
         raise AssertionError("data decoded before the weights were checked")
 
-    monkeypatch.setattr(run, "load_run_data", no_data)
+    monkeypatch.setattr(parts, "load_run_data", no_data)
     argv = tiny_train("--out", str(tmp_path), "--pretrained", str(file))  # a resnet20 run
     code, _, err = cli(capsys, *argv)
     assert code == 2, err
@@ -35,18 +35,18 @@ def test_a_checkpoint_of_another_architecture_names_both_and_the_fix(
     assert "resnet18" in err and "resnet20" in err and "--model resnet18" in err
 
 
-def test_the_finetune_recipe_without_weights_says_what_it_does() -> None:
+def test_the_finetune_recipe_without_weights_says_what_it_does(log_lines: list[str]) -> None:
     from resnetlab.runtime.config import resolve_config
     from resnetlab.train.build import say_unpretrained
 
-    said: list[str] = []
-    say_unpretrained(resolve_config("finetune", {}), said.append)
+    said = log_lines
+    say_unpretrained(resolve_config("finetune", {}))
     assert len(said) == 1
     assert "expects pretrained weights" in said[0] and "randomly initialised resnet50" in said[0]
     assert "--pretrained" in said[0] and "adam lr 0.0001" in said[0]
     with_weights = resolve_config("finetune", {"model.pretrained": "resnet50.tv_in1k"})
-    say_unpretrained(with_weights, said.append)
-    say_unpretrained(resolve_config("fast", {}), said.append)
+    say_unpretrained(with_weights)
+    say_unpretrained(resolve_config("fast", {}))
     assert len(said) == 1
 
 
@@ -66,7 +66,7 @@ def test_in_channels_the_data_contradicts_is_refused(
 
 
 def test_a_head_trained_for_other_classes_is_reset(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, log_lines: list[str]
 ) -> None:
     from resnetlab.runtime.config import resolve_config
     from resnetlab.train.build import build_model
@@ -77,14 +77,14 @@ def test_a_head_trained_for_other_classes_is_reset(
     cfg = resolve_config("paper-cifar", {"model.pretrained": str(best)})
     sample = Checkpoint.load(best).classes
     weights = checkpoint_weights(best)
-    said: list[str] = []
+    said = log_lines
     other = tuple(f"kind{i}" for i in range(10))
-    net = build_model(cfg, 10, 3, said.append, classes=other)
+    net = build_model(cfg, 10, 3, classes=other)
     assert any("its head was trained for other classes" in m and "reset" in m for m in said)
     assert "fc.weight" in said[-1]  # kept fresh
     assert not torch.equal(net.state_dict()["fc.weight"], weights["fc.weight"])
     said.clear()
-    same = build_model(cfg, 10, 3, said.append, classes=sample)
+    same = build_model(cfg, 10, 3, classes=sample)
     assert not any("other classes" in m for m in said)
     assert torch.equal(same.state_dict()["fc.weight"], weights["fc.weight"])
 

@@ -816,7 +816,10 @@ def test_chenyaofo_file_loads_key_for_key_with_its_preprocessing(
 
 
 def test_chenyaofo_name_in_eval_summary_and_pretrained(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    log_lines: list[str],
 ) -> None:
     name = "resnet20.chenyaofo_cifar10"
     path, ref, entry = _save_chenyaofo(name, tmp_path)
@@ -840,8 +843,8 @@ def test_chenyaofo_name_in_eval_summary_and_pretrained(
     )
     resolved = resolve_pretrained_options(cfg)
     assert resolved.model.options == {"shortcut": "B"}
-    lines: list[str] = []
-    net = build_model(resolved, 10, 3, lines.append)
+    lines = log_lines
+    net = build_model(resolved, 10, 3)
     assert any("tensors loaded, 0 kept fresh" in line for line in lines), lines
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -195,13 +195,15 @@ def _earlier_runs(path: Path, request: Any, parser: argparse.ArgumentParser) -> 
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from resnetlab.cli.console import console_log
     from resnetlab.experiments.driver import reproduce
     from resnetlab.experiments.runs import RunInterruptedError
-    from resnetlab.train.runner import EXIT_CODES
+    from resnetlab.train.fitting import EXIT_CODES
 
     req = request_from_args(args)
     try:
-        report = reproduce(req, log=print)
+        with console_log():
+            report = reproduce(req)
     except RunInterruptedError as err:
         print(f"resnetlab reproduce: {err}", file=sys.stderr)
         return EXIT_CODES.get(err.status, 1)

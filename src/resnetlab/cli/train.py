@@ -100,9 +100,10 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.runtime.run_folder import checkpoint_file
-    from resnetlab.train.run_files import resume_config
-    from resnetlab.train.runner import fit
+    from resnetlab.cli.console import console_log
+    from resnetlab.runtime.folder_layout import checkpoint_file
+    from resnetlab.train.fitting import fit
+    from resnetlab.train.start_or_resume import resume_config
 
     overrides = train_overrides(args)
     if args.resume is not None:
@@ -112,8 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_config(args.recipe, overrides)
         check_folder(cfg.run.out_dir)  # now, not after the first epoch
-    result = fit(
-        cfg, resume=args.resume, log=lambda m: print(m, flush=True), command=args.command_line
-    )
+    with console_log():
+        result = fit(cfg, resume=args.resume, command=args.command_line)
     print(f"run folder: {result.run_dir} (report.md, curves.png, best.pt, last.pt)")
     return result.exit_code

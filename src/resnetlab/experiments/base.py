@@ -24,7 +24,6 @@ from resnetlab.experiments.runs import (
     BUDGET_WEIGHT_DECAY,
     PAPER_ITERATIONS,
     Budget,
-    Log,
     RunRecord,
 )
 from resnetlab.models.registry import create_model, model_spec
@@ -61,7 +60,7 @@ class Request:
 
 
 Jobs = Callable[[Request], list[Job]]
-Reporter = Callable[[Request, list[RunRecord], Log], Path]
+Reporter = Callable[[Request, list[RunRecord]], Path]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,11 +17,12 @@ k residual branches.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def shortcut_of(block: nn.Module) -> nn.Module:
@@ -148,7 +149,6 @@ def lesion_study(
     draws: int,
     seed: int,
     max_swaps: int,
-    log: Log,
 ) -> LesionResult:
     """Accuracy of ``model`` whole, with each block deleted alone, with k random
     non-downsampling blocks deleted (k = 1 … n, ``draws`` draws each), and after 1 …
@@ -168,7 +168,7 @@ def lesion_study(
         for _ in range(draws if k < len(pool) else 1):
             with lesioned(model, random_deletions(pool, k, rng)):
                 deletions[k].append(_accuracy(model, batches, place))
-        log(f"  {k} blocks deleted: {statistics.fmean(deletions[k]):.2f}%")
+        log.info(f"  {k} blocks deleted: {statistics.fmean(deletions[k]):.2f}%")
     swaps: dict[int, list[float]] = {}
     for s in range(1, max_swaps + 1):
         swaps[s] = []

@@ -21,7 +21,7 @@ from resnetlab.experiments.base import (
     pm,
 )
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.fileio import pyplot
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) and parameters; ResNet-110: best (mean±std).
@@ -68,7 +68,7 @@ def _entry(model: str, runs: list[RunRecord]) -> tuple[list[Cell], dict[str, Any
     return row, numbers
 
 
-def report(req: Request, records: list[RunRecord], log: Log) -> Path:
+def report(req: Request, records: list[RunRecord]) -> Path:
     out = Report("CIFAR-10 test error of the ResNets (paper Table 6)", req.report_dir)
     groups = by_model(records)
     rows: list[list[Cell]] = []

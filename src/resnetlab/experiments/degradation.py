@@ -23,7 +23,7 @@ from resnetlab.experiments.base import (
     smooth,
 )
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.fileio import pyplot
 
 
@@ -31,7 +31,7 @@ def jobs(req: Request) -> list[Job]:
     return plain_and_residual_jobs(req.depths, req.seeds)
 
 
-def report(req: Request, records: list[RunRecord], log: Log) -> Path:
+def report(req: Request, records: list[RunRecord]) -> Path:
     out = Report(
         "Degradation: plain vs residual networks on CIFAR-10 (paper Fig. 6)", req.report_dir
     )

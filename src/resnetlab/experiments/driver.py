@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,12 +11,14 @@ from typing import Any
 from resnetlab.errors import InvalidValueError
 from resnetlab.experiments.base import Request
 from resnetlab.experiments.registry import experiments, get_experiment
-from resnetlab.experiments.runs import Log, RunRecord, finished_run, run_job
+from resnetlab.experiments.runs import RunRecord, finished_run, run_job
 from resnetlab.fileio import check_folder
 from resnetlab.models.registry import list_models
 
+log = logging.getLogger(__name__)
 
-def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
+
+def run_all(req: Request) -> tuple[list[RunRecord], float]:
     """Every job of ``req`` (read, resumed or trained); the seconds this call took."""
     start = time.monotonic()
     records = []
@@ -26,7 +29,7 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
             continue
         if not req.report_only:
             records.append(
-                run_job(req.budget, model, seed, req.store, log=log, command=req.command, **options)
+                run_job(req.budget, model, seed, req.store, command=req.command, **options)
             )
             continue
         done = finished_run(req.budget, model, seed, req.store, **options)
@@ -40,7 +43,7 @@ def run_all(req: Request, log: Log) -> tuple[list[RunRecord], float]:
             f"no finished runs for {req.name} in {req.store}: nothing to report"
         )
     if req.missing:
-        log(f"not finished, left out of the report: {', '.join(req.missing)}")
+        log.info(f"not finished, left out of the report: {', '.join(req.missing)}")
     return records, time.monotonic() - start
 
 
@@ -107,9 +110,9 @@ def check_request(req: Request) -> None:
         )
 
 
-def reproduce(req: Request, log: Log = print) -> Path:
+def reproduce(req: Request) -> Path:
     """Train what ``req`` needs (resuming anything interrupted) and write its report."""
     check_request(req)
-    records, seconds = run_all(req, log)
-    log(f"{len(records)} runs ready ({seconds:.0f} s in this call)")
-    return get_experiment(req.name).report(req, records, log)
+    records, seconds = run_all(req)
+    log.info(f"{len(records)} runs ready ({seconds:.0f} s in this call)")
+    return get_experiment(req.name).report(req, records)

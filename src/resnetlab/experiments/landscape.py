@@ -4,6 +4,7 @@ directions (:mod:`resnetlab.experiments.loss_surface` computes the grids)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from resnetlab.experiments.base import (
     plain_and_residual_jobs,
 )
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.experiments.trained import Trained
 from resnetlab.fileio import pyplot
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, choose
+
+log = logging.getLogger(__name__)
 
 
 def jobs(req: Request) -> list[Job]:
@@ -39,7 +42,6 @@ def grid_of(
     record: RunRecord,
     req: Request,
     place: Execution,
-    log: Log,
     *,
     points: int,
     span: float,
@@ -47,7 +49,7 @@ def grid_of(
 ) -> L.Grid:
     """The grid of one trained run, resumed from (and saved to) ``<model>.npz`` in the
     report folder, with ``<model>.csv`` beside it."""
-    trained = Trained.load(record, log)
+    trained = Trained.load(record)
     batches = trained.batches(trained.train, images, seed=0, place=place)
     save_to = req.report_dir / f"{record.model}.npz"
     left = L.Grid.load(save_to, points, span)
@@ -55,7 +57,7 @@ def grid_of(
     t0 = time.monotonic()
     evaluate(trained.model, batches, place=place)
     per_eval = time.monotonic() - t0
-    log(
+    log.info(
         f"{record.model}: {evals} evaluations to go, of {images:,} training images, about "
         f"{evals * per_eval / 60:.1f} min ({per_eval:.2f} s each, {place.precision})"
     )
@@ -68,21 +70,20 @@ def grid_of(
         span=span,
         seed=record.seed,
         save_to=save_to,
-        log=log,
     )
     grid.write_csv(req.report_dir / f"{record.model}.csv")
     return grid
 
 
 # ---------------------------------------------------------------------- report
-def report(req: Request, records: list[RunRecord], log: Log) -> Path:
+def report(req: Request, records: list[RunRecord]) -> Path:
     points = int(req.options.get("grid", 13))
     span = float(req.options.get("span", 1.0))
     images = int(req.options.get("images", 1000))
     place = choose(req.budget.device, req.budget.precision)
     out = Report("Loss landscapes of plain and residual networks (Li et al. 2018)", req.report_dir)
     grids = {
-        r.model: grid_of(r, req, place, log, points=points, span=span, images=images)
+        r.model: grid_of(r, req, place, points=points, span=span, images=images)
         for r in ordered(records)
     }
     seconds = sum(g.seconds for g in grids.values())

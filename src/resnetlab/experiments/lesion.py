@@ -5,6 +5,7 @@ re-ordering blocks, and the unravelled view's path lengths
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,12 @@ from resnetlab.experiments.base import (
 )
 from resnetlab.experiments.block_lesions import LesionResult
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.experiments.trained import Trained
 from resnetlab.fileio import pyplot
 from resnetlab.runtime.execution import Execution, choose
+
+log = logging.getLogger(__name__)
 
 
 def jobs(req: Request) -> list[Job]:
@@ -47,12 +50,12 @@ def _settings(req: Request, place: Execution) -> dict[str, Any]:
 
 
 def _study(
-    req: Request, record: RunRecord, place: Execution, log: Log
+    req: Request, record: RunRecord, place: Execution
 ) -> tuple[LesionResult, list[tuple[Tensor, Tensor]]]:
     """One model's study, read back from the earlier report when it is the same; the
     batches it was measured on."""
     want = _settings(req, place)
-    trained = Trained.load(record, log)
+    trained = Trained.load(record)
     split = trained.test if want["split"] == "test" else trained.val
     if split is None:
         raise InvalidValueError(f"{record.model}'s data has no {want['split']} split")
@@ -67,9 +70,9 @@ def _study(
     }
     done = earlier_study(req.report_dir, record, settings)
     if done is not None:
-        log(f"lesion study of {record.model}: read from the earlier report")
+        log.info(f"lesion study of {record.model}: read from the earlier report")
         return done, batches
-    log(f"lesion study of {record.model} on {settings['images']:,} images")
+    log.info(f"lesion study of {record.model} on {settings['images']:,} images")
     result = V.lesion_study(
         trained.model,
         batches,
@@ -77,18 +80,17 @@ def _study(
         draws=want["draws"],
         seed=record.seed,
         max_swaps=want["swaps"],
-        log=log,
     )
     return result, batches
 
 
-def report(req: Request, records: list[RunRecord], log: Log) -> Path:
+def report(req: Request, records: list[RunRecord]) -> Path:
     place = choose(req.budget.device, req.budget.precision)
     want = _settings(req, place)
     out = Report("Lesion study: deleting and re-ordering blocks (Veit et al. 2016)", req.report_dir)
     results: dict[str, LesionResult] = {}
     for record in ordered(records):
-        results[record.model], batches = _study(req, record, place, log)
+        results[record.model], batches = _study(req, record, place)
     seconds = sum(r.seconds for r in results.values())
     n_images = sum(len(y) for _, y in batches)
     out.para(budget_note(req, records))

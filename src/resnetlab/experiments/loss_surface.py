@@ -13,9 +13,9 @@ direction is zero), and BN uses its trained running statistics (evaluation mode)
 from __future__ import annotations
 
 import io
+import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from resnetlab.fileio import write_bytes_atomic, write_text_atomic
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> list[Tensor]:
@@ -138,7 +138,6 @@ def surface(
     span: float,
     seed: int,
     save_to: Path,
-    log: Log = print,
 ) -> Grid:
     """Fill (or finish) the grid saved at ``save_to``: the directions come from ``seed``, so
     a resumed grid continues along the same ones. Saved after every row."""
@@ -174,7 +173,7 @@ def surface(
             rows_done += 1
             left = int(np.isnan(grid.loss2d).any(axis=1).sum())
             per_row = (time.monotonic() - start) / rows_done
-            log(f"  row {i + 1}/{points} done; about {left * per_row / 60:.1f} min left")
+            log.info(f"  row {i + 1}/{points} done; about {left * per_row / 60:.1f} min left")
     finally:
         set_weights(model, base, [])
     return grid

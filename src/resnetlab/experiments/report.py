@@ -21,7 +21,7 @@ import yaml
 from resnetlab.experiments.runs import RunRecord
 from resnetlab.fileio import pyplot, save_figure, write_text_atomic
 from resnetlab.runtime.execution import code_version
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.folder_layout import RunFolder
 
 Cell = str | int | float
 

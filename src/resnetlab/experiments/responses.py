@@ -4,6 +4,7 @@ layers respond less, and less still as it gets deeper."""
 
 from __future__ import annotations
 
+import logging
 import statistics
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from resnetlab.experiments.base import (
     plain_and_residual_jobs,
 )
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.fileio import pyplot
+
+log = logging.getLogger(__name__)
 
 
 def jobs(req: Request) -> list[Job]:
@@ -86,23 +89,23 @@ def response_stds(model: nn.Module, batches: Any) -> list[tuple[str, float]]:
     return out
 
 
-def _responses_of(record: RunRecord, log: Log) -> tuple[int, list[tuple[str, float]]]:
+def _responses_of(record: RunRecord) -> tuple[int, list[tuple[str, float]]]:
     from resnetlab.experiments.trained import Trained
     from resnetlab.runtime.execution import choose
 
-    trained = Trained.load(record, log)
+    trained = Trained.load(record)
     batches = trained.batches(trained.val, None, 0, choose("cpu", "fp32"))
     return len(trained.val), response_stds(trained.model, batches)
 
 
 # ---------------------------------------------------------------------- report
-def report(req: Request, records: list[RunRecord], log: Log) -> Path:
+def report(req: Request, records: list[RunRecord]) -> Path:
     out = Report("Layer responses of plain and residual networks (paper Fig. 7)", req.report_dir)
     stds: dict[str, list[float]] = {}
     images = 0
     for r in ordered(records):
-        log(f"responses of {r.model} (seed {r.seed}) on its validation split")
-        images, layers = _responses_of(r, log)
+        log.info(f"responses of {r.model} (seed {r.seed}) on its validation split")
+        images, layers = _responses_of(r)
         stds[r.model] = [s for _, s in layers]
     out.para(budget_note(req, records))
     out.para(

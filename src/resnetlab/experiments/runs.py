@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from resnetlab.runtime.config import ConfigError, TrainConfig, resolve_config
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.config import SCHEDULE_ALIASES, ConfigError, TrainConfig, resolve_config
+from resnetlab.runtime.folder_layout import RunFolder
+from resnetlab.train.fitting import fit
 from resnetlab.train.logs import read_metrics, read_steps
-from resnetlab.train.run_files import clear_dead_run
-from resnetlab.train.runner import fit
+from resnetlab.train.start_or_resume import clear_dead_run
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 FINISHED = ("completed", "iterations", "early_stop")
 # Settings that do not change what a run computes: where it lives, how it reports, and how
 # its step is executed (a compiled step fuses the same arithmetic into fewer kernels, as a
@@ -98,7 +98,7 @@ class Budget:
                 "optim.lr": self.peak_lr,
             }
         return {
-            "schedule.name": "onecycle",
+            "schedule.name": "warmup-linear",
             "schedule.warmup_epochs": BUDGET_WARMUP * self.epochs,
             "schedule.warmup_lr": None,  # the linear warm-up replaces §4.2's 0.01 start
             "schedule.milestones": [],
@@ -144,6 +144,11 @@ def digest(cfg: TrainConfig) -> str:
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
     data = cfg.to_dict()
+    # The digests of the runs made before the schedule's rename name it as they did then,
+    # so a store's folder names stay those of the same runs.
+    renamed = {new: old for old, new in SCHEDULE_ALIASES.items()}
+    name = data["schedule"]["name"]
+    data["schedule"]["name"] = renamed.get(name, name)
     data["run"] = {k: v for k, v in data["run"].items() if k not in _IGNORED}
     return data
 
@@ -251,7 +256,6 @@ def run_job(
     seed: int,
     store: Path,
     *,
-    log: Log = print,
     command: str | None = None,
     **options: Any,
 ) -> RunRecord:
@@ -259,15 +263,15 @@ def run_job(
     cfg, run_dir = _locate(budget, model, seed, store, **options)
     done = read_run(run_dir, model, seed)
     if done is not None:
-        log(f"{model} seed {seed}: finished earlier in {run_dir}")
+        log.info(f"{model} seed {seed}: finished earlier in {run_dir}")
         return done
     resume = run_dir if RunFolder(run_dir).last.is_file() else None
     if resume is None and run_dir.is_dir():  # killed before its first checkpoint
         cleared = clear_dead_run(run_dir)
         if cleared:
-            log(f"{model} seed {seed}: {run_dir} saved no checkpoint; starting it again")
-    log(f"{model} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
-    result = fit(cfg, resume=resume, log=log, command=command)
+            log.info(f"{model} seed {seed}: {run_dir} saved no checkpoint; starting it again")
+    log.info(f"{model} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
+    result = fit(cfg, resume=resume, command=command)
     record = read_run(run_dir, model, seed)
     if record is None:
         raise RunInterruptedError(

@@ -9,8 +9,8 @@ from typing import Any
 
 from resnetlab.experiments.base import Experiment, Job, Request, budget_note, mean, params, pm
 from resnetlab.experiments.report import Cell, Report, Table, provenance
-from resnetlab.experiments.runs import Log, RunRecord
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.experiments.runs import RunRecord
+from resnetlab.runtime.folder_layout import RunFolder
 
 # He et al. 2015, Table 3: ImageNet val top-1 error (%, 10-crop) of the 34-layer nets.
 PAPER_TABLE3 = {"plain": "28.54", "A": "25.03", "B": "24.52", "C": "24.19"}
@@ -39,7 +39,7 @@ def _by_variant(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     return out
 
 
-def report(req: Request, records: list[RunRecord], log: Log) -> Path:
+def report(req: Request, records: list[RunRecord]) -> Path:
     d = req.depths[0]
     title = f"Shortcut options A, B, C and no shortcut at depth {d} (paper Table 3, on CIFAR-10)"
     out = Report(title, req.report_dir)

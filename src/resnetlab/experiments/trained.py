@@ -11,11 +11,11 @@ from torch import Tensor
 
 from resnetlab.data.datasets import eval_split_batches
 from resnetlab.data.tensors import Split
-from resnetlab.experiments.runs import Log, RunRecord
+from resnetlab.experiments.runs import RunRecord
 from resnetlab.models.resnet import ResNet
+from resnetlab.runtime.configured_data import load_run_data
 from resnetlab.runtime.execution import Execution, to_input
-from resnetlab.runtime.run_folder import RunFolder
-from resnetlab.runtime.rundata import load_run_data
+from resnetlab.runtime.folder_layout import RunFolder
 
 
 @dataclass
@@ -30,12 +30,12 @@ class Trained:
     pre: Any
 
     @classmethod
-    def load(cls, record: RunRecord, log: Log) -> Trained:
+    def load(cls, record: RunRecord) -> Trained:
         ckpt = RunFolder(record.run_dir).checkpoint()
-        bundle = load_run_data(ckpt.config, lambda _s: None)
-        model = ckpt.model()
+        bundle = load_run_data(ckpt.config, say=False)
+        model = ckpt.load_model()
         assert isinstance(model, ResNet)
-        return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.preprocess)
+        return cls(record, model, bundle.train, bundle.val, bundle.test, ckpt.eval_preprocess)
 
     def batches(
         self, split: Split, images: int | None, seed: int, place: Execution

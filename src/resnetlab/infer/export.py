@@ -191,22 +191,22 @@ def export_safetensors(
     except NotTrainingCheckpointError:  # a published file: what the predictor made of it
         p = Predictor.load(ckpt, device="cpu", model=model, layout=layout, onnx=False)
         c = Checkpoint(
-            weights=p.model.state_dict(),
+            model=p.model.state_dict(),
             config=p.config,
             classes=p.classes,
-            pipeline=p.preprocess,
+            preprocess=p.preprocess,
             data_size=p.data_size,
             model_name=p.config.model.name,
         )
-    tensors = {k: v.contiguous() for k, v in c.weights.items()}
-    block = preprocessing_block(c.pipeline, c.data_size, c.config.data.interpolation, c.classes)
+    tensors = {k: v.contiguous() for k, v in c.model.items()}
+    block = preprocessing_block(c.preprocess, c.data_size, c.config.data.interpolation, c.classes)
     meta = {
         PREPROCESSING_KEY: json.dumps(block),
         "format": "resnetlab",
         "model": c.model_name,
         "model_options": json.dumps(plain(c.config.model.options)),
         "classes": json.dumps(list(c.classes)),
-        "preprocess": json.dumps(plain(asdict(c.pipeline))),
+        "preprocess": json.dumps(plain(asdict(c.preprocess))),
         "data_size": json.dumps(list(c.data_size)),
         "config": json.dumps(plain(c.config.to_dict())),
     }

@@ -27,9 +27,9 @@ from resnetlab.interop.fact_sheet import PublishedWeights, imagenet_classes
 from resnetlab.interop.published import LoadedWeights, is_weights_name, load_published
 from resnetlab.runtime.checkpoint import Checkpoint, NotTrainingCheckpointError, eval_preprocess
 from resnetlab.runtime.config import DataConfig, ModelConfig, TrainConfig, config_from_dict
-from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, choose
+from resnetlab.runtime.metrics import ConfusionMatrix
 
 EXPLAIN_PIECE = 16  # images explained at a time (Grad-CAM keeps activations and gradients)
 
@@ -112,9 +112,9 @@ class Predictor:
                 load_published(text, model=model, layout=layout), device=device, precision=precision
             )
         place = choose(device, precision)
-        net = ckpt.model().to(place.device)
+        net = ckpt.load_model().to(place.device)
         return cls(
-            net, ckpt.preprocess, ckpt.classes, ckpt.data_size, ckpt.config, place, ckpt.epoch
+            net, ckpt.eval_preprocess, ckpt.classes, ckpt.data_size, ckpt.config, place, ckpt.epoch
         )
 
     @classmethod
@@ -294,7 +294,7 @@ class Predictor:
         return self._pick(None, source)
 
     def _pick(self, split: str | None, source: str | None) -> tuple[str, Split]:
-        from resnetlab.runtime.rundata import load_run_data
+        from resnetlab.runtime.configured_data import load_run_data
 
         d = self.config.data
         if not (source or d.source):
@@ -305,7 +305,7 @@ class Predictor:
         # The training run's data settings (so val is the same images), but the whole of
         # each split, nothing downloaded, and optionally another source with the same classes.
         data_cfg = replace(d, source=source or d.source, download=False, limit_per_class=None)
-        bundle = load_run_data(replace(self.config, data=data_cfg), log=lambda _m: None)
+        bundle = load_run_data(replace(self.config, data=data_cfg), say=False)
         splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
         if split is None:
             split = "test" if bundle.test is not None else "val"

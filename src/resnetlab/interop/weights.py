@@ -4,7 +4,7 @@ Each entry is a fact sheet: where the file is (URL, SHA-256 prefix), how it is s
 format, key layout), what it expects as input (resize, crop, interpolation, mean/std), what
 it predicts (classes), how well its publisher says it does (top-1/top-5, on what data) and
 under which licence. Nothing here builds a model or reads a file: ``infer.published`` and
-``train.runner`` use the entries, ``resnetlab weights`` lists them. The facts and where each
+``train.build`` use the entries, ``resnetlab weights`` lists them. The facts and where each
 was verified are in docs/interop.md ("The weights catalogue").
 
 What an entry holds is :mod:`~resnetlab.interop.fact_sheet`'s; this module owns the entries

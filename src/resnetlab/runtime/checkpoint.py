@@ -172,16 +172,18 @@ class Checkpoint:
     """A training checkpoint: what a run needs to continue exactly, and what a user of the
     trained model needs (its weights, classes, preprocessing and config).
 
-    ``weights`` (saved as ``"model"``) are the evaluated model's: the weight average when the
-    run keeps one (``optim.ema_decay``), whose trained weights are then ``train_weights``.
+    Each field is saved under its own name. ``model`` is the evaluated model's state dict:
+    the weight average when the run keeps one (``optim.ema_decay``), whose trained weights are
+    then ``train_model``. ``preprocess`` is the preprocessing as trained (augmentations
+    included); :attr:`eval_preprocess` its evaluation part, :meth:`load_model` the network.
     ``epoch`` counts finished epochs; ``step`` optimiser steps; ``partial`` holds the running
     sums and the augmentation generator of an epoch paused midway (``None`` at an epoch's
     end); ``ranks``, under data parallelism, every rank's random streams."""
 
-    weights: StateDict
+    model: StateDict
     config: TrainConfig
     classes: tuple[str, ...]
-    pipeline: Preprocess  # the preprocessing as trained, augmentations included
+    preprocess: Preprocess  # the preprocessing as trained, augmentations included
     data_size: tuple[int, int, int]  # (C, H, W) the images were stored at
     model_name: str
     epoch: int = 0
@@ -197,7 +199,7 @@ class Checkpoint:
     elapsed_s: float = 0.0  # wall time of every session of the run so far
     world_size: int = 1
     ranks: list[dict[str, Any]] | None = None
-    train_weights: StateDict | None = None  # with a weight average: the trained weights
+    train_model: StateDict | None = None  # with a weight average: the trained weights
     ema_updates: int | None = None
 
     @classmethod
@@ -217,10 +219,10 @@ class Checkpoint:
         try:
             c, h, w = (int(v) for v in state["data_size"])
             ckpt = cls(
-                weights=state["model"],
+                model=state["model"],
                 config=config,
                 classes=tuple(state["classes"]),
-                pipeline=_pipeline(state["preprocess"]),
+                preprocess=_pipeline(state["preprocess"]),
                 data_size=(c, h, w),
                 model_name=str(state.get("model_name") or state["config"]["model"]["name"]),
                 epoch=int(state.get("epoch", 0)),
@@ -236,23 +238,23 @@ class Checkpoint:
                 elapsed_s=float(state.get("elapsed_s", 0.0)),
                 world_size=int(state.get("world_size", 1)),
                 ranks=state.get("ranks"),
-                train_weights=state.get("train_model"),
+                train_model=state.get("train_model"),
                 ema_updates=state.get("ema_updates"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path} is an incomplete training checkpoint ({err})") from err
-        p = ckpt.pipeline  # the file is not ours to trust: its numbers are checked (issue 33)
-        check_numbers(path, weights=ckpt.weights, classes=ckpt.classes, mean=p.mean, std=p.std,
+        p = ckpt.preprocess  # the file is not ours to trust: its numbers are checked (issue 33)
+        check_numbers(path, weights=ckpt.model, classes=ckpt.classes, mean=p.mean, std=p.std,
                       image_size=p.image_size, data_size=ckpt.data_size)  # fmt: skip
         return ckpt
 
     def to_state(self) -> dict[str, Any]:
         """The dict saved on disk, key for key as runs have always written it."""
         averaged: dict[str, Any] = {}
-        if self.train_weights is not None:
-            averaged = {"train_model": self.train_weights, "ema_updates": self.ema_updates}
+        if self.train_model is not None:
+            averaged = {"train_model": self.train_model, "ema_updates": self.ema_updates}
         return {
-            "model": self.weights,
+            "model": self.model,
             **averaged,
             "optimizer": self.optimizer,
             "schedule": self.schedule,
@@ -266,7 +268,7 @@ class Checkpoint:
             "partial": self.partial,
             "config": self.config.to_dict(),
             "classes": list(self.classes),
-            "preprocess": plain(asdict(self.pipeline)),
+            "preprocess": plain(asdict(self.preprocess)),
             "data_size": list(self.data_size),
             "model_name": self.model_name,
             "elapsed_s": self.elapsed_s,
@@ -275,18 +277,18 @@ class Checkpoint:
         }
 
     @property
-    def preprocess(self) -> Preprocess:
+    def eval_preprocess(self) -> Preprocess:
         """What the model expects of an image at evaluation: the normalisation (mean/std),
         the input side and the resize/crop; the training-only augmentations (policy,
         erasing, mixing) at their defaults."""
-        return eval_preprocess(self.pipeline)
+        return eval_preprocess(self.preprocess)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (see :func:`save_checkpoint`; :class:`CheckpointSaveError` on a
         full disk or an I/O error, the previous file then intact)."""
         return save_checkpoint(self.to_state(), path)
 
-    def model(self) -> nn.Module:
+    def load_model(self) -> nn.Module:
         """The network the checkpoint's weights belong to, built from its config and
         loaded strictly, in eval mode on the CPU."""
         options: dict[str, Any] = {
@@ -296,7 +298,7 @@ class Checkpoint:
         }
         net = create_model(self.config.model.name, **options)
         try:  # a crafted file: classes, channels or keys that do not fit the weights
-            net.load_state_dict(self.weights)
+            net.load_state_dict(self.model)
         except (RuntimeError, TypeError, AttributeError) as err:
             detail = " ".join(str(err).split())[:200]
             raise CheckpointError(

@@ -27,6 +27,9 @@ from resnetlab.runtime.typed_fields import coerce_section
 from resnetlab.runtime.yaml_text import check_expanded_size, load_yaml, yaml_reason
 
 RECIPES = ("paper-cifar", "paper-imagenet", "finetune", "fast")
+# Earlier names of schedules, read wherever a config comes from (a recipe, --set, a run's
+# config.yaml, a checkpoint) as the name it has now.
+SCHEDULE_ALIASES = {"onecycle": "warmup-linear"}
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,13 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: Literal["multistep", "cosine", "onecycle", "plateau", "constant"] = "multistep"
+    # warmup-linear: a linear warm-up over warmup_epochs, then a linear decay to min_lr (not
+    # torch's OneCycleLR; earlier recipes and run folders call it "onecycle", still read).
+    name: Literal["multistep", "cosine", "warmup-linear", "plateau", "constant"] = "multistep"
     unit: Literal["iter", "epoch"] = "iter"  # what milestones count
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
-    warmup_epochs: float = 0.0  # linear warm-up (cosine, onecycle)
+    warmup_epochs: float = 0.0  # linear warm-up (cosine, warmup-linear)
     # Paper §4.2: ResNet-110/1202 start at 0.01 until training error < 80%, then 0.1.
     warmup_lr: float | None = None
     warmup_until_error: float = 0.8
@@ -132,7 +137,7 @@ class RunConfig:
     early_stopping_metric: Literal["val_loss", "val_top1"] = "val_loss"
     time_limit_min: float | None = None  # stop (and save) once this much time has passed
     # Size the schedule to end within this many wall minutes, from the time of its warm-up
-    # (train.time_budget; onecycle/cosine with warm-up epochs); also the time limit.
+    # (train.time_budget; warmup-linear/cosine with warm-up epochs); also the time limit.
     budget_min: float | None = None
     out_dir: str = "runs"
     name: str | None = None  # run folder name; default: <model>-<recipe>-<timestamp>
@@ -225,8 +230,21 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
+def current_names(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a nested config mapping) with a schedule's earlier name replaced by its
+    name now (:data:`SCHEDULE_ALIASES`); ``data`` itself is not changed."""
+    schedule = data.get("schedule")
+    if not isinstance(schedule, dict):
+        return data
+    name = schedule.get("name")
+    if not isinstance(name, str) or name not in SCHEDULE_ALIASES:
+        return data
+    return {**data, "schedule": {**schedule, "name": SCHEDULE_ALIASES[name]}}
+
+
 def build_config(data: dict[str, Any]) -> TrainConfig:
     """Validate a nested mapping into a :class:`TrainConfig` (one-line errors)."""
+    data = current_names(data)
     unknown = sorted(set(data) - set(SECTIONS) - {"recipe"})
     if unknown:
         raise ConfigError(f"unknown recipe section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")

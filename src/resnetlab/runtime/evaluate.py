@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnetlab.errors import InvalidValueError
-from resnetlab.runtime.counts import ConfusionMatrix, topk_correct
 from resnetlab.runtime.execution import Execution, autocast, to_input
 from resnetlab.runtime.group import Group
+from resnetlab.runtime.metrics import ConfusionMatrix, topk_correct
 
 __all__ = ["TTA_VIEWS", "evaluate", "shift", "tta_logits"]
 

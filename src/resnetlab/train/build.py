@@ -4,7 +4,7 @@ the normalisation statistics)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,7 +13,6 @@ from torch import nn
 
 from resnetlab.data.augment import Preprocess, split_augment
 from resnetlab.data.datasets import DataBundle
-from resnetlab.data.pipeline import SMALL_SIDE
 from resnetlab.errors import InvalidValueError
 from resnetlab.interop.fact_sheet import PublishedWeights
 from resnetlab.models.registry import create_model
@@ -22,11 +21,11 @@ from resnetlab.runtime.checkpoint import Checkpoint, CheckpointError
 from resnetlab.runtime.config import ConfigError, TrainConfig
 from resnetlab.runtime.execution import compile_pays, compile_unavailable
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def compiled_for_training(
-    net: nn.Module, cfg: TrainConfig, device: torch.device, steps: int, log: Log
+    net: nn.Module, cfg: TrainConfig, device: torch.device, steps: int
 ) -> nn.Module:
     """``net`` compiled as ``run.compile`` asks (``auto``: where it pays for a run of
     ``steps`` steps, :func:`~resnetlab.runtime.execution.compile_pays`), else ``net``. Only
@@ -34,14 +33,14 @@ def compiled_for_training(
     wanted = cfg.run.compile
     if wanted == "auto":
         wanted, why = compile_pays(device, steps)
-        log(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
+        log.info(f"run.compile auto: {'on' if wanted else 'off'} ({why})")
     if not wanted:
         return net
     why_not = compile_unavailable(device)
     if why_not:
-        log(f"run.compile skipped: {why_not}; training runs eager")
+        log.info(f"run.compile skipped: {why_not}; training runs eager")
         return net
-    log(
+    log.info(
         f"torch.compile (mode {cfg.run.compile_mode}): the first steps (and a last, smaller "
         "batch) build the graph"
     )
@@ -95,11 +94,11 @@ def check_data_options(cfg: TrainConfig, bundle: DataBundle) -> None:
 EXPECTS_PRETRAINED = ("finetune",)
 
 
-def say_unpretrained(cfg: TrainConfig, log: Log) -> None:
+def say_unpretrained(cfg: TrainConfig) -> None:
     """One line where a recipe meant for pretrained weights runs without them."""
     if cfg.recipe in EXPECTS_PRETRAINED and not cfg.model.pretrained:
         o = cfg.optim
-        log(
+        log.info(
             f"note: the {cfg.recipe} recipe expects pretrained weights (--pretrained NAME|FILE; "
             f"`resnetlab weights` lists them); without them this trains a randomly initialised "
             f"{cfg.model.name} with fine-tuning settings ({o.name} lr {o.lr:g}), which may "
@@ -111,7 +110,6 @@ def build_model(
     cfg: TrainConfig,
     num_classes: int,
     in_channels: int,
-    log: Log,
     pretrained: PretrainedSource | None = None,
     classes: tuple[str, ...] | None = None,
 ) -> nn.Module:
@@ -121,7 +119,7 @@ def build_model(
     options = {**cfg.model.options, "num_classes": num_classes, "in_channels": in_channels}
     model = create_model(cfg.model.name, **options)
     if cfg.model.pretrained:
-        init_from_pretrained(model, cfg.model.pretrained, log, pretrained, classes)
+        init_from_pretrained(model, cfg.model.pretrained, pretrained, classes)
     if cfg.model.freeze_backbone:
         head = head_module(model, cfg.model.name)
         for p in model.parameters():
@@ -170,18 +168,15 @@ def check_pretrained_fits(cfg: TrainConfig, source: PretrainedSource | None) -> 
         return
     model = create_model(cfg.model.name, **cfg.model.options)
     _usable(
-        model, _pretrained_state(model, cfg.model.pretrained, _quiet, source), cfg.model.pretrained
+        model,
+        _pretrained_state(model, cfg.model.pretrained, source, say=False),
+        cfg.model.pretrained,
     )
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def init_from_pretrained(
     model: nn.Module,
     path: str,
-    log: Log,
     source: PretrainedSource | None = None,
     classes: tuple[str, ...] | None = None,
 ) -> None:
@@ -189,7 +184,7 @@ def init_from_pretrained(
     ``source``: already resolved) into ``model``, every tensor that fits. A head that fits
     but was trained for other class names than ``classes`` (our checkpoints record them)
     is not loaded: it is reset, saying so."""
-    usable = _usable(model, _pretrained_state(model, path, log, source), path)
+    usable = _usable(model, _pretrained_state(model, path, source), path)
     trained_for = _classes_of(path)
     if classes is not None and trained_for is not None and trained_for != classes:
         prefixes = tuple(f"{n}." for n, m in model.named_modules() if m is _head_or_none(model))
@@ -197,14 +192,14 @@ def init_from_pretrained(
         if head:
             for k in head:
                 del usable[k]
-            log(
+            log.info(
                 f"{path}: its head was trained for other classes "
                 f"({', '.join(trained_for[:3])}{'…' if len(trained_for) > 3 else ''}; this "
                 f"data: {', '.join(classes[:3])}{'…' if len(classes) > 3 else ''}): reset"
             )
     skipped = sorted(set(model.state_dict()) - set(usable))
     model.load_state_dict(usable, strict=False)
-    log(
+    log.info(
         f"initialised from {path}: {len(usable)} tensors loaded, {len(skipped)} kept fresh "
         f"({', '.join(skipped[:4])}{'…' if len(skipped) > 4 else ''})"
     )
@@ -239,34 +234,39 @@ def _usable(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> dict
     return usable
 
 
+def _quiet(_msg: str) -> None:
+    pass
+
+
 def _pretrained_state(
-    model: nn.Module, path: str, log: Log, source: PretrainedSource | None
+    model: nn.Module, path: str, source: PretrainedSource | None, *, say: bool = True
 ) -> dict[str, torch.Tensor]:
     """The tensors at ``path`` (our checkpoint, a weights file, a catalogue name), in our
-    names (akamaster's CIFAR layout converted)."""
+    names (akamaster's CIFAR layout converted); ``say``: log what the file is."""
+    info = log.info if say else _quiet
     from resnetlab.interop.compat import from_akamaster
     from resnetlab.interop.foreign_files import read_state_dict
     from resnetlab.interop.published import resolve
 
     try:
-        return dict(Checkpoint.load(path).weights)
+        return dict(Checkpoint.load(path).model)
     except CheckpointError:
         if source is not None and source.file is not None:
             file, entry = source.file, source.entry
         else:
             file, entry = resolve(path)  # a catalogue name is downloaded (hash-checked) here
         if entry is not None:
-            log(f"{path}: published weights {entry.name} ({entry.layout} layout)")
+            info(f"{path}: published weights {entry.name} ({entry.layout} layout)")
         if entry is not None and not entry.sha256:
             from resnetlab.interop.foreign_files import sha256_of
 
-            log(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
+            info(f"{file}: not hash-checked (no published SHA-256); its SHA-256 {sha256_of(file)}")
         state = dict(read_state_dict(file))  # a torchvision/timm/akamaster weights file
         if "linear.weight" in state and "fc.weight" not in state and isinstance(model, ResNet):
             # Renaming alone would load strictly and compute something else: akamaster's
             # option-A shortcut orders the residual channels differently (models.compat).
             state = from_akamaster(state)
-            log(f"{path}: akamaster's CIFAR layout (linear → fc, residual channels reordered)")
+            info(f"{path}: akamaster's CIFAR layout (linear → fc, residual channels reordered)")
         return state
 
 
@@ -329,9 +329,9 @@ def preprocess_for(
     d, side = cfg.data, bundle.train.image_size[1]
     w = _entry(cfg, pretrained)
     mean, std = (w.preprocessing.mean, w.preprocessing.std) if w else (bundle.mean, bundle.std)
-    # "auto" here only when the caller did not resolve it (fit does): go by the size.
-    augment = d.augment if d.augment != "auto" else ("imagenet" if side > SMALL_SIDE else "cifar")
-    base, policy = split_augment(augment, side, d.image_size or side)
+    if d.augment == "auto":  # resolved once, before: a second guess here could disagree
+        raise RuntimeError("data.augment is still 'auto': resolve_pipeline(cfg) comes first")
+    base, policy = split_augment(d.augment, side, d.image_size or side)
     if d.padding > (d.image_size or side):  # pad-and-crop by more than the image: no image
         raise ConfigError(
             f"data.padding {d.padding} is larger than the {d.image_size or side}-pixel images"

@@ -10,8 +10,9 @@ Without those variables, or with ``WORLD_SIZE=1``, there is no process group and
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -27,11 +28,11 @@ from torch.distributed.rendezvous import rendezvous
 from resnetlab.data.loaders import MIN_BATCH
 from resnetlab.errors import InvalidValueError, env_int
 from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.folder_layout import LAST
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import LAST
-from resnetlab.train.run_files import clear_dead_run, dead_run_files
+from resnetlab.train.start_or_resume import clear_dead_run, dead_run_files
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 # How long a rank waits for the others to join: torch's own default is its 30-minute collective
 # timeout, so a shell with stale torchrun variables (WORLD_SIZE=2, no peer) hung silently.
@@ -146,7 +147,7 @@ def restart_count() -> int:
         return 0
 
 
-def restart_point(run_dir: Path, log: Callable[[str], None]) -> Path | None:
+def restart_point(run_dir: Path) -> Path | None:
     """Where a ``torchrun`` restart continues the run named ``run_dir``: its ``last.pt`` if
     the worker group was restarted after a failure and this launch saved that checkpoint;
     None for a fresh start (the files of an attempt that died before its first checkpoint
@@ -165,12 +166,12 @@ def restart_point(run_dir: Path, log: Callable[[str], None]) -> Path | None:
     if last.is_file():
         if last.stat().st_mtime < started:
             return None
-        log(f"torchrun restart {count}: resuming {last}, saved by this launch")
+        log.info(f"torchrun restart {count}: resuming {last}, saved by this launch")
         return last
     left = dead_run_files(run_dir)
     if left and all((run_dir / name).stat().st_mtime >= started for name in left):
         clear_dead_run(run_dir)
-        log(
+        log.info(
             f"torchrun restart {count}: the failed attempt saved no checkpoint; starting "
             f"{run_dir} afresh (removed its {', '.join(left)})"
         )
@@ -192,7 +193,7 @@ def _parent_started() -> float | None:
         return None
 
 
-def fit_batches(cfg: TrainConfig, count: int, world_size: int, log: Log) -> TrainConfig:
+def fit_batches(cfg: TrainConfig, count: int, world_size: int) -> TrainConfig:
     """``cfg`` with ``data.batch_size`` reduced to fit ``count`` training images shared by
     ``world_size`` processes (said in one line); too few images for one batch of
     :data:`~resnetlab.data.loaders.MIN_BATCH` a process is bad input."""
@@ -206,7 +207,7 @@ def fit_batches(cfg: TrainConfig, count: int, world_size: int, log: Log) -> Trai
     batch = cfg.data.batch_size
     if batch <= per_rank:
         return cfg
-    log(
+    log.info(
         f"data.batch_size {batch} is larger than the {count} training images{processes}: "
         f"using batches of {per_rank}"
     )

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from resnetlab.runtime.counts import topk_correct
 from resnetlab.runtime.execution import Execution, autocast, to_input
 from resnetlab.runtime.group import Group
+from resnetlab.runtime.metrics import topk_correct
 from resnetlab.train.distributed import agreed_stop, stop_flags
 from resnetlab.train.optim import LRSchedule
 

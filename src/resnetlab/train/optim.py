@@ -132,7 +132,7 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
 class LRSchedule:
     """Sets the learning rate before every step; ``epoch_end`` feeds the plateau rule.
 
-    ``total_steps`` is the planned length of the run (needed by cosine/onecycle).
+    ``total_steps`` is the planned length of the run (needed by cosine/warmup-linear).
     """
 
     def __init__(
@@ -181,7 +181,7 @@ class LRSchedule:
         if self.warming and cfg.warmup_lr is not None:
             return cfg.warmup_lr
         warm = cfg.warmup_epochs * self.steps_per_epoch
-        if cfg.name in ("cosine", "onecycle") and warm > 0 and step < warm:
+        if cfg.name in ("cosine", "warmup-linear") and warm > 0 and step < warm:
             return base * (step + 1) / warm
         if cfg.name == "multistep":
             count = step if cfg.unit == "iter" else step // self.steps_per_epoch
@@ -189,7 +189,7 @@ class LRSchedule:
         if cfg.name == "cosine":
             t = min(1.0, (step - warm) / max(1, self.total_steps - warm))
             return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
-        if cfg.name == "onecycle":
+        if cfg.name == "warmup-linear":
             t = min(1.0, (step - warm) / max(1, self.total_steps - warm))
             return cfg.min_lr + (base - cfg.min_lr) * (1 - t)
         if cfg.name == "plateau":

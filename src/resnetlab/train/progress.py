@@ -1,117 +1,45 @@
-"""What a run prints: a one-line progress bar per epoch and a one-line summary per epoch."""
+"""What a run prints: a one-line progress bar per epoch (tqdm's) and a one-line summary per
+epoch."""
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TextIO
+
+from tqdm import tqdm
 
 from resnetlab.train.logs import row_number
 
-__all__ = ["ProgressBar", "format_epoch"]
+__all__ = ["epoch_bar", "format_epoch"]
 
 
-class ProgressBar:
-    """A dependency-free, single-line progress bar for one epoch, redrawn with ``\\r``.
-
-    ``enabled=None`` draws only when ``stream`` is a terminal, so logs redirected to a file
-    are not filled with carriage returns. Redraws at most ~10 times a second.
-    """
-
-    _MIN_INTERVAL_S = 0.1
-    _WIDTH = 20
-
-    def __init__(
-        self,
-        total: int,
-        *,
-        desc: str = "",
-        stream: TextIO = sys.stderr,
-        enabled: bool | None = None,
-    ) -> None:
-        self.total = max(0, total)
-        self.desc = desc
-        self.stream = stream
-        if enabled is None:
-            try:
-                enabled = stream.isatty()
-            except (AttributeError, ValueError):  # no isatty, or a closed stream
-                enabled = False
-        self.enabled = enabled
-        self.done = 0
-        self.postfix: dict[str, float] = {}
-        self._start = time.monotonic()
-        self._last_draw = -math.inf
-        self._last_len = 0
-        self._closed = False
-
-    def update(self, n: int = 1, **postfix: float) -> None:
-        """Advance by ``n`` steps; ``postfix`` values (e.g. ``loss=1.234``) are shown after."""
-        self.done += n
-        self.postfix.update(postfix)
-        if not self.enabled or self._closed:
-            return
-        now = time.monotonic()
-        if now - self._last_draw >= self._MIN_INTERVAL_S or self.done >= self.total:
-            self._draw(now)
-
-    def _render(self, now: float) -> str:
-        elapsed = max(now - self._start, 1e-9)
-        rate = self.done / elapsed  # it/s
-        parts = [self.desc] if self.desc else []
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            filled = int(frac * self._WIDTH)
-            parts.append("[" + "#" * filled + "." * (self._WIDTH - filled) + "]")
-            parts.append(f"{self.done}/{self.total} {100 * frac:3.0f}%")
-            eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            parts.append(f"{rate:.1f} it/s  ETA {_clock(eta)}")
-        else:
-            parts.append(f"{self.done} it  {rate:.1f} it/s  {_clock(elapsed)}")
-        parts.extend(f"{k}={v:.4g}" for k, v in self.postfix.items())
-        return "  ".join(parts)
-
-    def _draw(self, now: float) -> None:
-        text = self._render(now)
-        # Pad over the tail of a longer previous line; \r alone does not erase it.
-        pad = max(0, self._last_len - len(text))
-        self.stream.write("\r" + text + " " * pad)
-        self.stream.flush()
-        self._last_len = len(text)
-        self._last_draw = now
-
-    def close(self) -> None:
-        """Draw the final state and end the line (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+def epoch_bar(
+    total: int,
+    *,
+    desc: str = "",
+    initial: int = 0,
+    stream: TextIO = sys.stderr,
+    enabled: bool | None = None,
+) -> tqdm:
+    """tqdm's bar for one epoch of ``total`` steps, ``initial`` of them done already (a
+    resumed epoch), on ``stream``. ``enabled=None`` draws only when ``stream`` is a
+    terminal, so logs redirected to a file are not filled with carriage returns; ``False``
+    (a rank other than 0) never draws. Redraws at most ~10 times a second."""
+    if enabled is None:
+        try:
+            enabled = stream.isatty()
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            enabled = False
+    return tqdm(
+        total=max(0, total),
+        desc=desc,
+        initial=initial,
+        file=stream,
+        disable=not enabled,
+        mininterval=0.1,
+        dynamic_ncols=True,
+    )
 
 
 def format_epoch(row: Mapping[str, float | int | str]) -> str:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -14,12 +14,12 @@ from resnetlab.data.datasets import DataBundle, eval_split_batches
 from resnetlab.fileio import json_text, write_text_atomic
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import TrainConfig
-from resnetlab.runtime.counts import ConfusionMatrix
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, code_version, hardware
-from resnetlab.runtime.run_folder import RunFolder
+from resnetlab.runtime.folder_layout import RunFolder
+from resnetlab.runtime.metrics import ConfusionMatrix
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def final_test(
@@ -29,7 +29,6 @@ def final_test(
     place: Execution,
     run_dir: Path,
     cfg: TrainConfig,
-    log: Log,
 ) -> dict[str, float]:
     """The one evaluation on the test split, with the best checkpoint (chosen on val), in
     fp32 whatever the training precision, with the test-time views ``run.tta`` that selected
@@ -37,7 +36,7 @@ def final_test(
     place = Execution(place.device, None, channels_last=False)
     assert bundle.test is not None
     best = Checkpoint.load(RunFolder(run_dir).best)
-    model.load_state_dict(best.weights)
+    model.load_state_dict(best.model)
     cm = ConfusionMatrix(len(bundle.classes))
     test = evaluate(
         model,
@@ -50,7 +49,7 @@ def final_test(
     )
     cm.plot(run_dir / "confusion.png", bundle.classes, title="test split, best checkpoint")
     write_text_atomic(run_dir / "confusion.txt", cm.to_text(bundle.classes))
-    log(
+    log.info(
         f"test (best checkpoint, epoch {best.epoch}): top-1 {test['top1']:.2f}%, "
         f"{top5_text(test, len(bundle.classes))}on {len(bundle.test):,} images{tta_note(cfg)}"
     )

@@ -76,8 +76,8 @@ def snapshot(
         ranks = group.gather({"rng": rng_state(), "generator": generator})
     ema = parts.ema
     return Checkpoint(
-        weights=parts.eval_model.state_dict(),
-        train_weights=parts.model.state_dict() if ema is not None else None,
+        model=parts.eval_model.state_dict(),
+        train_model=parts.model.state_dict() if ema is not None else None,
         ema_updates=int(ema.n_averaged) if ema is not None else None,
         optimizer=parts.optimizer.state_dict(),
         schedule=parts.schedule.state_dict(),
@@ -91,7 +91,7 @@ def snapshot(
         partial=partial,
         config=facts.cfg,
         classes=facts.classes,
-        pipeline=facts.pipeline,
+        preprocess=facts.pipeline,
         data_size=facts.data_size,
         model_name=facts.cfg.model.name,
         elapsed_s=time.monotonic() - facts.started,
@@ -110,13 +110,13 @@ def restore(
             f"(the global batch and the position in the epoch depend on it), not {group.size}"
         )
     if parts.ema is not None:  # "model" holds the average, "train_model" what trains
-        assert ckpt.train_weights is not None
+        assert ckpt.train_model is not None
         assert ckpt.ema_updates is not None
-        parts.model.load_state_dict(ckpt.train_weights)
-        parts.ema.module.load_state_dict(ckpt.weights)
+        parts.model.load_state_dict(ckpt.train_model)
+        parts.ema.module.load_state_dict(ckpt.model)
         parts.ema.n_averaged.fill_(int(ckpt.ema_updates))
     else:
-        parts.model.load_state_dict(ckpt.weights)
+        parts.model.load_state_dict(ckpt.model)
     assert ckpt.optimizer is not None
     assert ckpt.schedule is not None
     parts.optimizer.load_state_dict(ckpt.optimizer)

@@ -33,7 +33,7 @@ def check_budget(cfg: TrainConfig) -> None:
     if cfg.run.budget_min is None:
         return
     s = cfg.schedule
-    if s.name not in ("onecycle", "cosine") or s.warmup_epochs < 1:
+    if s.name not in ("warmup-linear", "cosine") or s.warmup_epochs < 1:
         raise ConfigError(
             "run.budget_min (--minutes) sizes a one-cycle or cosine schedule from the time "
             "of its warm-up: it needs schedule.name onecycle or cosine and "

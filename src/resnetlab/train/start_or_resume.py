@@ -18,9 +18,10 @@ from resnetlab.runtime.config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    current_names,
     plain,
 )
-from resnetlab.runtime.run_folder import BEST, CONFIG_NAME, LAST, checkpoint_file
+from resnetlab.runtime.folder_layout import BEST, CONFIG_NAME, LAST, checkpoint_file
 from resnetlab.runtime.yaml_text import load_yaml, yaml_reason
 from resnetlab.train.logs import CSV_NAME, JSONL_NAME, STEPS_NAME
 
@@ -172,6 +173,8 @@ def check_config_file(cfg: TrainConfig, saved: dict[str, Any], file: Path) -> No
         on_disk = load_yaml(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read {file}: {yaml_reason(err)}") from err
+    if isinstance(on_disk, dict):  # a schedule under its earlier name is not an edit
+        on_disk = current_names(on_disk)
     ours, theirs, new = _flatten(plain(saved)), _flatten(on_disk), _flatten(cfg.to_dict())
     for key in sorted(set(ours) | set(theirs)):
         if ours.get(key) == theirs.get(key):

@@ -3,17 +3,18 @@ experiments (the same validation split, since the run's seed chose it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 
 from resnetlab.data.datasets import DataBundle, load_data
 from resnetlab.runtime.config import TrainConfig
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
-def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
-    """The data a config names, with its validation split and statistics; skipped files
-    are logged."""
+def load_run_data(cfg: TrainConfig, *, say: bool = True) -> DataBundle:
+    """The data a config names, with its validation split and statistics; the decoding and
+    the skipped files are logged (``say=False``: not, for an evaluation that reads a run's
+    data again)."""
     d = cfg.data
     bundle = load_data(
         d.source,
@@ -28,10 +29,12 @@ def load_run_data(cfg: TrainConfig, log: Log) -> DataBundle:
         in_memory=d.in_memory,
         limit=d.limit_per_class,
         limit_all=d.limit_splits == "all",
-        progress=log,
+        progress=log.info if say else None,
     )
+    if not say:
+        return bundle
     for name, reason in bundle.skipped[:20]:
-        log(f"skipped {name}: {reason}")
+        log.info(f"skipped {name}: {reason}")
     if len(bundle.skipped) > 20:
-        log(f"… and {len(bundle.skipped) - 20} more skipped files")
+        log.info(f"… and {len(bundle.skipped) - 20} more skipped files")
     return bundle

@@ -7,6 +7,7 @@ Under ``torchrun`` every rank builds its own :class:`Run`; rank 0 alone writes f
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,11 +22,11 @@ from resnetlab.data.loaders import MIN_BATCH, BatchPlan, epoch_shape
 from resnetlab.models.resnet import ResNet
 from resnetlab.runtime.checkpoint import Checkpoint, CheckpointSaveError
 from resnetlab.runtime.config import TrainConfig
+from resnetlab.runtime.configured_data import load_run_data
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import choose
+from resnetlab.runtime.folder_layout import BEST, LAST
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import BEST, LAST
-from resnetlab.runtime.rundata import load_run_data
 from resnetlab.train.build import (
     PretrainedSource,
     backbone_parameters,
@@ -48,10 +49,10 @@ from resnetlab.train.loop import (
 )
 from resnetlab.train.optim import LRSchedule, build_ema, build_optimizer
 from resnetlab.train.position import Position, best_value, early_stopping
-from resnetlab.train.progress import ProgressBar, format_epoch
+from resnetlab.train.progress import epoch_bar, format_epoch
 from resnetlab.train.snapshot import RunFacts, Trainable, restore, snapshot
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class Run:
@@ -63,11 +64,10 @@ class Run:
         self,
         cfg: TrainConfig,
         run_dir: Path,
-        log: Log,
         group: Group,
         pretrained: PretrainedSource | None = None,
     ) -> None:
-        self.cfg, self.run_dir, self.log, self.group = cfg, run_dir, log, group
+        self.cfg, self.run_dir, self.group = cfg, run_dir, group
         self.pretrained = pretrained  # model.pretrained, resolved once by fit
         torch.manual_seed(cfg.run.seed)
         place = choose(cfg.run.device, cfg.run.precision, cfg.run.channels_last)
@@ -79,7 +79,7 @@ class Run:
             torch.manual_seed(cfg.run.seed + 1_000_003 * group.rank)
         self._build_optimizer()
         self._plan()
-        self.net = compiled_for_training(self.net, cfg, self.place.device, self.total_steps, log)
+        self.net = compiled_for_training(self.net, cfg, self.place.device, self.total_steps)
         fp16 = self.place.autocast is torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
@@ -92,22 +92,22 @@ class Run:
         # than race it to write the same files.
         if not group.is_main:
             group.barrier()
-        self.bundle = load_run_data(self.cfg, self.log)
+        self.bundle = load_run_data(self.cfg)
         if group.is_main:
             group.barrier()
-        self.cfg = fit_batches(self.cfg, len(self.bundle.train), group.size, self.log)
+        self.cfg = fit_batches(self.cfg, len(self.bundle.train), group.size)
         check_data_options(self.cfg, self.bundle)
-        say_unpretrained(self.cfg, self.log)
+        say_unpretrained(self.cfg)
         if self.place.device.type == "cuda":  # keep small datasets resident on the GPU
             self.bundle = on_device(self.bundle, self.place.device)
         self.val = group.shard(self.bundle.val)  # validation is sharded, its sums all-reduced
         self.pre = preprocess_for(self.cfg, self.bundle, self.pretrained)
 
     def _build_network(self) -> None:
-        cfg, log, group = self.cfg, self.log, self.group
+        cfg, group = self.cfg, self.group
         channels = self.bundle.train.image_size[0]
         model = build_model(
-            cfg, len(self.bundle.classes), channels, log, self.pretrained, self.bundle.classes
+            cfg, len(self.bundle.classes), channels, self.pretrained, self.bundle.classes
         )
         if cfg.run.sync_bn and group.size > 1:
             model = sync_batchnorm(model, self.place.device)
@@ -117,7 +117,7 @@ class Run:
         self.net = group.wrap(self.model, self.place.device)  # what trains (DDP under torchrun)
 
     def _build_optimizer(self) -> None:
-        cfg, log, group = self.cfg, self.log, self.group
+        cfg, group = self.cfg, self.group
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.global_batch = cfg.data.batch_size * group.size
         self.lr = scaled_lr(
@@ -128,14 +128,14 @@ class Run:
             enabled=cfg.run.scale_lr,
         )
         if self.lr != cfg.optim.lr:
-            log(
+            log.info(
                 f"linear scaling rule: lr {cfg.optim.lr:g} × global batch {self.global_batch} "
                 f"/ reference {cfg.optim.reference_batch} = {self.lr:g}"
             )
         backbone = None
         if cfg.model.pretrained and cfg.optim.backbone_lr_scale != 1.0:
             backbone = backbone_parameters(self.model, cfg.model.name)
-            log(
+            log.info(
                 f"discriminative lr: the pretrained backbone at lr × "
                 f"{cfg.optim.backbone_lr_scale:g}, the head at lr"
             )
@@ -152,7 +152,7 @@ class Run:
         shape = epoch_shape(len(self.bundle.train), cfg.data.batch_size, self.group.size, keep)
         self.steps_per_epoch = shape.steps
         if shape.dropped and keep:  # data.last_batch: drop (earlier code's way) is silent
-            self.log(
+            log.info(
                 f"each epoch leaves out {shape.dropped} of the {len(self.bundle.train)} "
                 f"training images (a last batch under {MIN_BATCH} images a process: BatchNorm "
                 "needs 2); a different shuffle each epoch"
@@ -191,7 +191,7 @@ class Run:
             self.set_length(self.schedule.total_steps)
         # Wall time and the time limit count every session of the run.
         self.started = time.monotonic() - ckpt.elapsed_s
-        self.log(f"resuming {self.run_dir} at epoch {self.pos.epoch + 1}, step {self.pos.step}")
+        log.info(f"resuming {self.run_dir} at epoch {self.pos.epoch + 1}, step {self.pos.step}")
 
     def snapshot(self, generator: torch.Tensor | None = None) -> Checkpoint:
         """The checkpoint of the current position (``generator``: paused mid-epoch)."""
@@ -234,16 +234,19 @@ class Run:
         )
         batches = self.bundle.train.train_batches(self.pre, plan, self.place.device)
         epoch = pos.epoch + 1
-        bar = ProgressBar(
-            self.steps_per_epoch, desc=f"epoch {epoch}", enabled=None if g.is_main else False
+        bar = epoch_bar(
+            self.steps_per_epoch,
+            desc=f"epoch {epoch}",
+            initial=pos.partial.batches_done,
+            enabled=None if g.is_main else False,
         )
-        bar.update(pos.partial.batches_done)
 
         def on_log(point: LogPoint) -> None:
             if steps is not None and point.window_loss is not None:
                 assert point.window_error is not None
                 steps.log(point.step, epoch, point.window_loss, point.window_error)
-            bar.update(point.batches_done - bar.done, loss=point.loss, top1=point.top1, lr=point.lr)
+            bar.set_postfix(loss=point.loss, top1=point.top1, lr=point.lr, refresh=False)
+            bar.update(point.batches_done - bar.n)
 
         parts = TrainStep(
             self.net,
@@ -322,7 +325,7 @@ class Run:
             del row["val_top5"]
         if logger is not None:
             logger.log(row)
-        self.log(format_epoch(row))
+        log.info(format_epoch(row))
         watched = {"val_loss": val["loss"], "val_top1": val["top1"]}
         self.schedule.epoch_end(watched)
         patience = cfg.run.early_stopping_patience
@@ -334,7 +337,7 @@ class Run:
         self.save(self.snapshot(), LAST, *([BEST] if improved else []))
         if stop:
             metric = cfg.run.early_stopping_metric
-            self.log(f"early stopping: no better {metric} for {patience} epochs")
+            log.info(f"early stopping: no better {metric} for {patience} epochs")
             return "early_stop"
         return ""
 
@@ -342,7 +345,7 @@ class Run:
         """Save the position inside the current epoch (signal or time limit)."""
         self.save(self.snapshot(generator), LAST)
         done = self.pos.partial.batches_done if self.pos.partial is not None else 0
-        self.log(
+        log.info(
             f"{reason}: saved {self.run_dir / LAST} at epoch {self.pos.epoch + 1}, "
             f"batch {done}/{self.steps_per_epoch}; continue with "
             f"`resnetlab train --resume {self.run_dir}`"

@@ -12,9 +12,10 @@ rank 0 alone writes the run folder, logs and draws the progress bar.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from types import FrameType
 
 from resnetlab.runtime.checkpoint import Checkpoint
 from resnetlab.runtime.config import ConfigError, TrainConfig, save_config
+from resnetlab.runtime.folder_layout import RunFolder, checkpoint_file
 from resnetlab.runtime.group import Group
-from resnetlab.runtime.run_folder import RunFolder, checkpoint_file
 from resnetlab.train.build import (
     PretrainedSource,
     resolve_pipeline,
@@ -33,9 +34,9 @@ from resnetlab.train.build import (
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.distributed import restart_point, session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
+from resnetlab.train.parts import Run
 from resnetlab.train.report import final_test, write_results
-from resnetlab.train.run import Run
-from resnetlab.train.run_files import (
+from resnetlab.train.start_or_resume import (
     check_out_dir,
     check_resumable,
     finished_run,
@@ -44,7 +45,7 @@ from resnetlab.train.run_files import (
 )
 from resnetlab.train.time_budget import budget_epochs, check_budget, fixing_epoch
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 EXIT_CODES = {
     "completed": 0,
     "time": 0,
@@ -114,7 +115,6 @@ def fit(
     cfg: TrainConfig,
     *,
     resume: str | Path | None = None,
-    log: Log = print,
     command: str | None = None,
 ) -> RunResult:
     """Train ``cfg`` (or continue the run saved at ``resume``) and return where it ended.
@@ -123,15 +123,11 @@ def fit(
     ``torchrun`` every process calls this; each returns the same result.
     """
     with session(cfg.run.device) as group:
-        return _fit(cfg, group, resume, log if group.is_main else _silent, command)
-
-
-def _silent(_msg: str) -> None:
-    pass
+        return _fit(cfg, group, resume, command)
 
 
 def _fit(
-    cfg: TrainConfig, group: Group, resume: str | Path | None, log: Log, command: str | None
+    cfg: TrainConfig, group: Group, resume: str | Path | None, command: str | None
 ) -> RunResult:
     check_budget(cfg)
     pretrained = resolve_pretrained(cfg)  # once: a local file is hashed, a name fetched
@@ -141,7 +137,7 @@ def _fit(
         check_out_dir(Path(cfg.run.out_dir).expanduser())
         run_dir = group.broadcast(new_run_dir(cfg))  # rank 0's: the default name holds the time
         # torchrun restarted the workers after a failure: continue this launch's run
-        resume = group.broadcast(restart_point(run_dir, log) if group.is_main else None)
+        resume = group.broadcast(restart_point(run_dir) if group.is_main else None)
     if resume is not None:
         path = checkpoint_file(resume)
         ckpt = Checkpoint.load(path)  # every rank reads it: the folder must be shared
@@ -157,7 +153,7 @@ def _fit(
         problem = group.broadcast(problem)  # every rank stops, not only rank 0
         if problem:
             raise ConfigError(problem)
-        return _train(cfg, group, run_dir, ckpt, log, command, pretrained)
+        return _train(cfg, group, run_dir, ckpt, command, pretrained)
 
 
 def _train(
@@ -165,14 +161,13 @@ def _train(
     group: Group,
     run_dir: Path,
     ckpt: Checkpoint | None,
-    log: Log,
     command: str | None,
     pretrained: PretrainedSource | None,
 ) -> RunResult:
     cfg, pipeline = resolve_pipeline(cfg)
-    run = Run(cfg, run_dir, log, group, pretrained)
+    run = Run(cfg, run_dir, group, pretrained)
     if ckpt is not None and (done := finished_run(run_dir, ckpt, run.total_steps, cfg.run.test)):
-        log(done)  # a finished run resumed: its files stay as they are
+        log.info(done)  # a finished run resumed: its files stay as they are
         return RunResult(run_dir, "completed", ckpt.epoch, ckpt.best_val_top1, None)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -181,9 +176,9 @@ def _train(
             truncate_metrics(run_dir, ckpt.epoch)
     if ckpt is not None:
         run.restore(ckpt)
-    log(run.describe())
+    log.info(run.describe())
     if pipeline:
-        log(pipeline)
+        log.info(pipeline)
     status = _epochs(run)
     if not group.is_main:
         return RunResult(run_dir, status, run.pos.epoch, run.pos.best_top1, None)
@@ -194,7 +189,7 @@ def _train(
 
 def _epochs(run: Run) -> str:
     """Train epoch after epoch until the run ends; returns how it ended (see RunResult)."""
-    cfg, group, log = run.cfg, run.group, run.log
+    cfg, group = run.cfg, run.group
     signals = _Signals()
     limits = [m * 60 for m in (cfg.run.time_limit_min, cfg.run.budget_min) if m]
     limit_s = min(limits) if limits else None
@@ -217,7 +212,7 @@ def _epochs(run: Run) -> str:
             epoch_started = time.monotonic()
             out, generator = run.train_epoch(should_stop, steps)
             if out.stopped == "nan":
-                log(
+                log.info(
                     f"stopped: the training loss became NaN/inf in epoch {run.pos.epoch + 1} "
                     f"(near step {out.step}); the last good checkpoint is "
                     f"{RunFolder(run.run_dir).last} (try a lower learning rate)"
@@ -265,7 +260,7 @@ def _fix_to_budget(run: Run, *, epoch_s: float, val_s: float) -> None:
     epochs = run.group.broadcast(epochs)  # under torchrun every rank takes rank 0's count
     run.set_length(epochs * run.steps_per_epoch)
     run.schedule.length_fixed = True
-    run.log(said)
+    log.info(said)
 
 
 def _finish(
@@ -291,10 +286,10 @@ def _finish(
             if signals.received:
                 raise _Stopped(signals.received)
             with signals.raising():
-                test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg, run.log)
+                test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg)
         except _Stopped as stop:
             status, test = str(stop), None
-            run.log(
+            log.info(
                 f"{status}: stopped during the test evaluation, before any test figure was "
                 f"written; every epoch is saved: `resnetlab train --resume {run_dir}` runs "
                 "the test"
