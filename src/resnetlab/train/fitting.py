@@ -34,8 +34,9 @@ from resnetlab.train.build import (
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.distributed import restart_point, session
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
-from resnetlab.train.parts import Run
+from resnetlab.train.plan import TrainPlan
 from resnetlab.train.report import final_test, write_results
+from resnetlab.train.run import Run, open_run
 from resnetlab.train.start_or_resume import (
     check_out_dir,
     check_resumable,
@@ -165,13 +166,14 @@ def _train(
     pretrained: PretrainedSource | None,
 ) -> RunResult:
     cfg, pipeline = resolve_pipeline(cfg)
-    run = Run(cfg, run_dir, group, pretrained)
-    if ckpt is not None and (done := finished_run(run_dir, ckpt, run.total_steps, cfg.run.test)):
+    run = open_run(cfg, run_dir, group, pretrained)  # planned once, built once
+    total = run.plan.total_steps
+    if ckpt is not None and (done := finished_run(run_dir, ckpt, total, cfg.run.test)):
         log.info(done)  # a finished run resumed: its files stay as they are
         return RunResult(run_dir, "completed", ckpt.epoch, ckpt.best_val_top1, None)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run.cfg, RunFolder(run_dir).config_file)  # as the data made it
+        save_config(run.plan.cfg, RunFolder(run_dir).config_file)  # as the data made it
         if ckpt is not None:  # epochs logged after the checkpoint are trained again
             truncate_metrics(run_dir, ckpt.epoch)
     if ckpt is not None:
@@ -189,7 +191,7 @@ def _train(
 
 def _epochs(run: Run) -> str:
     """Train epoch after epoch until the run ends; returns how it ended (see RunResult)."""
-    cfg, group = run.cfg, run.group
+    cfg, group = run.plan.cfg, run.group
     signals = _Signals()
     limits = [m * 60 for m in (cfg.run.time_limit_min, cfg.run.budget_min) if m]
     limit_s = min(limits) if limits else None
@@ -208,7 +210,7 @@ def _epochs(run: Run) -> str:
         MetricsLogger(run.run_dir) if group.is_main else nullcontext()
     )
     with signals.installed(), metrics as logger:
-        while run.pos.epoch < run.max_epochs:
+        while run.pos.epoch < run.plan.max_epochs:
             epoch_started = time.monotonic()
             out, generator = run.train_epoch(should_stop, steps)
             if out.stopped == "nan":
@@ -221,7 +223,7 @@ def _epochs(run: Run) -> str:
                 break
             run.pos.step = out.step
             finished = run.pos.partial is not None and (
-                run.pos.partial.batches_done >= run.steps_per_epoch
+                run.pos.partial.batches_done >= run.plan.steps_per_epoch
             )
             if out.stopped in ("sigint", "sigterm") or (out.stopped == "time" and not finished):
                 run.pause(out.stopped, generator)
@@ -229,9 +231,9 @@ def _epochs(run: Run) -> str:
                 break
             val_started = time.monotonic()
             val = run.validate()
-            if budgeted and not run.schedule.length_fixed and run.pos.epoch + 1 >= fix_at:
+            if budgeted and not run.plan.length_fixed and run.pos.epoch + 1 >= fix_at:
                 now = time.monotonic()
-                _fix_to_budget(run, epoch_s=now - epoch_started, val_s=now - val_started)
+                run.plan = _fix_to_budget(run, epoch_s=now - epoch_started, val_s=now - val_started)
             if run.close_epoch(out, val, logger):
                 status = "early_stop"
                 break
@@ -245,22 +247,25 @@ def _epochs(run: Run) -> str:
     return status
 
 
-def _fix_to_budget(run: Run, *, epoch_s: float, val_s: float) -> None:
-    """Fix the run's length (epochs, steps, the schedule's end) to what fits its budget; a
-    resumed run keeps it (the schedule's ``length_fixed`` is in the checkpoint)."""
+def _fix_to_budget(run: Run, *, epoch_s: float, val_s: float) -> TrainPlan:
+    """The run's plan with its length (epochs, steps) fixed to what fits its budget, the
+    schedule's end with it; a resumed run keeps it (the schedule's ``length_fixed`` is in
+    the checkpoint)."""
+    plan = run.plan
     epochs, said = budget_epochs(
-        run.cfg,
+        plan.cfg,
         run.bundle,
         epochs_done=run.pos.epoch + 1,  # the epoch being closed
         elapsed_s=time.monotonic() - run.started,
         epoch_s=epoch_s,
         val_s=val_s,
-        steps_per_epoch=run.steps_per_epoch,
+        steps_per_epoch=plan.steps_per_epoch,
     )
     epochs = run.group.broadcast(epochs)  # under torchrun every rank takes rank 0's count
-    run.set_length(epochs * run.steps_per_epoch)
-    run.schedule.length_fixed = True
+    plan = plan.with_length(epochs * plan.steps_per_epoch)
+    run.parts.schedule.fix_length(plan.total_steps)
     log.info(said)
+    return plan
 
 
 def _finish(
@@ -269,7 +274,7 @@ def _finish(
     """Curves, the one test evaluation (best checkpoint), results.json and report.md. A
     SIGTERM or Ctrl-C during the test stops it: results.json says so (no test figures) and
     ``--resume`` runs the test again (every epoch is in last.pt already)."""
-    cfg, run_dir = run.cfg, run.run_dir
+    cfg, run_dir = run.plan.cfg, run.run_dir
     signals = signals or _Signals()
     rows = read_metrics(run_dir)
     if rows:
@@ -286,7 +291,9 @@ def _finish(
             if signals.received:
                 raise _Stopped(signals.received)
             with signals.raising():
-                test = final_test(run.model, run.bundle, run.pre, run.place, run_dir, cfg)
+                test = final_test(
+                    run.parts.model, run.bundle, run.plan.pre, run.place, run_dir, cfg
+                )
         except _Stopped as stop:
             status, test = str(stop), None
             log.info(

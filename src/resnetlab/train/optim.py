@@ -176,6 +176,10 @@ class LRSchedule:
         if self.length_fixed:  # a time budget's length; otherwise the config's plan stands
             self.total_steps = int(state["total_steps"])
 
+    def fix_length(self, total_steps: int) -> None:
+        """The run's length a time budget fixed (the checkpoint keeps it)."""
+        self.total_steps, self.length_fixed = total_steps, True
+
     def lr_at(self, step: int) -> float:
         cfg, base = self.cfg, self.base_lr
         if self.warming and cfg.warmup_lr is not None:
