@@ -7,6 +7,7 @@ import http.server
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,38 @@ FIXTURE = SHARED / "fixtures" / "torchvision_state_dicts.json"
 # Under pytest-xdist each worker gets one thread: the workers already fill the cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+
+
+# The costliest modules first (measured with --durations), and in each module its ``slow``
+# tests first. Under scripts/test's ``--dist worksteal`` each worker starts on half of the
+# queue and an idle worker takes half of what the other has left, from its end: so the
+# long tests start early and the many short ones are what is left to share at the end,
+# instead of a worker running a minute-long test alone while the other waits. A module's
+# tests stay together, so that its module-scoped fixtures are built once a worker.
+FIRST = (
+    "test_distributed.py",
+    "test_train.py",
+    "test_faults.py",
+    "test_bad_input.py",
+    "test_benchmarks.py",
+    "test_error_kinds.py",
+    "test_bench_check.py",
+    "test_cli.py",
+    "test_docs_commands.py",
+    "test_checkpoint.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    seen: dict[Path, int] = {}
+    for item in items:
+        seen.setdefault(item.path, len(seen))
+
+    def order(item: pytest.Item) -> tuple[int, int, bool]:
+        first = FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST)
+        return first, seen[item.path], item.get_closest_marker("slow") is None
+
+    items.sort(key=order)  # stable: the order within each group is kept
 
 
 @pytest.fixture(scope="session")
@@ -66,17 +99,21 @@ def meta_model(name: str, **overrides: Any) -> torch.nn.Module:
         return create_model(name, **overrides)
 
 
+def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary folder, shared by the pytest-xdist workers (each of which has
+    its own ``BASETEMP/popen-gwN`` below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Decoded-data caches go to a per-session temporary folder, never ~/.cache. The
-    pytest-xdist workers (``BASETEMP/popen-gwN``) share the session's: a dataset is decoded
-    once, not once a worker (the cache's entries are written whole, so racing is safe)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    monkeypatch.setenv("RESNETLAB_CACHE", str(base / "cache"))
+    pytest-xdist workers share the session's: a dataset is decoded once, not once a worker
+    (the cache's entries are written whole, so racing is safe)."""
+    monkeypatch.setenv("RESNETLAB_CACHE", str(session_folder(tmp_path_factory) / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +149,32 @@ def tiny_train(
     argv += ["--precision", precision] if precision else []
     argv += [] if test else ["--no-test"]
     return [*argv, *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of ``tiny_train("--epochs", "1")``: a real one-epoch ResNet-20, trained
+    once a session, not once a test module (the xdist workers share it; the first to need it
+    trains it under a file lock). Never change it: ``copy_run`` it into a test's folder."""
+    from filelock import FileLock
+
+    from resnetlab.cli import main
+
+    root = session_folder(tmp_path_factory) / "tiny-run"
+    with FileLock(f"{root}.lock"), pytest.MonkeyPatch.context() as m:
+        if not (root / "trained").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a session killed while training
+            m.setenv("RESNETLAB_CACHE", str(session_folder(tmp_path_factory) / "cache"))
+            assert main(tiny_train("--epochs", "1", "--out", str(root), "--name", "run")) == 0
+            (root / "trained").touch()
+    return root / "run"
+
+
+def copy_run(run: Path, root: Path, name: str = "run") -> Path:
+    """A copy of the run folder ``run`` as ``root/name`` (a resumed run continues where its
+    checkpoint is, so the copy is a run of its own)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(run, root / name))
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -15,22 +15,16 @@ from typing import Any
 
 import pytest
 
-from conftest import cli, tiny_train
+from conftest import cli, copy_run
 from resnetlab import fileio
 
 Capture = pytest.CaptureFixture[str]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real one-epoch ResNet-20 checkpoint."""
-    from resnetlab.cli import main
-
-    root = tmp_path_factory.mktemp("atomic")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main([*tiny_train("--epochs", "1", "--out", str(root), "--name", "run")]) == 0
-    return root / "run" / "last.pt"
+def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+    """A real one-epoch ResNet-20 checkpoint (a copy of the session's tiny run)."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("atomic")) / "last.pt"
 
 
 def _dead_pid() -> int:

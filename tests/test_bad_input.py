@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import cli, http_server, tiny_train
+from conftest import cli, copy_run, http_server, tiny_train
 from resnetlab.cli import main
 from resnetlab.interop import weights as catalogue
 from resnetlab.interop.weights import get_weights
@@ -463,6 +463,28 @@ CASES = [
          needle="run.budget_min must be a positive"),
     case("train-interpolation", "an unknown resize filter", *TRAIN,
          "--set", "data.interpolation=nearest", needle="data.interpolation must be one of"),
+    # ------------------------------------------------------------ issue 31's messages
+    case("predict-other-architecture", "a published file of another architecture (a ResNet-18 "
+         "given as `--model resnet50`, torchvision's name of `resnet50_v1_5`)", "predict",
+         "{r18}", "{photo}", "--model", "resnet50", needle="holds a resnet18 (1000 classes), "
+         "not a resnet50_v1_5: only 98 of 320 tensors match; use --model resnet18", keep="r18"),
+    case("eval-split-test-on-train-val", "`--split test` on a train/val folder (the PyTorch "
+         "transfer-learning tutorial's layout; with no `--split`, `eval` measures val and says "
+         "so)", "eval", "{ckpt}", "--data", "{train_val}", "--split", "test",
+         needle="has no 'test' split; it has val, train (--split val)"),
+    case("train-pretrained-other-architecture", "`train --pretrained` holding another "
+         "architecture (a ResNet-18 file for the `paper-cifar` ResNet-20)", *TRAIN, "--epochs",
+         "1", "--pretrained", "{r18}", "--out", "{out}",
+         needle="holds a resnet18 (1000 classes), not a resnet20: only ", keep="r18"),
+    case("train-in-channels-contradicted", "`in_channels` the data contradicts (it was "
+         "accepted, and written to `config.yaml`, while the network was built with 3)", *TRAIN,
+         "--epochs", "1", "--set", "model.options.in_channels=1", "--out", "{out}",
+         needle="model.options.in_channels=1, but the data has 3 channels (images are decoded "
+         "as RGB); leave in_channels out (it is taken from the data)"),
+    case("train-num-classes-contradicted", "`num_classes` the data contradicts", *TRAIN,
+         "--epochs", "1", "--set", "model.options.num_classes=7", "--out", "{out}",
+         needle="model.options.num_classes=7, but the data has 10 classes; leave num_classes "
+         "out"),
     # ------------------------------------------------------------ issue 33: memory
     case("train-eval-batch-memory", "validation at `data.eval_batch_size` that cannot fit "
          "(the training step can)", *TRAIN, "--epochs", "1", "--limit-per-class", "50",
@@ -525,12 +547,11 @@ def _published_files(root: Path, f: dict[str, Path], m: pytest.MonkeyPatch) -> I
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """Every file and folder the cases name (built once; the cases must not change them)."""
+def files(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Iterator[dict[str, Path]]:
+    """Every file and folder the cases name (built once; the cases must not change them).
+    ``run``: a copy of the session's one-epoch run of TRAIN."""
     root = tmp_path_factory.mktemp("bad")
-    with pytest.MonkeyPatch.context() as m:  # conftest's cache folder (set per test only)
-        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main([*TRAIN, "--epochs", "1", "--out", str(root), "--name", "run"]) == 0
+    copy_run(tiny_run, root)
     f: dict[str, Path] = {"files": root, "out": root / "out", "run": root / "run"}
     with pytest.MonkeyPatch.context() as m:
         yield from _with_published(root, f, m)
@@ -660,6 +681,22 @@ def _common_files(root: Path, f: dict[str, Path]) -> None:
     f["unreadable"] = root / "unreadable.png"
     _png(f["unreadable"], (1, 2, 3))
     f["unreadable"].chmod(0o000)
+    _other_architecture_files(root, f)
+
+
+def _other_architecture_files(root: Path, f: dict[str, Path]) -> None:
+    """A published ResNet-18 file, a photo, and a folder in the PyTorch transfer-learning
+    tutorial's layout (train/val, no test)."""
+    from resnetlab.interop.fact_sheet import CIFAR10_CLASSES
+
+    f["r18"] = root / "r18.pth"
+    torch.save(create_model("resnet18").state_dict(), f["r18"])
+    f["photo"] = root / "photo.png"
+    Image.new("RGB", (40, 30), (90, 120, 200)).save(f["photo"])
+    f["train_val"] = root / "tv"
+    for split in ("train", "val"):
+        for c, cls in enumerate(CIFAR10_CLASSES):
+            _png(f["train_val"] / split / cls / "a.png", (20 * c, 90, 30))
 
 
 def _pt2_files(root: Path, f: dict[str, Path]) -> None:
@@ -700,11 +737,25 @@ def _misfit_export(root: Path, f: dict[str, Path]) -> None:
     good.unlink()
 
 
+_DIGESTS: dict[tuple[int, ...], str] = {}
+
+
+def _digest(path: Path) -> str:
+    """The file's SHA-256, read again only when its inode, size, mtime or ctime changed: any
+    write or replacement changes them (ctime cannot be set back), and re-reading the 46 MB
+    ResNet-18 file twice a case cost seconds over the table."""
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _DIGESTS[key]
+
+
 def _digests(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
         if path.is_file() and os.access(path, os.R_OK):
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(path.relative_to(root))] = _digest(path)
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import cli, tiny_train
+from conftest import cli, copy_run, tiny_train
 from resnetlab import fileio
 
 Capture = pytest.CaptureFixture[str]
@@ -24,14 +24,9 @@ MP = pytest.MonkeyPatch
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from resnetlab.cli import main
-
-    root = tmp_path_factory.mktemp("kinds")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main([*tiny_train("--epochs", "1", "--out", str(root), "--name", "run")]) == 0
-    return root / "run"
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+    """A real one-epoch run folder (a copy of the session's tiny run)."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("kinds"))
 
 
 def _python(shell: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
-import subprocess
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 import yaml
 from torch import nn
 
+from browser import needs_chromium, screenshot_colours
 from resnetlab.cli import main
 from resnetlab.experiments.degradation import findings as degradation_findings
 from resnetlab.experiments.responses import findings as response_findings
@@ -207,42 +206,11 @@ def test_findings_follow_the_numbers() -> None:
     assert "NOT smaller" in response_findings({"plain20": [1.0], "resnet20": [2.0]})
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# CI installs chromium and sets this, so that a missing browser fails the test there.
-NEED_BROWSER = bool(os.environ.get("RESNETLAB_REQUIRE_BROWSER"))
-
-
-@pytest.mark.skipif(
-    CHROMIUM is None and not NEED_BROWSER, reason="needs Debian's chromium (apt install chromium)"
-)
+@needs_chromium
 def test_html_report_renders_in_chromium(store: Path, tmp_path: Path) -> None:
-    assert CHROMIUM is not None, "RESNETLAB_REQUIRE_BROWSER is set but chromium is missing"
     page = (store / "degradation" / "report.html").resolve()
-    shot = tmp_path / "shot.png"
-    # The closed network refuses Chromium's background connections: turn them off.
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri()],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    from PIL import Image
-
-    with Image.open(shot) as img:
-        assert img.size == (1000, 1600)
-        colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
-    assert colours is None or len(colours) > 50  # text, tables and charts, not a blank page
+    colours = screenshot_colours(page.as_uri(), tmp_path / "profile", 1000, 1600)
+    assert colours is None or colours > 50  # text, tables and charts, not a blank page
 
 
 # ---------------------------------------------------------------------- landscape, lesion

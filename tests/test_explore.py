@@ -4,22 +4,17 @@ a click on a box opens its block's layers, a non-blank screenshot)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from browser import dump_dom, needs_chromium, screenshot_colours
 from conftest import cli, meta_model
 from resnetlab.analysis import summarize
 from resnetlab.analysis.explorer import explore_page
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# CI installs chromium and sets this, so that a missing browser fails the test there.
-NEED_BROWSER = bool(os.environ.get("RESNETLAB_REQUIRE_BROWSER"))
 SVG_NS = "http://www.w3.org/2000/svg"
 
 
@@ -138,32 +133,13 @@ def test_bad_input_one_line_exit_2(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and not NEED_BROWSER, reason="needs Debian's chromium (apt install chromium)"
-)
+@needs_chromium
 def test_explorer_in_headless_chromium(tmp_path: Path) -> None:
-    assert CHROMIUM is not None, "RESNETLAB_REQUIRE_BROWSER is set but chromium is missing"
     page = tmp_path / "explore.html"
     page.write_text(explore_page("resnet34", "plain34"))
-    # The closed network refuses Chromium's background connections: turn them off.
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
     # "#open=layer2.0" clicks that block's box in the diagram once the page has loaded.
     url = page.resolve().as_uri() + "#open=layer2.0"
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
-    )
+    dom = dump_dom(url, tmp_path / "profile")
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
@@ -180,16 +156,5 @@ def test_explorer_in_headless_chromium(tmp_path: Path) -> None:
         assert ("0", f"layer2.0.{layer}") in seen.nodes
     assert "hit" in (seen.nodes[("0", "layer2.0")].get("class") or "")
 
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1400,1000", url],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    from PIL import Image
-
-    with Image.open(shot) as img:
-        assert img.size == (1400, 1000)
-        colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
-    assert colours is None or len(colours) > 50  # diagram, tree and text, not a blank page
+    colours = screenshot_colours(url, tmp_path / "profile", 1400, 1000)
+    assert colours is None or colours > 50  # diagram, tree and text, not a blank page

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, checkpoint_weights, cli, tiny_train
+from conftest import REPO, checkpoint_weights, cli, copy_run, tiny_train
 from resnetlab.cli import main
 from resnetlab.runtime import checkpoint
 from resnetlab.runtime.checkpoint import (
@@ -51,14 +51,10 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real one-epoch run (it also fills the session's decoded-data cache, which the
-    subprocesses below share through RESNETLAB_CACHE)."""
-    out = tmp_path_factory.mktemp("faults")
-    with pytest.MonkeyPatch.context() as m:  # conftest's cache folder (set per test only)
-        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main([*TRAIN, "--epochs", "1", "--out", str(out), "--name", "good"]) == 0
-    return out / "good"
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+    """A real one-epoch run (a copy of the session's tiny run, which also filled the
+    session's decoded-data cache that the subprocesses below share through RESNETLAB_CACHE)."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("faults"), "good")
 
 
 # ---------------------------------------------------------------- kill -9, then --resume

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import tiny_train
+from conftest import copy_run
 from resnetlab.cli import main
 from test_atomic_writes import _FakeModel, _FakeOV
 
@@ -31,14 +31,15 @@ TINY += ["--limit-per-class", "12", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A one-epoch run, an image, and a reproduce store with one finished run."""
+def made(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> dict[str, Path]:
+    """A one-epoch run (a copy of the session's tiny run), an image, and a reproduce store
+    with one finished run."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("full")
+    copy_run(tiny_run, root)
     with pytest.MonkeyPatch.context() as m:
         m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main([*tiny_train("--epochs", "1", "--out", str(root), "--name", "run")]) == 0
         table = ["reproduce", "cifar-table", "--depths", "20", "--seeds", "0", *TINY]
         assert main([*table, "--out", str(root / "store")]) == 0
     Image.new("RGB", (32, 32), (200, 30, 40)).save(root / "cat.png")

@@ -125,64 +125,40 @@ def _run_damaged(
     assert {k: v for k, v in after.items() if k in before} == before  # nothing changed
 
 
-@BOUNDED
-@given(broken=damage())
-def test_a_damaged_checkpoint(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: Damage
+# Each file resnetlab reads, and the command that reads it (``{file}``: the damaged copy,
+# ``{image}``/``{ckpt}``/``{dir}``: an intact image, the intact checkpoint, the copy's folder).
+TABLE = ["reproduce", "cifar-table", "--depths", "20", "--seeds", "0", "--report-only"]
+READERS = {
+    "checkpoint": ("ckpt", ["predict", "{file}", "{image}"]),
+    "safetensors export": ("safetensors", ["predict", "{file}", "{image}"]),
+    "int8 file": ("pt2", ["predict", "{file}", "{image}"]),
+    "earlier report": ("results", [*TABLE, "--out", "{dir}/out", "--previous", "{file}"]),
+    "image archive": ("tar", ["eval", "{ckpt}", "--data", "{file}", "--split", "test"]),
+}
+# Examples per reader: each load of an int8 program takes a second, so it gets half.
+EXAMPLES = {"int8 file": 6}
+
+
+def _property(reader: str) -> Callable[..., None]:
+    """The property for one reader, with its own example budget."""
+    key, argv = READERS[reader]
+
+    @settings(BOUNDED, max_examples=int(DEEP or EXAMPLES.get(reader, 12)))
+    @given(broken=damage())
+    def check(
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: Damage
+    ) -> None:
+        def command(f: Path) -> list[str]:
+            paths = {"file": f, "dir": f.parent, "image": files["image"], "ckpt": files["ckpt"]}
+            return [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv]
+
+        _run_damaged(capsys, tmp_path, files[key], broken, command)
+
+    return check
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_damaged_file(
+    reader: str, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _run_damaged(
-        capsys, tmp_path, files["ckpt"], broken, lambda f: ["predict", str(f), str(files["image"])]
-    )
-
-
-@BOUNDED
-@given(broken=damage())
-def test_a_damaged_safetensors_export(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: Damage
-) -> None:
-    _run_damaged(
-        capsys,
-        tmp_path,
-        files["safetensors"],
-        broken,
-        lambda f: ["predict", str(f), str(files["image"])],
-    )
-
-
-@settings(BOUNDED, max_examples=int(DEEP or 6))  # each load of a program takes a second
-@given(broken=damage())
-def test_a_damaged_int8_file(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: Damage
-) -> None:
-    _run_damaged(
-        capsys, tmp_path, files["pt2"], broken, lambda f: ["predict", str(f), str(files["image"])]
-    )
-
-
-@BOUNDED
-@given(broken=damage())
-def test_a_damaged_earlier_report(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: Damage
-) -> None:
-    table = ["reproduce", "cifar-table", "--depths", "20", "--seeds", "0", "--report-only"]
-    _run_damaged(
-        capsys,
-        tmp_path,
-        files["results"],
-        broken,
-        lambda f: [*table, "--out", str(f.parent / "out"), "--previous", str(f)],
-    )
-
-
-@BOUNDED
-@given(broken=damage())
-def test_a_damaged_image_archive(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: Damage
-) -> None:
-    _run_damaged(
-        capsys,
-        tmp_path,
-        files["tar"],
-        broken,
-        lambda f: ["eval", str(files["ckpt"]), "--data", str(f), "--split", "test"],
-    )
+    _property(reader)(files, tmp_path, capsys)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import cli, tiny_train
+from conftest import cli, copy_run
 from resnetlab.data.decoded_cache import load_folder
 from resnetlab.data.folders import index_folder, load_split, stratified_split
 from resnetlab.data.images import decode_image
@@ -106,14 +106,9 @@ def test_the_decoded_cache_sees_pixels_changed_with_size_and_mtime_kept(tmp_path
 
 # ---------------------------------------------------------------- untrusted numbers
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from resnetlab.cli import main
-
-    root = tmp_path_factory.mktemp("silent")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("RESNETLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main([*tiny_train("--epochs", "1", "--out", str(root), "--name", "run")]) == 0
-    return root / "run" / "last.pt"
+def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+    """A real one-epoch ResNet-20 checkpoint (a copy of the session's tiny run)."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("silent")) / "last.pt"
 
 
 def _crafted(ckpt: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:

@@ -139,12 +139,17 @@ def test_lr_schedules() -> None:
 
 
 # ---------------------------------------------------------------- a real run
+@pytest.mark.slow  # the longest test: conftest starts it first
 def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     """Two epochs on a small subset of real CIFAR-10 images: clearly above the 10% of
-    guessing (test split: 5,000 images, ``limit_per_class`` of each class, so 25% is far
+    guessing (test split: 3,000 images, ``limit_per_class`` of each class, so 25% is far
     outside chance). Validation holds 1,000 images (2%, not the recipe's 5,000) and sees no
     flip TTA: evaluation, not what is tested here, was most of the run's time. Only the
-    11,000 images the run uses are decoded (not all 60,000)."""
+    7,000 images the run uses are decoded (not all 60,000). The network is the recipe's
+    ResNet-20 with one block a stage (ResNet-8): what is tested is that a real run learns,
+    not the depth (every registered model's forward and backward is test_models'). It
+    reached 32.9% test top-1 in 36 s of one core (ResNet-20 on 500 images a class: 33.7%,
+    102 s)."""
     over: dict[str, Any] = {
         "run.epochs": 2,
         "run.out_dir": str(tmp_path),
@@ -155,10 +160,11 @@ def test_short_real_run_beats_chance(tmp_path: Path) -> None:
     if CIFAR_JPEG.is_file():
         over |= {
             "data.source": str(CIFAR_JPEG),
-            "data.limit_per_class": 500,
+            "data.limit_per_class": 300,
             "data.val_fraction": 0.02,
-            "data.batch_size": 64,
+            "data.batch_size": 32,
             "data.eval_batch_size": 1000,
+            "model.options.layers": [1, 1, 1],
         }
         floor = 25.0
     else:  # without ../shared: the 900 training images the package ships, for longer
@@ -418,12 +424,14 @@ def test_resume_with_other_settings_is_refused(
 
 def test_sigterm_saves_and_exits_zero(tmp_path: Path) -> None:
     """A real SIGTERM (a scheduler's preemption) mid-run: checkpoint saved, exit 0, and the
-    run resumes to completion."""
+    run resumes to completion. 10 images a class (9 steps an epoch, 30 before): what is
+    tested is that the signal lands mid-run, in a run of 40 epochs, and the resume trains one
+    epoch more, so a short epoch tests the same and costs a third."""
     cmd = [
         sys.executable,
         "-m",
         "resnetlab",
-        *tiny_train("--epochs", "40", "--out", str(tmp_path), "--name", "sig", per_class=30),
+        *tiny_train("--epochs", "40", "--out", str(tmp_path), "--name", "sig", per_class=10),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None

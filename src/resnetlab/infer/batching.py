@@ -8,7 +8,7 @@ run in the largest batch that fits, and the commands say so in one line."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -18,7 +18,32 @@ from resnetlab.errors import InvalidValueError
 from resnetlab.infer.exported import OnnxModel
 
 if TYPE_CHECKING:
-    from resnetlab.infer.predict import Predictor
+    from resnetlab.data.augment import Preprocess
+    from resnetlab.runtime.config import TrainConfig
+    from resnetlab.runtime.execution import Execution
+
+
+class Predictor(Protocol):
+    """What sizing a batch reads of :class:`resnetlab.infer.predict.Predictor` (a protocol,
+    so that this module, which the predictor uses, does not import it back)."""
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    @property
+    def config(self) -> TrainConfig: ...
+
+    @property
+    def place(self) -> Execution: ...
+
+    @property
+    def data_size(self) -> tuple[int, int, int]: ...
+
+    @property
+    def preprocess(self) -> Preprocess: ...
 
 
 def fit_batch(p: Predictor, batch: int) -> BatchFit:
