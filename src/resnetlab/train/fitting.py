@@ -33,10 +33,10 @@ from resnetlab.train.build import (
 )
 from resnetlab.train.curves import plot_curves
 from resnetlab.train.distributed import restart_point, session
+from resnetlab.train.fit_steps import Run, open_run
 from resnetlab.train.logs import MetricsLogger, StepLog, read_metrics, truncate_metrics
 from resnetlab.train.plan import TrainPlan
 from resnetlab.train.report import final_test, write_results
-from resnetlab.train.run import Run, open_run
 from resnetlab.train.start_or_resume import (
     check_out_dir,
     check_resumable,
