@@ -458,7 +458,7 @@ CASES = [
     case("export-onnx", "`export` of an .onnx file", "export", "{existing_onnx}", "-o",
          "{files}/again.safetensors", needle="an ONNX file runs in ONNX Runtime only"),
     case("train-minutes-step", "a time budget for the paper's step schedule", *TRAIN,
-         "--minutes", "5", "--out", "{out}", needle="sizes a one-cycle or cosine schedule"),
+         "--minutes", "5", "--out", "{out}", needle="sizes a warmup-linear or cosine schedule"),
     case("train-minutes-negative", "a negative time budget", *TRAIN, "--minutes", "-1",
          needle="run.budget_min must be a positive"),
     case("train-interpolation", "an unknown resize filter", *TRAIN,

@@ -44,7 +44,7 @@ def test_the_length_is_fixed_after_the_last_warm_up_epoch() -> None:
 @pytest.mark.parametrize(
     ("over", "needle"),
     [
-        ({}, "sizes a one-cycle or cosine schedule"),  # paper-cifar: the step schedule
+        ({}, "sizes a warmup-linear or cosine schedule"),  # paper-cifar: the step schedule
         ({"schedule.name": "onecycle", "schedule.warmup_epochs": 0}, "warmup_epochs ≥ 1"),
         ({"schedule.name": "cosine", "schedule.warmup_epochs": 1}, "or run.iterations, not"),
     ],

@@ -40,8 +40,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epochs",
         type=positive_int,
-        help="epochs per run under the CPU budget protocol, the default (one-cycle learning "
-        "rate; default 10 epochs)",
+        help="epochs per run under the CPU budget protocol, the default (a linear warm-up "
+        "and linear decay of the learning rate; default 10 epochs)",
     )
     p.add_argument(
         "--paper",

@@ -56,7 +56,7 @@ def add_parser(sub: Any) -> None:
         type=float,
         metavar="MIN",
         help="size the schedule to finish in MIN wall minutes on this machine, timed from its "
-        "warm-up (one-cycle/cosine recipes, e.g. fast)",
+        "warm-up (warmup-linear or cosine schedules, e.g. the fast recipe)",
     )
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=float)

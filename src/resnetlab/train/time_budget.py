@@ -1,6 +1,6 @@
 """``run.budget_min`` (``train --minutes``): a schedule sized to end in so many wall minutes.
 
-A one-cycle or cosine schedule needs its length before it starts to decay, and how many
+A warmup-linear or cosine schedule needs its length before it starts to decay, and how many
 epochs fit in ten minutes depends on the machine and on what else runs on it. So a budgeted
 run trains its warm-up with the recipe's epoch count standing in for the length (a warm-up's
 learning rate does not depend on it), times the last warm-up epoch (training and validation;
@@ -35,8 +35,9 @@ def check_budget(cfg: TrainConfig) -> None:
     s = cfg.schedule
     if s.name not in ("warmup-linear", "cosine") or s.warmup_epochs < 1:
         raise ConfigError(
-            "run.budget_min (--minutes) sizes a one-cycle or cosine schedule from the time "
-            "of its warm-up: it needs schedule.name onecycle or cosine and "
+            "run.budget_min (--minutes) sizes a warmup-linear or cosine schedule from the "
+            "time of its warm-up: it needs schedule.name warmup-linear (earlier: onecycle) "
+            "or cosine and "
             f"schedule.warmup_epochs ≥ 1 (got {s.name}, {s.warmup_epochs:g}); the fast "
             "recipe has both"
         )
