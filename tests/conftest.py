@@ -138,6 +138,17 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def assert_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], folder: Path, argv: list[str], needle: str
+) -> None:
+    """``resnetlab ARGV``, run in the empty current ``folder``, is bad input: exit 2, nothing
+    on stdout, one line on stderr holding ``needle``, and nothing written into ``folder``."""
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and needle in err
+    assert list(folder.iterdir()) == []  # nothing half-written
+
+
 def tiny_train(
     *extra: str, per_class: int = 5, batch: int = 10, precision: str = "fp32", test: bool = False
 ) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from conftest import cli, meta_model
+from conftest import assert_refused_in_one_line, cli, meta_model
 from resnetlab.analysis import summarize
 from resnetlab.analysis.compare import default_input_size
 from resnetlab.analysis.diagram import BLOCKS, block_diagram, diagram
@@ -182,10 +182,7 @@ def test_bad_input_one_line_exit_2(
     needle: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli(capsys, *argv)
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and needle in err
-    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    assert_refused_in_one_line(capsys, tmp_path, argv, needle)
 
 
 def test_a_module_without_stages_is_refused() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from browser import dump_dom, needs_chromium, screenshot_colours
-from conftest import cli, meta_model
+from conftest import assert_refused_in_one_line, cli, meta_model
 from resnetlab.analysis import summarize
 from resnetlab.analysis.explorer import explore_page
 
@@ -127,10 +127,7 @@ def test_bad_input_one_line_exit_2(
     needle: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli(capsys, *argv)
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and needle in err
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_in_one_line(capsys, tmp_path, argv, needle)
 
 
 @needs_chromium
