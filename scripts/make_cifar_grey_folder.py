@@ -12,12 +12,10 @@ TRAIN-1 are our train split, the next VAL our val split, the next TEST our test 
 (defaults 250, 100, 250: 1,000 / 400 / 1,000 images). No image is in two splits.
 """
 
-import io
 import sys
-import tarfile
 from pathlib import Path
 
-from PIL import Image
+from _cifar_archive import wanted_images
 
 ARCHIVE = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/cifar10-jpeg.tar.gz")
 OUT = Path(sys.argv[2] if len(sys.argv) > 2 else "grey4")
@@ -34,19 +32,8 @@ wanted = {
     for cls in CLASSES
     for i in range(lo, hi)
 }
-with tarfile.open(ARCHIVE) as tar:
-    for member in tar:
-        key = member.name.removeprefix("./")
-        if key not in wanted:
-            continue
-        split, cls, i = wanted.pop(key)
-        f = tar.extractfile(member)
-        assert f is not None
-        folder = OUT / split / cls
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.open(io.BytesIO(f.read())).convert("L").save(folder / f"{cls}{i:04d}.png")
-        if not wanted:
-            break
-if wanted:
-    raise SystemExit(f"{len(wanted)} images not found in {ARCHIVE}, e.g. {next(iter(wanted))}")
+for (split, cls, i), image in wanted_images(ARCHIVE, wanted):
+    folder = OUT / split / cls
+    folder.mkdir(parents=True, exist_ok=True)
+    image.convert("L").save(folder / f"{cls}{i:04d}.png")
 print(sum(1 for _ in OUT.rglob("*.png")), "images in", OUT)

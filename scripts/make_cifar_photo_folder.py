@@ -14,12 +14,11 @@ no image is in both splits. The upscaled 32-px pictures are blurry; they are rea
 nevertheless, which is what the walk-through in docs/finetune.md needs.
 """
 
-import io
 import random
 import sys
-import tarfile
 from pathlib import Path
 
+from _cifar_archive import wanted_images
 from PIL import Image
 
 ARCHIVE = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/cifar10-jpeg.tar.gz")
@@ -35,25 +34,14 @@ wanted = {
     for cls in CLASSES
     for i in range(n)
 }
-with tarfile.open(ARCHIVE) as tar:
-    for member in tar:
-        key = member.name.removeprefix("./")
-        if key not in wanted:
-            continue
-        split, cls, i = wanted.pop(key)
-        f = tar.extractfile(member)
-        assert f is not None
-        im = Image.open(io.BytesIO(f.read())).convert("RGB")
-        w, h = random.randint(96, 240), random.randint(96, 240)
-        im = im.resize((w, h), Image.Resampling.BICUBIC)
-        mode = MODES[i % len(MODES)]
-        out = im.convert("L").convert("I;16") if mode == "I;16" else im.convert(mode)
-        ext = "jpg" if mode in ("RGB", "CMYK") else "png"
-        folder = OUT / split / cls
-        folder.mkdir(parents=True, exist_ok=True)
-        out.save(folder / f"{cls}{i:02d}.{ext}")
-        if not wanted:
-            break
-if wanted:
-    raise SystemExit(f"{len(wanted)} images not found in {ARCHIVE}, e.g. {next(iter(wanted))}")
+for (split, cls, i), image in wanted_images(ARCHIVE, wanted):
+    im = image.convert("RGB")
+    w, h = random.randint(96, 240), random.randint(96, 240)
+    im = im.resize((w, h), Image.Resampling.BICUBIC)
+    mode = MODES[i % len(MODES)]
+    out = im.convert("L").convert("I;16") if mode == "I;16" else im.convert(mode)
+    ext = "jpg" if mode in ("RGB", "CMYK") else "png"
+    folder = OUT / split / cls
+    folder.mkdir(parents=True, exist_ok=True)
+    out.save(folder / f"{cls}{i:02d}.{ext}")
 print(sum(1 for _ in OUT.rglob("*.*")), "images in", OUT)
