@@ -11,7 +11,7 @@ import torch
 
 from conftest import cli, tiny_train
 from resnetlab.infer import fast
-from resnetlab.infer.fast import AccuracyCheck, optimize_for_inference
+from resnetlab.infer.fast import AccuracyCheck, FastModel, optimize_for_inference
 from resnetlab.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,28 +41,24 @@ def test_int8_is_checked_on_the_images_given(net: torch.nn.Module) -> None:
     with torch.no_grad():
         labels = net(images).argmax(dim=1)  # the fp32 model is right on all of them
     check = AccuracyCheck(images, labels, "10 test images")
-    f = optimize_for_inference(
-        net,
-        torch.randn(4, 3, 32, 32),
-        engines=["eager", "onnxruntime-int8"],
-        min_seconds=0.05,
-        keep_memory=False,
-        check=check,
-        max_int8_drop=100.0,  # any int8 top-1 is close enough: it may be picked now
-    )
+
+    def bench(max_int8_drop: float) -> FastModel:
+        return optimize_for_inference(
+            net,
+            torch.randn(4, 3, 32, 32),
+            engines=["eager", "onnxruntime-int8"],
+            min_seconds=0.05,
+            keep_memory=False,
+            check=check,
+            max_int8_drop=max_int8_drop,
+        )
+
+    f = bench(100.0)  # any int8 top-1 is close enough: it may be picked now
     top1 = {r.engine: r.top1 for r in f.results}
     assert top1["eager"] == 100.0 and top1["onnxruntime-int8"] is not None
     assert "int8 engines checked on 10 test images: fp32 top-1 100.00%" in f.report()
     assert "onnxruntime-int8" not in f.held
-    strict = optimize_for_inference(
-        net,
-        torch.randn(4, 3, 32, 32),
-        engines=["eager", "onnxruntime-int8"],
-        min_seconds=0.05,
-        keep_memory=False,
-        check=check,
-        max_int8_drop=-1.0,  # it would have to beat fp32 by a point: held back, with numbers
-    )
+    strict = bench(-1.0)  # it would have to beat fp32 by a point: held back, with numbers
     assert strict.engine == "eager"
     assert strict.held["onnxruntime-int8"].startswith("not picked: top-1 ")
 
