@@ -182,6 +182,7 @@ def _eval_split(args: argparse.Namespace, predictor: Predictor) -> Split:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from resnetlab.runtime.metrics import top5_shown
 
     if args.out is not None:
         check_folder(args.out)
@@ -212,8 +213,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"{args.checkpoint} on {args.split} ({len(data):,} images): "
             f"top-1 {metrics['top1']:.2f}%, "
-            + (f"top-5 {metrics['top5']:.2f}%, " if len(predictor.classes) > 5 else "")
-            + f"loss {metrics['loss']:.4f}"  # top-5 of 5 classes or fewer is always 100%
+            + (f"top-5 {metrics['top5']:.2f}%, " if top5_shown(len(predictor.classes)) else "")
+            + f"loss {metrics['loss']:.4f}"
         )
         print(cm.to_text(predictor.classes))
     if predictor.weights is not None:

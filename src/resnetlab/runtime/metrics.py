@@ -16,7 +16,13 @@ from torch import Tensor
 
 from resnetlab.fileio import check_writable, pyplot, save_figure
 
-__all__ = ["ConfusionMatrix", "topk_correct"]
+__all__ = ["ConfusionMatrix", "top5_shown", "topk_correct"]
+
+
+def top5_shown(classes: int) -> bool:
+    """Whether top-5 tells anything: with 5 classes or fewer every sample's class is among
+    its top 5, so it is always 100% and is not shown."""
+    return classes > 5
 
 
 def topk_correct(

@@ -24,6 +24,7 @@ from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, choose
 from resnetlab.runtime.folder_layout import BEST, LAST
 from resnetlab.runtime.group import Group
+from resnetlab.runtime.metrics import top5_shown
 from resnetlab.train.build import PretrainedSource, check_pretrained_fits
 from resnetlab.train.logs import MetricsLogger, StepLog
 from resnetlab.train.loop import (
@@ -185,7 +186,7 @@ class Run:
             "val_top5": val["top5"],
             "epoch_time_s": out.metrics["train_time_s"],
         }
-        if len(self.bundle.classes) <= 5:  # top-5 of 5 classes or fewer: always 100%
+        if not top5_shown(len(self.bundle.classes)):
             del row["val_top5"]
         if logger is not None:
             logger.log(row)

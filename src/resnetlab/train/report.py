@@ -17,7 +17,7 @@ from resnetlab.runtime.config import TrainConfig
 from resnetlab.runtime.evaluate import evaluate
 from resnetlab.runtime.execution import Execution, code_version, hardware
 from resnetlab.runtime.folder_layout import RunFolder
-from resnetlab.runtime.metrics import ConfusionMatrix
+from resnetlab.runtime.metrics import ConfusionMatrix, top5_shown
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def final_test(
 
 def top5_text(test: dict[str, float], classes: int) -> str:
     """``top-5 x% `` where 5 < ``classes`` (else top-5 is always 100%: not shown)."""
-    return f"top-5 {test['top5']:.2f}% " if classes > 5 else ""
+    return f"top-5 {test['top5']:.2f}% " if top5_shown(classes) else ""
 
 
 def tta_note(cfg: TrainConfig) -> str:
