@@ -274,8 +274,10 @@ class Predictor:
         # memory does not grow with the number of files (eval mode: each image on its own).
         for start in range(0, len(paths), EXPLAIN_PIECE):
             piece = paths[start : start + EXPLAIN_PIECE]
-            found += self.explain(self.read_images(piece))
-            for path, target, e in zip(piece, targets[start:], found[start:], strict=False):
+            explained = self.explain(self.read_images(piece))
+            found += explained
+            here = targets[start : start + EXPLAIN_PIECE]
+            for path, target, e in zip(piece, here, explained, strict=True):
                 with Image.open(path) as im:
                     original = im.convert("RGB")
                 box = seen_box(original.size, inner) if h == w else None
