@@ -194,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = _eval_split(args, predictor)
     fit = predictor.fit_batch(max(1, min(args.batch_size, len(data))))
     _say(fit.note)  # a batch that does not fit runs in pieces, with the same results
-    metrics, cm = predictor.evaluate(data, batch_size=fit.batch)
+    metrics, cm = predictor.evaluate(data, fit=fit)  # the batch just sized, not sized again
     per_class = dict(zip(predictor.classes, cm.per_class_accuracy(), strict=True))
     result = {
         "checkpoint": str(args.checkpoint),
@@ -289,8 +289,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.checkpoint, model=args.arch, layout=args.layout)
     say_published(predictor)
     files = [str(p) for p in args.images]
-    _say(predictor.fit_batch(len(files)).note)  # decoded and run in pieces if need be
-    preds = predictor.predict_files(files, top_k=args.top_k)
+    fit = predictor.fit_batch(len(files))
+    _say(fit.note)  # decoded and run in pieces if need be
+    preds = predictor.predict_files(files, top_k=args.top_k, fit=fit)
     pngs = [str(p) for p, _ in predictor.explain_files(files, args.explain)] if args.explain else []
     if args.format == "json":
         data = [

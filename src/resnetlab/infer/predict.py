@@ -214,11 +214,13 @@ class Predictor:
                 images.append(decode_image(data, p, size=(h, w), channels=c, interpolation=filt))
         return torch.stack(images)
 
-    def predict_files(self, paths: list[str], *, top_k: int = 5) -> list[Prediction]:
+    def predict_files(
+        self, paths: list[str], *, top_k: int = 5, fit: BatchFit | None = None
+    ) -> list[Prediction]:
         """Top-k classes of each image file; an unreadable file raises ``ImageError``. The
-        files are decoded and run in batches that fit (:meth:`fit_batch`): 6,000 photos in
-        one batch were killed by the kernel."""
-        n = self.fit_batch(len(paths)).batch
+        files are decoded and run in batches that fit (``fit``, else :meth:`fit_batch` of
+        them all): 6,000 photos in one batch were killed by the kernel."""
+        n = (fit or self.fit_batch(len(paths))).batch
         chunks = [paths[i : i + n] for i in range(0, len(paths), n)]
         probs = torch.cat([self.probabilities(self.read_images(c)) for c in chunks])
         k = max(1, min(top_k, len(self.classes)))
@@ -345,12 +347,13 @@ class Predictor:
         )
 
     def evaluate(
-        self, data: Split, *, batch_size: int = 500
+        self, data: Split, *, batch_size: int = 500, fit: BatchFit | None = None
     ) -> tuple[dict[str, float], ConfusionMatrix]:
         """Metrics with the run's test-time views (``run.tta``), as in its final test, in
-        batches of ``batch_size`` or fewer where that does not fit (:meth:`fit_batch`)."""
+        batches of ``batch_size`` or fewer where that does not fit (``fit``, else
+        :meth:`fit_batch`)."""
         cm = ConfusionMatrix(len(self.classes))
-        batch = self.fit_batch(max(1, min(batch_size, len(data)))).batch
+        batch = (fit or self.fit_batch(max(1, min(batch_size, len(data))))).batch
         metrics = evaluate(
             self.model,
             eval_split_batches(data, self.preprocess, batch_size=batch, device=self.place.device),
