@@ -38,7 +38,6 @@ class TrainPlan:
     steps_per_epoch: int
     dropped: int  # training images each epoch leaves out (data.last_batch)
     total_steps: int
-    max_epochs: int
     length_fixed: bool = False  # a time budget fixed total_steps
 
     @property
@@ -46,13 +45,17 @@ class TrainPlan:
         return self.data_size[0]
 
     @property
+    def max_epochs(self) -> int:
+        """Epochs the run starts, the last one maybe cut short by ``total_steps``."""
+        return -(-self.total_steps // self.steps_per_epoch)
+
+    @property
     def keep_last(self) -> bool:
         return self.cfg.data.last_batch == "keep"
 
     def with_length(self, total_steps: int) -> TrainPlan:
         """This plan with the length a time budget fixed (``total_steps``)."""
-        epochs = -(-total_steps // self.steps_per_epoch)
-        return replace(self, total_steps=total_steps, max_epochs=epochs, length_fixed=True)
+        return replace(self, total_steps=total_steps, length_fixed=True)
 
 
 def make_plan(
@@ -97,5 +100,4 @@ def make_plan(
         steps_per_epoch=shape.steps,
         dropped=shape.dropped,
         total_steps=total_steps,
-        max_epochs=-(-total_steps // shape.steps),
     )
